@@ -1,0 +1,16 @@
+r"""spark-submit entry point of the scoring job.
+
+    spark-submit jobs/score.py --model-uri models:/NAME@ALIAS --input PATH --output PATH \\
+        --date YYYY-MM-DD [--id-column id] [--partition-column date] [--keep-columns a,b] \\
+        [--batch-size N] [--backend auto|pyfunc|onnx] [--device auto|cpu|cuda]
+
+The flags are those of ``scoring score`` (see ``scoring score --help``); the ``scoring`` package must be
+installed in the Python that runs the driver and the executors (``PYSPARK_PYTHON``).
+"""
+
+import sys
+
+from scoring.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["score", *sys.argv[1:]]))

@@ -1,0 +1,7 @@
+"""Batch scoring of parquet data with MLflow and ONNX models on Spark.
+
+The package is importable without pyspark: only the modules that build Spark plans import it, and they
+do so lazily, so the model-resolution and scoring code can be reused by an online service.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,263 @@
+"""The two scoring backends, MLflow pyfunc and ONNX Runtime, behind one small interface.
+
+A backend turns a pandas DataFrame of feature columns (already cast to the signature's types) into
+:class:`Scores`. Nothing here imports pyspark, so an online service can score through the same code.
+
+Output convention (also in the README):
+    * ``prediction``: the model's label or value. When a model returns only class probabilities,
+      the index of the most probable class.
+    * ``probability``: only for classifiers. Binary: the probability of the positive class (class
+      index 1) as a double. Multiclass: an array of doubles, one per class, in class-index order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from scoring.errors import ModelError
+from scoring.models import ONNX_TYPES, Feature
+
+BACKENDS = ("auto", "pyfunc", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
+
+_NUMPY_TYPES = {
+    "boolean": np.bool_,
+    "integer": np.int32,
+    "long": np.int64,
+    "float": np.float32,
+    "double": np.float64,
+    "string": object,
+}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Model output for one batch.
+
+    Attributes:
+        prediction: One value per row.
+        probability: None for regressors; 1-D (positive class) for binary classifiers; 2-D
+            (rows x classes) for multiclass classifiers.
+    """
+
+    prediction: np.ndarray
+    probability: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The shape of a model's output, found once on the driver by scoring a small sample.
+
+    Attributes:
+        prediction_type: ``double``, ``long`` or ``string``.
+        probability: None, ``binary`` or ``multiclass``.
+    """
+
+    prediction_type: str
+    probability: str | None
+
+    @classmethod
+    def of(cls, scores: Scores) -> OutputSpec:
+        """Describe the output of a sample batch."""
+        kind = scores.prediction.dtype.kind
+        prediction_type = {"f": "double", "i": "long", "u": "long", "b": "long"}.get(kind, "string")
+        probability = None
+        if scores.probability is not None:
+            probability = "binary" if scores.probability.ndim == 1 else "multiclass"
+        return cls(prediction_type, probability)
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """Everything a Python worker needs to load the model; small, immutable and picklable.
+
+    Attributes:
+        model_path: Where the model is on the worker: a path, or a name under ``SparkFiles``.
+        fingerprint: The model's content identity; the worker cache is keyed by it.
+        backend: ``pyfunc`` or ``onnx`` (never ``auto``: resolved on the driver).
+        device: ``auto``, ``cpu`` or ``cuda``; ONNX only.
+        threads: ONNX Runtime intra-op threads per task.
+        features: The model's input columns, in order.
+        onnx_file: The ONNX graph's path relative to ``model_path`` ("" for a bare .onnx file).
+    """
+
+    model_path: str
+    fingerprint: str
+    backend: str
+    device: str
+    threads: int
+    features: tuple[Feature, ...]
+    onnx_file: str = ""
+
+    @property
+    def cache_key(self) -> tuple:
+        """Two specs with the same key can share one loaded model."""
+        return (self.fingerprint, self.backend, self.device, self.threads)
+
+
+class Predictor(Protocol):
+    """Scores one batch of feature rows."""
+
+    def predict(self, frame: pd.DataFrame) -> Scores:
+        """Score ``frame``, whose columns are the model's features in order."""
+
+
+def choose_backend(requested: str, is_onnx: bool, has_pyfunc: bool) -> str:
+    """Pick the backend for a model: ONNX Runtime for ONNX models unless pyfunc is asked for.
+
+    Raises:
+        ModelError: The requested backend cannot load this model.
+    """
+    if requested == "onnx" and not is_onnx:
+        raise ModelError("--backend onnx needs an ONNX model (a .onnx file or the onnx flavor)")
+    if requested == "pyfunc" and not has_pyfunc:
+        raise ModelError("--backend pyfunc needs an MLflow model; a bare .onnx file has no pyfunc")
+    if requested == "auto":
+        return "onnx" if is_onnx else "pyfunc"
+    return requested
+
+
+def load_predictor(spec: ScorerSpec, model_path: str, device_id: int = 0) -> Predictor:
+    """Load the model that ``spec`` names from ``model_path``.
+
+    Args:
+        spec: What to load and how.
+        model_path: Local path of the model on this machine.
+        device_id: GPU ordinal to use when ONNX Runtime runs on CUDA.
+    """
+    if spec.backend == "onnx":
+        graph = f"{model_path}/{spec.onnx_file}" if spec.onnx_file else model_path
+        return OnnxPredictor(graph, spec.features, spec.device, spec.threads, device_id)
+    return PyfuncPredictor(model_path)
+
+
+class PyfuncPredictor:
+    """Any MLflow model, through ``mlflow.pyfunc``."""
+
+    def __init__(self, model_path: str) -> None:
+        import mlflow.pyfunc
+
+        self._model = mlflow.pyfunc.load_model(model_path)
+
+    def predict(self, frame: pd.DataFrame) -> Scores:
+        """Score a batch; see the module docstring for how outputs are mapped."""
+        raw = self._model.predict(frame)
+        if isinstance(raw, pd.DataFrame):
+            arrays = [raw.iloc[:, 0].to_numpy()] if raw.shape[1] == 1 else [raw.to_numpy()]
+        elif isinstance(raw, pd.Series):
+            arrays = [raw.to_numpy()]
+        else:
+            arrays = [np.asarray(raw)]
+        return scores_from_outputs(arrays, len(frame))
+
+
+class OnnxPredictor:
+    """An ONNX graph through ONNX Runtime, on CUDA where the node has it, else on the CPU."""
+
+    def __init__(
+        self, path: str, features: Sequence[Feature], device: str, threads: int, device_id: int = 0
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # Spark already runs one task per core: more threads per task would oversubscribe the node.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            path, sess_options=options, providers=onnx_providers(device, device_id)
+        )
+        self._features = list(features)
+        self._inputs = self._session.get_inputs()
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses, best first."""
+        return self._session.get_providers()
+
+    def predict(self, frame: pd.DataFrame) -> Scores:
+        """Score a batch; see the module docstring for how outputs are mapped."""
+        outputs = self._session.run(None, self._feeds(frame))
+        return scores_from_outputs([_dense(o) for o in outputs], len(frame))
+
+    def _feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        if len(self._inputs) == 1 and len(self._features) > 1:
+            graph_input = self._inputs[0]
+            dtype = _NUMPY_TYPES[_onnx_scalar_type(graph_input.type)]
+            return {graph_input.name: frame.to_numpy(dtype=dtype)}
+        feeds = {}
+        by_name = {f.name: f for f in self._features}
+        for graph_input, feature in zip(self._inputs, self._features, strict=False):
+            source = by_name.get(graph_input.name, feature)
+            column = frame[source.name].to_numpy(dtype=_NUMPY_TYPES[_onnx_scalar_type(graph_input.type)])
+            feeds[graph_input.name] = column.reshape(-1, 1) if len(graph_input.shape) == 2 else column
+        return feeds
+
+
+def onnx_providers(device: str, device_id: int = 0) -> list:
+    """ONNX Runtime execution providers for ``device`` on this machine.
+
+    Raises:
+        ModelError: ``cuda`` was forced but this onnxruntime build has no CUDA provider.
+    """
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise ModelError(
+            "--device cuda, but this node's onnxruntime has no CUDAExecutionProvider "
+            "(install onnxruntime-gpu)"
+        )
+    if has_cuda:
+        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def scores_from_outputs(arrays: Sequence[np.ndarray], rows: int) -> Scores:
+    """Map a model's raw outputs onto prediction and probability.
+
+    A column-shaped output ([N] or [N, 1]) is the prediction; a matrix output ([N, C], C >= 2) holds
+    class probabilities.
+
+    Args:
+        arrays: The model's outputs for one batch.
+        rows: Rows in the batch, to check the outputs against.
+
+    Raises:
+        ModelError: The outputs have the wrong length or cannot be told apart.
+    """
+    columns = [a.reshape(-1) for a in arrays if a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)]
+    matrices = [a for a in arrays if a.ndim == 2 and a.shape[1] >= 2]
+    if len(columns) > 1 or len(matrices) > 1 or len(columns) + len(matrices) != len(arrays):
+        shapes = ", ".join(str(a.shape) for a in arrays)
+        raise ModelError(f"cannot map the model's outputs (shapes {shapes}) to prediction/probability")
+    for a in arrays:
+        if len(a) != rows:
+            raise ModelError(f"the model returned {len(a)} rows for a batch of {rows} rows")
+    matrix = matrices[0].astype(np.float64) if matrices else None
+    prediction = columns[0] if columns else np.argmax(matrix, axis=1)
+    probability = None
+    if matrix is not None:
+        probability = matrix[:, 1] if matrix.shape[1] == 2 else matrix
+    return Scores(prediction, probability)
+
+
+def _dense(output: object) -> np.ndarray:
+    """ONNX outputs as arrays; a ZipMap output (a list of {class: probability}) becomes a matrix."""
+    if isinstance(output, list) and output and isinstance(output[0], dict):
+        classes = sorted(output[0])
+        return np.array([[row[c] for c in classes] for row in output], dtype=np.float64)
+    return np.asarray(output)
+
+
+def _onnx_scalar_type(tensor_type: str) -> str:
+    try:
+        return ONNX_TYPES[tensor_type]
+    except KeyError:
+        raise ModelError(f"ONNX input type {tensor_type} is not supported") from None

@@ -1,0 +1,150 @@
+"""The ``scoring`` command line; ``spark-submit jobs/score.py`` takes the same flags as ``scoring score``.
+
+Expected failures (a bad model reference, a missing column, ...) print one line, ``error: ...``, and
+exit 1; argument errors exit 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+
+from scoring.backends import BACKENDS, DEVICES
+from scoring.config import JobConfig
+from scoring.errors import ScoringError
+
+log = logging.getLogger("scoring")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``scoring`` subcommand and return its exit code."""
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        return args.run(args)
+    except ScoringError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="scoring", description="Batch scoring on Spark.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    score = commands.add_parser("score", help="score one date's partition and publish it")
+    add_score_arguments(score)
+    score.set_defaults(run=_run_score)
+
+    demo = commands.add_parser("demo", help="train, register and score a synthetic dataset, offline")
+    demo.add_argument("--workdir", default="demo-workdir", help="where the demo writes everything")
+    demo.add_argument("--rows", type=_positive_int, default=300_000, help="rows per date")
+    demo.add_argument("--master", default=None, help="Spark master (default: local[*])")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of one scoring run, shared by ``scoring score`` and ``jobs/score.py``."""
+    add = parser.add_argument
+    add(
+        "--model-uri",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
+        "an MLflow model directory or a .onnx file; the registry is MLFLOW_TRACKING_URI's",
+    )
+    add("--input", required=True, help="input parquet file or directory (hive-partitioned or not)")
+    add("--output", required=True, help="root of the date-partitioned output dataset")
+    add("--date", required=True, type=_date, help="the partition to score, YYYY-MM-DD")
+    add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
+    add("--partition-column", default="date", help="partition column of the output and input (default: date)")
+    add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
+    add("--batch-size", default=10_000, type=_positive_int, help="rows per Arrow batch (default: 10000)")
+    add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models, else pyfunc")
+    add("--device", default="auto", choices=DEVICES, help="ONNX device; auto: CUDA where the node has it")
+    add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
+    add("--threads", type=_positive_int, help="ONNX threads per task (default: spark.task.cpus)")
+    add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    """The job configuration for parsed ``score`` arguments."""
+    return JobConfig(
+        model_uri=args.model_uri,
+        input=args.input,
+        output=args.output,
+        date=args.date,
+        id_columns=args.id_column,
+        partition_column=args.partition_column,
+        keep_columns=args.keep_columns,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        device=args.device,
+        features=args.features,
+        threads=args.threads,
+        master=args.master,
+    )
+
+
+def summary(manifest: dict) -> str:
+    """One line about a published partition, for people."""
+    seconds = (
+        dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
+    ).total_seconds()
+    rows = manifest["output"]["rows"]
+    partition = manifest["partition"]
+    return (
+        f"scored {rows:,} rows for {partition['column']}={partition['value']} with "
+        f"{manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
+        f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
+    )
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from scoring.job import run_job
+    from scoring.session import get_session
+
+    config = config_from_args(args)
+    spark = get_session(config.master)
+    manifest = run_job(spark, config)
+    print(summary(manifest))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from scoring.demo import run_demo
+
+    run_demo(args.workdir, rows=args.rows, master=args.master)
+    return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated column names")
+    return names
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number

@@ -1,0 +1,52 @@
+"""The scoring job's configuration: one immutable value built from the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What one scoring run needs.
+
+    Attributes:
+        model_uri: Model reference (see ``scoring.models.SUPPORTED_URIS``).
+        input: Parquet file or directory (hive-partitioned or not), any URI Spark reads.
+        output: Root of the date-partitioned output dataset.
+        date: The partition to score and write.
+        id_columns: Columns that identify a row; copied to the output.
+        partition_column: Name of the output's partition column, and of the input's when it has one.
+        keep_columns: Further input columns copied to the output.
+        batch_size: Rows per Arrow batch handed to the model.
+        backend: ``auto``, ``pyfunc`` or ``onnx``.
+        device: ``auto``, ``cpu`` or ``cuda`` (ONNX only).
+        features: Feature columns overriding the model's signature (for models without one).
+        threads: ONNX Runtime threads per task; None means ``spark.task.cpus``.
+        master: Spark master; None means spark-submit's, or ``local[*]`` outside spark-submit.
+    """
+
+    model_uri: str
+    input: str
+    output: str
+    date: dt.date
+    id_columns: tuple[str, ...] = ("id",)
+    partition_column: str = "date"
+    keep_columns: tuple[str, ...] = ()
+    batch_size: int = 10_000
+    backend: str = "auto"
+    device: str = "auto"
+    features: tuple[str, ...] | None = None
+    threads: int | None = None
+    master: str | None = None
+
+    @property
+    def partition_value(self) -> str:
+        """The partition's directory value, ``YYYY-MM-DD``."""
+        return self.date.isoformat()
+
+    def to_json(self) -> dict:
+        """The arguments as JSON-compatible values, for the manifest."""
+        values = asdict(self)
+        values["date"] = self.partition_value
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

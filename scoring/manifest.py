@@ -1,0 +1,66 @@
+"""The ``_manifest.json`` written beside each partition: what model scored what, and when."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from scoring import __version__
+from scoring.config import JobConfig
+from scoring.models import ResolvedModel
+
+MANIFEST_VERSION = 1
+
+
+def build_manifest(
+    *,
+    config: JobConfig,
+    model: ResolvedModel,
+    backend: str,
+    run_id: str,
+    input_rows: int,
+    files: list[tuple[str, int]],
+    columns: list[tuple[str, str]],
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+    spark_version: str,
+) -> dict:
+    """The manifest of one published partition.
+
+    Args:
+        config: The job's arguments.
+        model: The pinned model.
+        backend: The backend that scored (``pyfunc`` or ``onnx``).
+        run_id: The run's unique id.
+        input_rows: Rows read from the input partition.
+        files: The partition's parquet files (relative names) and their row counts.
+        columns: The output's columns and Spark SQL types.
+        started_at: When the run started (UTC).
+        finished_at: When the data was written (UTC).
+        spark_version: Version of Spark that ran the job.
+    """
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "run_id": run_id,
+        "partition": {"column": config.partition_column, "value": config.partition_value},
+        "model": {
+            "uri": model.uri,
+            "pinned_uri": model.pinned_uri,
+            "name": model.name,
+            "version": model.version,
+            "run_id": model.run_id,
+            "backend": backend,
+            "features": [{"name": f.name, "type": f.type} for f in model.features],
+        },
+        "input": {"path": config.input, "rows": input_rows},
+        "output": {
+            "path": config.output,
+            "rows": sum(rows for _, rows in files),
+            "files": [{"name": name, "rows": rows} for name, rows in files],
+            "columns": [{"name": name, "type": dtype} for name, dtype in columns],
+        },
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "arguments": config.to_json(),
+        "package_version": __version__,
+        "spark_version": spark_version,
+    }

@@ -1,0 +1,303 @@
+"""Resolve a model reference to one immutable model, once, on the driver.
+
+A job must score every row with the same model even if somebody moves the registry alias while it runs.
+So the reference is resolved here exactly once: an alias becomes a concrete version, the artifacts are
+downloaded to a local directory, and that directory is what the executors receive (see ``scoring.udf``).
+Executors never talk to the registry.
+
+The feature columns, their order and their types come from the model's signature (or, for a bare ONNX
+graph, from its named inputs); never from hard-coded names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scoring.errors import ModelError
+
+SUPPORTED_URIS = (
+    "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
+    "a local MLflow model directory or a .onnx file"
+)
+
+# The MLflow column types we can feed to a model, and the ONNX tensor types that map onto them.
+SUPPORTED_TYPES = ("boolean", "integer", "long", "float", "double", "string")
+ONNX_TYPES = {
+    "tensor(float)": "float",
+    "tensor(double)": "double",
+    "tensor(int64)": "long",
+    "tensor(int32)": "integer",
+    "tensor(bool)": "boolean",
+    "tensor(string)": "string",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column of the model.
+
+    Attributes:
+        name: Column name, as the input data must spell it.
+        type: MLflow data type name (one of ``SUPPORTED_TYPES``).
+    """
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference pinned to immutable artifacts on local disk.
+
+    Attributes:
+        uri: The reference as the user gave it.
+        pinned_uri: The immutable reference it resolved to (``models:/NAME/VERSION`` for an alias).
+        name: Registered model name, or the file or directory name for a local model.
+        version: Registry version; the run id or model id for run and logged-model references; a
+            content hash for a local path.
+        run_id: The MLflow run that produced the model, where known.
+        local_path: The downloaded model directory, or the ``.onnx`` file.
+        onnx_file: Path of the ONNX graph when the model is an ONNX model, else None.
+        features: Input columns in the order the model expects them.
+        fingerprint: Identifies the model's content; the worker-side model cache is keyed by it.
+    """
+
+    uri: str
+    pinned_uri: str
+    name: str
+    version: str
+    run_id: str | None
+    local_path: str
+    onnx_file: str | None
+    features: tuple[Feature, ...]
+    fingerprint: str
+
+    @property
+    def is_onnx(self) -> bool:
+        """Whether ONNX Runtime can score this model."""
+        return self.onnx_file is not None
+
+    @property
+    def has_pyfunc(self) -> bool:
+        """Whether MLflow's pyfunc loader can score this model (any MLflow model directory can)."""
+        return Path(self.local_path, "MLmodel").is_file()
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the input columns, in model order."""
+        return [f.name for f in self.features]
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    pinned_uri: str
+    name: str
+    version: str
+    run_id: str | None
+    fingerprint: str
+
+
+def resolve_model(
+    uri: str, download_dir: str | os.PathLike[str], features: Sequence[str] | None = None
+) -> ResolvedModel:
+    """Pin a model reference and download its artifacts.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-ID``, ``runs:/RUN_ID/PATH``,
+            a local MLflow model directory or a local ``.onnx`` file. The registry is the one
+            ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``) point at.
+        download_dir: Directory the model is downloaded (or, for a local path, copied) into.
+        features: Column names to use instead of the signature's, for models without one.
+
+    Returns:
+        The pinned model.
+
+    Raises:
+        ModelError: The reference is malformed, unknown to the registry, or the model is unusable.
+    """
+    # A unique name: Spark ships the model to executors under its base name (see scoring.udf).
+    target = Path(download_dir, f"model-{uuid.uuid4().hex[:12]}")
+    if uri.startswith(("models:/", "runs:/")):
+        pinned = _pin_registry_uri(uri)
+        local_path = _download(pinned.pinned_uri, target)
+    else:
+        source = _local_model_path(uri)
+        # A copy, so that the file scored is the file hashed even if the original is replaced.
+        local_path = _copy(source, target.with_suffix(source.suffix))
+        digest = _content_hash(Path(local_path))
+        pinned = _Pinned(str(source), source.name.removesuffix(".onnx"), digest[:12], None, digest)
+    onnx_file = _onnx_file(local_path)
+    model_features = _features(local_path, onnx_file, features, uri)
+    return ResolvedModel(
+        uri=uri,
+        pinned_uri=pinned.pinned_uri,
+        name=pinned.name,
+        version=pinned.version,
+        run_id=pinned.run_id,
+        local_path=local_path,
+        onnx_file=onnx_file,
+        features=model_features,
+        fingerprint=pinned.fingerprint,
+    )
+
+
+def _pin_registry_uri(uri: str) -> _Pinned:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        if uri.startswith("runs:/"):
+            match = re.fullmatch(r"runs:/([^/]+)/(.+)", uri)
+            if not match:
+                raise ModelError(f"malformed model URI {uri!r}: expected runs:/RUN_ID/PATH")
+            run_id, path = match.groups()
+            client.get_run(run_id)
+            return _Pinned(uri, Path(path).name, run_id, run_id, uri)
+        ref = uri.removeprefix("models:/")
+        if "@" in ref:
+            name, alias = ref.rsplit("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in ref:
+            name, version = ref.rsplit("/", 1)
+            if not version.isdigit():
+                raise ModelError(
+                    f"malformed model URI {uri!r}: expected models:/NAME/VERSION with a numeric "
+                    "version, or models:/NAME@ALIAS"
+                )
+            mv = client.get_model_version(name, version)
+        elif ref.startswith("m-"):
+            logged = client.get_logged_model(ref)
+            return _Pinned(uri, logged.name, ref, logged.source_run_id, uri)
+        else:
+            raise ModelError(f"malformed model URI {uri!r}: expected one of {SUPPORTED_URIS}")
+    except MlflowException as e:
+        raise ModelError(f"cannot resolve model {uri!r}: {_first_line(e.message)}") from e
+    pinned = f"models:/{mv.name}/{mv.version}"
+    return _Pinned(pinned, mv.name, str(mv.version), mv.run_id, pinned)
+
+
+def _download(pinned_uri: str, download_dir: str | os.PathLike[str]) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=pinned_uri, dst_path=str(download_dir))
+    except MlflowException as e:
+        raise ModelError(f"cannot download model {pinned_uri!r}: {_first_line(e.message)}") from e
+
+
+def _local_model_path(uri: str) -> Path:
+    path = Path(uri.removeprefix("file://")).expanduser().resolve()
+    if (path.is_file() and path.suffix == ".onnx") or (path / "MLmodel").is_file():
+        return path
+    if not path.exists():
+        raise ModelError(f"model not found: {uri!r} (expected one of {SUPPORTED_URIS})")
+    raise ModelError(f"{uri!r} is neither an MLflow model directory (no MLmodel file) nor a .onnx file")
+
+
+def _copy(source: Path, target: Path) -> str:
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+    return str(target)
+
+
+def _onnx_file(local_path: str) -> str | None:
+    """Path of the ONNX graph of a bare ``.onnx`` file or of an MLflow model with the onnx flavor."""
+    if local_path.endswith(".onnx"):
+        return local_path
+    from mlflow.models import Model
+
+    flavor = Model.load(local_path).flavors.get("onnx")
+    return str(Path(local_path, flavor["data"])) if flavor else None
+
+
+def _features(
+    local_path: str, onnx_file: str | None, override: Sequence[str] | None, uri: str
+) -> tuple[Feature, ...]:
+    declared = _signature_features(local_path, uri)
+    if declared is None and onnx_file is not None:
+        declared = _onnx_input_features(onnx_file)
+    if override:
+        types = {f.name: f.type for f in declared or ()}
+        default = _onnx_matrix_type(onnx_file) if onnx_file else "double"
+        return tuple(Feature(name, types.get(name, default)) for name in override)
+    if not declared:
+        raise ModelError(
+            f"model {uri!r} has no signature with named input columns; "
+            "log it with a signature or pass --features a,b,c"
+        )
+    return declared
+
+
+def _signature_features(local_path: str, uri: str) -> tuple[Feature, ...] | None:
+    if not Path(local_path, "MLmodel").is_file():
+        return None
+    from mlflow.models import Model
+    from mlflow.types.schema import ColSpec, DataType
+
+    signature = Model.load(local_path).signature
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        return None
+    features = []
+    for spec in signature.inputs.inputs:
+        dtype = spec.type if isinstance(spec, ColSpec) else None
+        if not isinstance(dtype, DataType) or dtype.name not in SUPPORTED_TYPES:
+            raise ModelError(
+                f"model {uri!r}: input {spec.name!r} has type {getattr(spec, 'type', spec)}, "
+                f"but only scalar columns of type {', '.join(SUPPORTED_TYPES)} can be scored"
+            )
+        features.append(Feature(spec.name, dtype.name))
+    return tuple(features)
+
+
+def _onnx_session_inputs(onnx_file: str) -> list:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
+        raise ModelError(f"cannot load ONNX graph {onnx_file!r}: {_first_line(str(e))}") from e
+    return session.get_inputs()
+
+
+def _onnx_input_features(onnx_file: str) -> tuple[Feature, ...] | None:
+    """One feature per graph input when every input is a single column (shape [N] or [N, 1])."""
+    inputs = _onnx_session_inputs(onnx_file)
+    if len(inputs) < 2 and not (inputs and len(inputs[0].shape) == 1):
+        return None  # one [N, F] matrix input: its columns have no names
+    features = []
+    for i in inputs:
+        if len(i.shape) > 2 or (len(i.shape) == 2 and i.shape[1] != 1) or i.type not in ONNX_TYPES:
+            return None
+        features.append(Feature(i.name, ONNX_TYPES[i.type]))
+    return tuple(features)
+
+
+def _onnx_matrix_type(onnx_file: str) -> str:
+    inputs = _onnx_session_inputs(onnx_file)
+    return ONNX_TYPES.get(inputs[0].type, "float") if len(inputs) == 1 else "float"
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"

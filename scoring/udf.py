@@ -1,0 +1,106 @@
+"""The vectorized scoring UDF: Arrow batches in, model loaded once per Python worker.
+
+Only the feature columns travel to Python (as one struct column); ids and carried columns stay in the
+JVM and are joined back to the scores by Spark, row for row. Moving fewer columns through Python is
+what makes a pandas UDF fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from scoring import model_cache
+from scoring.backends import OutputSpec, Predictor, ScorerSpec, Scores, load_predictor
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, SparkSession
+    from pyspark.sql.types import StructType
+
+
+def distribute_model(spark: SparkSession, local_path: str) -> str:
+    """Ship the model's files to every executor, and return their name under ``SparkFiles``.
+
+    Executors get the very files the driver resolved, so an alias moved mid-job changes nothing.
+    ``local_path`` must have a name unique to this model (``scoring.models`` gives it one), since
+    ``SparkFiles`` names files by their base name.
+    """
+    spark.sparkContext.addFile(local_path, recursive=os.path.isdir(local_path))
+    return os.path.basename(local_path)
+
+
+def output_schema(output: OutputSpec) -> StructType:
+    """The Spark struct the UDF returns: ``prediction`` and, for classifiers, ``probability``."""
+    from pyspark.sql import types as T
+
+    prediction = {"double": T.DoubleType, "long": T.LongType, "string": T.StringType}
+    fields = [T.StructField("prediction", prediction[output.prediction_type]())]
+    if output.probability == "binary":
+        fields.append(T.StructField("probability", T.DoubleType()))
+    elif output.probability == "multiclass":
+        fields.append(T.StructField("probability", T.ArrayType(T.DoubleType())))
+    return T.StructType(fields)
+
+
+def score_column(features: Column, spec: ScorerSpec, output: OutputSpec) -> Column:
+    """A column of scores for a struct column of features.
+
+    Args:
+        features: A struct of the model's features, in order and cast to the signature's types.
+        spec: How workers load the model.
+        output: The shape of the model's output.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        predictor = worker_predictor(spec)
+        for frame in batches:
+            yield scores_frame(predictor.predict(frame), output)
+
+    udf = pandas_udf(score_batches, returnType=output_schema(output))
+    # Non-deterministic, so that the optimizer never inlines the UDF once per output field and
+    # scores every row twice.
+    return udf.asNondeterministic()(features)
+
+
+def worker_predictor(spec: ScorerSpec) -> Predictor:
+    """The model for ``spec``, loaded on first use in this Python worker and cached after."""
+
+    def load() -> Predictor:
+        from pyspark import SparkFiles
+
+        path = spec.model_path if os.path.isabs(spec.model_path) else SparkFiles.get(spec.model_path)
+        return load_predictor(spec, path, _gpu_ordinal())
+
+    return model_cache.get_or_load(spec.cache_key, load)
+
+
+def scores_frame(scores: Scores, output: OutputSpec) -> pd.DataFrame:
+    """Scores as the pandas frame of the UDF's output struct."""
+    columns = {"prediction": _as_type(scores.prediction, output.prediction_type)}
+    if output.probability == "binary":
+        columns["probability"] = scores.probability.astype(np.float64)
+    elif output.probability == "multiclass":
+        columns["probability"] = list(scores.probability.astype(np.float64))
+    return pd.DataFrame(columns)
+
+
+def _as_type(values: np.ndarray, prediction_type: str) -> np.ndarray:
+    if prediction_type == "double":
+        return values.astype(np.float64)
+    if prediction_type == "long":
+        return values.astype(np.int64)
+    return values.astype(str).astype(object)
+
+
+def _gpu_ordinal() -> int:
+    """The GPU Spark assigned to this task (``spark.task.resource.gpu.amount``), else 0."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    return int(gpus.addresses[0]) if gpus is not None and gpus.addresses else 0

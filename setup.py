@@ -1,0 +1,27 @@
+"""Packaging of the ``scoring`` library; pinned versions for CI live in requirements.txt."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="scoring",
+    version="0.1.0",
+    description="Batch scoring of parquet data with MLflow and ONNX models on Spark",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["scoring", "scoring.*"]),
+    install_requires=[
+        "pyspark>=4.0,<5",
+        "mlflow>=3.1,<4",
+        "onnxruntime>=1.20",
+        "pyarrow>=15",
+        "pandas>=2.2",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "demo": ["scikit-learn>=1.5", "skl2onnx>=1.17"],
+    },
+    entry_points={"console_scripts": ["scoring=scoring.cli:main"]},
+)
