@@ -106,11 +106,8 @@ def summary(manifest: dict) -> str:
 
 def _run_score(args: argparse.Namespace) -> int:
     from scoring.job import run_job
-    from scoring.session import get_session
 
-    config = config_from_args(args)
-    spark = get_session(config.master)
-    manifest = run_job(spark, config)
+    manifest = run_job(config_from_args(args))
     print(summary(manifest))
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,11 @@ def register_models(model, sample: pd.DataFrame, name: str = MODEL_NAME) -> tupl
     from mlflow.models import infer_signature
 
     features = sample[list(FEATURE_TYPES)]
-    signature = infer_signature(features, model.predict_proba(features))
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: the job refuses such rows
+        # before they reach the model, so integer features are what we mean.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(features, model.predict_proba(features))
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_name=f"{name}-training"):
         # We trust the types of a model we just trained; MLflow's skops loader wants them named.
@@ -204,7 +209,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
             id_columns=("customer_id",),
             keep_columns=("region", "segment"),
         )
-        print(summary(run_job(spark, config)))
+        print(summary(run_job(config, spark)))
 
     scored = pq.read_table(output, partitioning="hive").to_pandas()
     print(f"\ndemo: {len(scored):,} scored rows under {output}; a few of them (read back with pyarrow):")

@@ -27,6 +27,7 @@ from scoring.publish import (
     staged_files,
     write_json,
 )
+from scoring.session import get_session
 from scoring.udf import distribute_model, score_column
 
 if TYPE_CHECKING:
@@ -42,12 +43,14 @@ SCORE_COLUMNS = ("prediction", "probability")
 PROBE_ROWS = 16
 
 
-def run_job(spark: SparkSession, config: JobConfig) -> dict:
+def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     """Score one date's partition and publish it with its manifest.
 
     Args:
-        spark: The session to run on.
         config: The run's arguments.
+        spark: The session to run on; by default the active one, or a new one on ``config.master``.
+            It is started only once the model is resolved, so a bad model reference fails in
+            seconds.
 
     Returns:
         The published partition's manifest.
@@ -66,6 +69,7 @@ def run_job(spark: SparkSession, config: JobConfig) -> dict:
         backend = choose_backend(config.backend, model.is_onnx, model.has_pyfunc)
         log.info("model %s resolved to %s (%s backend)", model.uri, model.pinned_uri, backend)
 
+        spark = spark or get_session(config.master)
         source = read_input(spark, config.input, config.partition_column, config.date)
         check_columns(source.schema, model.features, carried, config.input)
         input_rows = source.count()

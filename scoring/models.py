@@ -204,6 +204,7 @@ def _local_model_path(uri: str) -> Path:
 
 
 def _copy(source: Path, target: Path) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         shutil.copytree(source, target)
     else:

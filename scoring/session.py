@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,13 +27,16 @@ def prepare_environment(master: str | None) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def get_session(master: str | None = None, app_name: str = "scoring") -> SparkSession:
+def get_session(
+    master: str | None = None, app_name: str = "scoring", conf: Mapping[str, str] | None = None
+) -> SparkSession:
     """Return the active SparkSession, or start one.
 
     Args:
         master: Spark master URL. None keeps spark-submit's master, or uses ``local[*]`` when the
             process was not started by spark-submit.
         app_name: Application name shown in the Spark UI and logs.
+        conf: More Spark configuration for a new session.
     """
     launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master is None and not launched_by_spark_submit:
@@ -46,6 +50,8 @@ def get_session(master: str | None = None, app_name: str = "scoring") -> SparkSe
         # The job logs its own progress; Spark's console progress bar garbles captured logs.
         .config("spark.ui.showConsoleProgress", "false")
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     if master is not None:
         builder = builder.master(master)
     return builder.getOrCreate()

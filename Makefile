@@ -1,0 +1,27 @@
+# Everything a fresh machine needs: Python 3.11 and Java 17 on PATH; the rest comes from PyPI.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+demo: install
+	$(VENV)/bin/scoring demo
+
+lint: install
+	$(VENV)/bin/ruff check scoring jobs tests setup.py
+	$(VENV)/bin/ruff format --check scoring jobs tests setup.py
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) demo-workdir build *.egg-info

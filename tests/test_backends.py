@@ -1,0 +1,168 @@
+"""Backends and output mapping: unit tests, and multiclass and regression models through the job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATE
+
+from scoring import demo, model_cache
+from scoring.backends import OutputSpec, ScorerSpec, choose_backend, scores_from_outputs
+from scoring.cli import main
+from scoring.errors import ModelError
+from scoring.models import Feature, resolve_model
+
+
+def test_column_output_is_the_prediction():
+    scores = scores_from_outputs([np.array([[1.5], [2.5]])], rows=2)
+    assert scores.prediction.tolist() == [1.5, 2.5]
+    assert scores.probability is None
+    assert OutputSpec.of(scores) == OutputSpec("double", None)
+
+
+def test_binary_probabilities_give_the_positive_class_and_argmax():
+    scores = scores_from_outputs([np.array([[0.9, 0.1], [0.2, 0.8]])], rows=2)
+    assert scores.prediction.tolist() == [0, 1]
+    assert scores.probability.tolist() == [0.1, 0.8]
+    assert OutputSpec.of(scores) == OutputSpec("long", "binary")
+
+
+def test_label_and_multiclass_probabilities():
+    labels = np.array(["a", "c"])
+    matrix = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    scores = scores_from_outputs([labels, matrix], rows=2)
+    assert scores.prediction.tolist() == ["a", "c"]
+    assert scores.probability.shape == (2, 3)
+    assert OutputSpec.of(scores) == OutputSpec("string", "multiclass")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ([np.zeros(3)], "returned 3 rows for a batch of 2 rows"),
+        ([np.zeros(2), np.zeros(2)], "cannot map the model's outputs"),
+        ([np.zeros((2, 2, 2))], "cannot map the model's outputs"),
+    ],
+)
+def test_unmappable_outputs_are_refused(outputs, message):
+    with pytest.raises(ModelError, match=message):
+        scores_from_outputs(outputs, rows=2)
+
+
+@pytest.mark.parametrize(
+    ("requested", "is_onnx", "has_pyfunc", "expected"),
+    [("auto", True, True, "onnx"), ("auto", False, True, "pyfunc"), ("pyfunc", True, True, "pyfunc")],
+)
+def test_choose_backend(requested, is_onnx, has_pyfunc, expected):
+    assert choose_backend(requested, is_onnx, has_pyfunc) == expected
+
+
+def test_bare_onnx_file_has_no_pyfunc():
+    with pytest.raises(ModelError, match=r"a bare \.onnx file has no pyfunc"):
+        choose_backend("pyfunc", True, False)
+
+
+def test_model_cache_loads_once_per_key():
+    model_cache.clear()
+    loads = []
+
+    def load():
+        loads.append(1)
+        return object()
+
+    first = model_cache.get_or_load(("model", "onnx"), load)
+    assert model_cache.get_or_load(("model", "onnx"), load) is first
+    assert len(loads) == 1
+    for i in range(model_cache.CAPACITY):
+        model_cache.get_or_load(("other", i), load)
+    assert model_cache.get_or_load(("model", "onnx"), load) is not first  # evicted, least recent
+    model_cache.clear()
+
+
+def test_worker_predictor_loads_the_model_once(registry, tmp_path, monkeypatch):
+    from scoring import udf
+
+    model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
+    spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "cpu", 1, model.features, "model.onnx")
+    calls = []
+    real = udf.load_predictor
+    monkeypatch.setattr(udf, "load_predictor", lambda *a: calls.append(a) or real(*a))
+    model_cache.clear()
+    assert udf.worker_predictor(spec) is udf.worker_predictor(spec)
+    assert len(calls) == 1
+    model_cache.clear()
+
+
+def test_onnx_runs_on_cpu_when_forced(registry, tmp_path):
+    from scoring.backends import load_predictor
+
+    model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
+    spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "cpu", 1, model.features, "model.onnx")
+    assert load_predictor(spec, model.local_path).providers == ["CPUExecutionProvider"]
+
+
+def _three_class_frame(rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(rows, 3)).astype(np.float32)
+    label = np.argmax(x @ rng.normal(size=(3, 3)), axis=1)
+    return pd.DataFrame({"id": np.arange(rows), "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "label": label})
+
+
+def test_multiclass_onnx_with_one_input_per_column(spark, tmp_path):
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    frame = _three_class_frame(300)
+    x = frame[["x1", "x2", "x3"]]
+    # The column transformer gives the ONNX graph one named input per column.
+    model = make_pipeline(
+        ColumnTransformer([("features", "passthrough", list(x.columns))]),
+        LogisticRegression(max_iter=500),
+    ).fit(x, frame["label"])
+    graph = convert_sklearn(
+        model,
+        initial_types=[(name, FloatTensorType([None, 1])) for name in ("x1", "x2", "x3")],
+        options={id(model.steps[-1][1]): {"zipmap": False}},
+        target_opset=17,
+    )
+    (tmp_path / "multiclass.onnx").write_bytes(graph.SerializeToString())
+    demo.write_partitioned(frame.drop(columns="label"), tmp_path / "input", DATE)
+
+    resolved = resolve_model(str(tmp_path / "multiclass.onnx"), tmp_path / "dl")
+    assert resolved.features == (Feature("x1", "float"), Feature("x2", "float"), Feature("x3", "float"))
+
+    code = main(
+        ["score", "--model-uri", str(tmp_path / "multiclass.onnx"), "--input", str(tmp_path / "input"),
+         "--output", str(tmp_path / "out"), "--date", DATE.isoformat()]
+    )  # fmt: skip
+    assert code == 0
+    out = pd.read_parquet(tmp_path / "out" / f"date={DATE}").sort_values("id")
+    np.testing.assert_allclose(np.stack(out["probability"].to_numpy()), model.predict_proba(x), atol=1e-5)
+    assert (out["prediction"].to_numpy() == model.predict(x)).all()
+
+
+def test_regression_pyfunc_writes_prediction_only(spark, tmp_path):
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    frame = _three_class_frame(200).assign(target=lambda f: 2 * f["x1"] - f["x3"])
+    x = frame[["x1", "x2", "x3"]]
+    model = LinearRegression().fit(x, frame["target"])
+    mlflow.sklearn.save_model(
+        model, tmp_path / "regressor", signature=infer_signature(x), serialization_format="cloudpickle"
+    )
+    demo.write_partitioned(frame, tmp_path / "input", DATE)
+
+    code = main(
+        ["score", "--model-uri", str(tmp_path / "regressor"), "--input", str(tmp_path / "input"),
+         "--output", str(tmp_path / "out"), "--date", DATE.isoformat(), "--batch-size", "64"]
+    )  # fmt: skip
+    assert code == 0
+    out = pd.read_parquet(tmp_path / "out" / f"date={DATE}").sort_values("id")
+    assert "probability" not in out.columns
+    np.testing.assert_allclose(out["prediction"], model.predict(x), rtol=1e-6)
