@@ -68,6 +68,9 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
     add("--threads", type=_positive_int, help="ONNX threads per task (default: spark.task.cpus)")
     add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
+    add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
+    add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
+    add("--skip-corrupt-files", action="store_true", help="skip unreadable input files, listing them")
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -86,6 +89,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         features=args.features,
         threads=args.threads,
         master=args.master,
+        max_reject_fraction=args.max_reject_fraction,
+        on_duplicate_id=args.on_duplicate_id,
+        skip_corrupt_files=args.skip_corrupt_files,
     )
 
 
@@ -135,6 +141,16 @@ def _names(value: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError("expected one or more comma-separated column names")
     return names
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
+    return number
 
 
 def _positive_int(value: str) -> int:

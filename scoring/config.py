@@ -24,6 +24,9 @@ class JobConfig:
         features: Feature columns overriding the model's signature (for models without one).
         threads: ONNX Runtime threads per task; None means ``spark.task.cpus``.
         master: Spark master; None means spark-submit's, or ``local[*]`` outside spark-submit.
+        max_reject_fraction: Fail when more of the input than this is rejected.
+        on_duplicate_id: ``reject`` all but one row of each id, or ``fail`` the job.
+        skip_corrupt_files: Skip unreadable input files (listed in the manifest) instead of failing.
     """
 
     model_uri: str
@@ -39,6 +42,9 @@ class JobConfig:
     features: tuple[str, ...] | None = None
     threads: int | None = None
     master: str | None = None
+    max_reject_fraction: float = 0.01
+    on_duplicate_id: str = "reject"
+    skip_corrupt_files: bool = False
 
     @property
     def partition_value(self) -> str:

@@ -7,28 +7,33 @@ succeed fails in seconds with one line, and writes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scoring.errors import InputError
 from scoring.models import Feature
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 _NUMERIC = (*_INTEGRAL, "FloatType", "DoubleType", "DecimalType")
 
-# Which input column types each signature type accepts. Casts that could silently change a value's
-# meaning (a float to an integer, a string to a number, a number to a boolean) are refused.
+_TEXT = ("StringType", "VarcharType", "CharType")
+
+# Which input column types each signature type accepts. Text is cast row by row, and a row whose
+# value does not parse is rejected (see scoring.quarantine). Casts that would change a value's
+# meaning for every row (a float to an integer, a number to a boolean) are refused outright.
 _ACCEPTS = {
-    "double": _NUMERIC,
-    "float": _NUMERIC,
-    "long": _INTEGRAL,
-    "integer": _INTEGRAL,
-    "boolean": ("BooleanType",),
-    "string": ("StringType", "VarcharType", "CharType"),
+    "double": (*_NUMERIC, *_TEXT),
+    "float": (*_NUMERIC, *_TEXT),
+    "long": (*_INTEGRAL, *_TEXT),
+    "integer": (*_INTEGRAL, *_TEXT),
+    "boolean": ("BooleanType", *_TEXT),
+    "string": _TEXT,
 }
 
 
@@ -69,6 +74,10 @@ def read_input(spark: SparkSession, path: str, partition_column: str, date: dt.d
         if condition.startswith("UNABLE_TO_INFER_SCHEMA"):
             raise InputError(f"input is empty: no parquet files under {path}") from e
         raise InputError(f"cannot read input {path}: {condition or 'unreadable parquet'}") from e
+    except Exception as e:  # Py4JJavaError or a captured Spark error: both only say it in the text
+        if not _unreadable_file(e):
+            raise
+        raise unreadable_input(e, path) from e
     if partition_column not in df.columns:
         return df
     column_type = df.schema[partition_column].dataType
@@ -82,6 +91,84 @@ def read_input(spark: SparkSession, path: str, partition_column: str, date: dt.d
             "expected a date or a YYYY-MM-DD string"
         )
     return df.where(F.col(partition_column) == value)
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What one pass over the input found.
+
+    Attributes:
+        rows: Rows in the partition.
+        reasons: Rows per reject reason (valid rows are not counted here).
+        files: Files that held rows.
+        skipped: Unreadable files skipped (only with ``--skip-corrupt-files``).
+    """
+
+    rows: int
+    reasons: dict[str, int]
+    files: int
+    skipped: list[str]
+
+
+def scan_files(checked: DataFrame, where: str, partition_dir: str | None) -> InputScan:
+    """Count rows per file and reject reason in one pass, and find the files Spark skipped.
+
+    Args:
+        checked: The input with its ``reject_reason`` column.
+        where: The input path, for messages.
+        partition_dir: ``COLUMN=VALUE`` when the input is partitioned and only that partition is read.
+
+    Raises:
+        InputError: A file is not readable parquet (and corrupt files are not being skipped).
+    """
+    from pyspark.sql import functions as F
+
+    from scoring.quarantine import REJECT_REASON
+
+    try:
+        rows = checked.groupBy(F.input_file_name().alias("file"), REJECT_REASON).count().collect()
+    except Exception as e:  # Py4JJavaError or a captured Spark error: both only say it in the text
+        if not _unreadable_file(e):
+            raise
+        raise unreadable_input(e, where) from e
+    reasons: dict[str, int] = {}
+    for row in rows:
+        if row[REJECT_REASON] is not None:
+            reasons[row[REJECT_REASON]] = reasons.get(row[REJECT_REASON], 0) + row["count"]
+    read = {row["file"] for row in rows}
+    listed = [f for f in checked.inputFiles() if partition_dir is None or f"/{partition_dir}/" in f]
+    skipped = [f for f in listed if f not in read and not _is_readable_empty_parquet(f)]
+    return InputScan(sum(row["count"] for row in rows), reasons, len(read), sorted(skipped))
+
+
+def unreadable_input(error: Exception, where: str) -> InputError:
+    """The one-line error for a corrupt or truncated input file, naming the file."""
+    file = _unreadable_file(error) or where
+    return InputError(
+        f"input file {file} is not readable parquet (corrupt or truncated); "
+        "fix or remove it, or rerun with --skip-corrupt-files to skip it"
+    )
+
+
+def _unreadable_file(error: Exception) -> str | None:
+    """The file a Spark read error names, when the error is an unreadable file."""
+    match = re.search(r"FAILED_READ_FILE[^\n]*?reading file (\S+?)\.?\s", str(error))
+    if match:
+        return match.group(1)
+    match = re.search(r"(\S+) is not a Parquet file", str(error))
+    return match.group(1) if match else None
+
+
+def _is_readable_empty_parquet(uri: str) -> bool:
+    import pyarrow.parquet as pq
+
+    from scoring.publish import filesystem
+
+    fs, path = filesystem(uri.replace("file:///", "/", 1).replace("file:/", "/", 1))
+    try:
+        return pq.ParquetFile(path, filesystem=fs).metadata.num_rows == 0
+    except OSError:  # ArrowInvalid: not parquet
+        return False
 
 
 def check_columns(
@@ -112,13 +199,6 @@ def check_columns(
                 f"input {where}: feature {feature.name!r} has type {source.simpleString()}, "
                 f"which cannot be cast to the model's {feature.type}"
             )
-
-
-def cast_features(features: Sequence[Feature]) -> list[Column]:
-    """Columns that cast each feature to the type the model's signature declares, in model order."""
-    from pyspark.sql import functions as F
-
-    return [F.col(f.name).cast(spark_type(f.type)).alias(f.name) for f in features]
 
 
 def _missing_message(name: str, fields: dict, where: str) -> str:

@@ -1,6 +1,10 @@
 """The scoring job: config, then model, then read, check, score, write, commit.
 
 ``run_job`` is what both entry points (``spark-submit jobs/score.py`` and ``scoring score``) call.
+
+Passes over the input: one to count rows per reject reason (and per file), one shuffle of the ids to
+find duplicates, then the scoring pass; the rejects, when there are any, cost one more scan. Checking
+before scoring means a bad input fails in one cheap pass instead of after the expensive one.
 """
 
 from __future__ import annotations
@@ -9,23 +13,22 @@ import dataclasses
 import datetime as dt
 import logging
 import tempfile
-import uuid
 from typing import TYPE_CHECKING
 
+from scoring import faults
 from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
 from scoring.config import JobConfig
 from scoring.errors import InputError, OutputError
-from scoring.inputs import cast_features, check_columns, read_input
+from scoring.inputs import check_columns, read_input, scan_files
 from scoring.manifest import build_manifest
 from scoring.models import ResolvedModel, resolve_model
-from scoring.publish import (
-    MANIFEST_FILE,
-    OutputLocation,
-    discard,
-    normalize_uri,
-    publish,
-    staged_files,
-    write_json,
+from scoring.publish import MANIFEST_FILE, OutputLocation, discard, publish, recover, staged_files, write_json
+from scoring.quarantine import (
+    REJECT_REASON,
+    duplicate_rows,
+    reject_reason,
+    typed_features,
+    with_duplicates_marked,
 )
 from scoring.session import get_session
 from scoring.udf import distribute_model, score_column
@@ -44,7 +47,7 @@ PROBE_ROWS = 16
 
 
 def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
-    """Score one date's partition and publish it with its manifest.
+    """Score one date's partition and publish it, with its rejects and its manifest.
 
     Args:
         config: The run's arguments.
@@ -59,10 +62,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         ScoringError: The model, the input or the output is not usable; nothing was published.
     """
     started_at = dt.datetime.now(dt.UTC)
-    run_id = f"{config.partition_value}-{uuid.uuid4().hex[:12]}"
-    location = OutputLocation(
-        normalize_uri(config.output), f"{config.partition_column}={config.partition_value}", run_id
-    )
+    location = OutputLocation.new_run(config.output, f"{config.partition_column}={config.partition_value}")
     carried = _carried_columns(config)
     with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
         model = resolve_model(config.model_uri, download_dir, config.features)
@@ -70,13 +70,31 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         log.info("model %s resolved to %s (%s backend)", model.uri, model.pinned_uri, backend)
 
         spark = spark or get_session(config.master)
+        spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
         source = read_input(spark, config.input, config.partition_column, config.date)
         check_columns(source.schema, model.features, carried, config.input)
-        input_rows = source.count()
-        if input_rows == 0:
+        checked = source.withColumn(
+            REJECT_REASON, reject_reason(source.schema, model.features, config.id_columns)
+        )
+        partitioned = config.partition_column in source.columns
+        scan = scan_files(checked, config.input, location.partition if partitioned else None)
+        counts = dict(scan.reasons)
+        if scan.rows == 0:
             raise InputError(
                 f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
             )
+        duplicates = duplicate_rows(checked, config.id_columns)
+        if duplicates and config.on_duplicate_id == "fail":
+            raise InputError(
+                f"input {config.input}: {duplicates} rows repeat an id ({', '.join(config.id_columns)}) "
+                "and --on-duplicate-id is fail"
+            )
+        if duplicates:
+            counts[f"duplicate_id:{','.join(config.id_columns)}"] = duplicates
+            checked = with_duplicates_marked(checked, config.id_columns, [*carried, *model.feature_names])
+        rejected = sum(counts.values())
+        _check_reject_fraction(rejected, scan.rows, counts, config)
+        valid = checked.where(checked[REJECT_REASON].isNull())
 
         spec = ScorerSpec(
             model_path=distribute_model(spark, model.local_path),
@@ -87,50 +105,61 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             features=model.features,
             onnx_file=_relative_onnx_file(model),
         )
-        output = probe_output(source, model, spec)
+        output = probe_output(valid, model, spec)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-        scored = score_frame(source, model, spec, output, carried)
+        scored = score_frame(valid, model, spec, output, carried)
+
+        recover(location.root, location.partition)
         try:
-            scored.write.mode("errorifexists").parquet(location.staged)
+            if rejected:
+                rejects_frame(checked, carried, model).write.parquet(location.staged_rejects)
+            scored.write.parquet(location.staged)
             files = staged_files(location.staged)
-            output_rows = sum(rows for _, rows in files)
-            if output_rows != input_rows:
-                raise OutputError(
-                    f"output {location.staged}: {output_rows} rows written for {input_rows} input rows"
-                )
+            reject_files = staged_files(location.staged_rejects)
+            _check_conservation(scan.rows, files, reject_files, rejected, location)
             manifest = build_manifest(
                 config=config,
                 model=model,
                 backend=backend,
-                run_id=run_id,
-                input_rows=input_rows,
+                run_id=location.run_id,
+                input_rows=scan.rows,
+                input_files=scan.files,
+                skipped_files=scan.skipped,
                 files=files,
+                reject_files=reject_files,
+                reject_reasons=counts,
                 columns=[(f.name, f.dataType.simpleString()) for f in scored.schema.fields],
                 started_at=started_at,
                 finished_at=dt.datetime.now(dt.UTC),
                 spark_version=spark.version,
             )
             write_json(f"{location.staged}/{MANIFEST_FILE}", manifest)
+            faults.at("before-publish")
             publish(location)
         finally:
             discard(location.run_staging)
-    log.info("published %s rows to %s", output_rows, location.final)
+    log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, location.final)
     return manifest
 
 
-def probe_output(source: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> OutputSpec:
-    """Score a few input rows on the driver to learn the shape of the model's output.
+def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> OutputSpec:
+    """Score a few valid rows on the driver to learn the shape of the model's output.
 
     This also fails fast, before the job is spent, when the model cannot score this input at all.
+
+    Raises:
+        InputError: No row is valid.
     """
-    sample = source.select(*cast_features(model.features)).limit(PROBE_ROWS).toPandas()
+    sample = valid.select(*typed_features(model.features)).limit(PROBE_ROWS).toPandas()
+    if sample.empty:
+        raise InputError("no valid input rows to score: every row was rejected")
     # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
     predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
     return OutputSpec.of(predictor.predict(sample))
 
 
 def score_frame(
-    source: DataFrame,
+    valid: DataFrame,
     model: ResolvedModel,
     spec: ScorerSpec,
     output: OutputSpec,
@@ -139,9 +168,9 @@ def score_frame(
     """The scored rows: carried columns, the scores, and the model's name and version."""
     from pyspark.sql import functions as F
 
-    features = F.struct(*cast_features(model.features))
+    features = F.struct(*typed_features(model.features))
     scores = score_column(features, spec, output).alias("_scores")
-    return source.select(*carried, scores).select(
+    return valid.select(*carried, scores).select(
         *carried,
         "_scores.*",
         F.lit(model.name).alias("model_name"),
@@ -149,11 +178,45 @@ def score_frame(
     )
 
 
+def rejects_frame(checked: DataFrame, carried: list[str], model: ResolvedModel) -> DataFrame:
+    """The rejected rows: carried columns, the features as they were in the input, and the reason."""
+    from pyspark.sql import functions as F
+
+    columns = list(dict.fromkeys([*carried, *model.feature_names]))
+    return checked.where(F.col(REJECT_REASON).isNotNull()).select(*columns, REJECT_REASON)
+
+
+def _check_reject_fraction(rejected: int, rows: int, counts: dict[str, int], config: JobConfig) -> None:
+    if rejected / rows <= config.max_reject_fraction:
+        return
+    top = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+    raise InputError(
+        f"input {config.input}: {rejected} of {rows} rows rejected ({rejected / rows:.2%}), more than "
+        f"--max-reject-fraction {config.max_reject_fraction}: {top}"
+    )
+
+
+def _check_conservation(
+    rows: int,
+    files: list[tuple[str, int]],
+    reject_files: list[tuple[str, int]],
+    rejected: int,
+    location: OutputLocation,
+) -> None:
+    scored = sum(n for _, n in files)
+    written_rejects = sum(n for _, n in reject_files)
+    if scored + written_rejects != rows or written_rejects != rejected:
+        raise OutputError(
+            f"output {location.run_staging}: {rows} input rows but {scored} scored and "
+            f"{written_rejects} rejected rows written ({rejected} rejects expected); nothing published"
+        )
+
+
 def _carried_columns(config: JobConfig) -> list[str]:
     """Id and keep columns, in order and without repeats, checked against the job's own columns."""
     carried = list(dict.fromkeys([*config.id_columns, *config.keep_columns]))
     for name in carried:
-        if name in (*SCORE_COLUMNS, *MODEL_COLUMNS, config.partition_column):
+        if name in (*SCORE_COLUMNS, *MODEL_COLUMNS, REJECT_REASON, config.partition_column):
             raise InputError(f"column {name!r} cannot be carried to the output: the job writes it itself")
     return carried
 

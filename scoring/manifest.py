@@ -7,6 +7,7 @@ import datetime as dt
 from scoring import __version__
 from scoring.config import JobConfig
 from scoring.models import ResolvedModel
+from scoring.publish import REJECTS_DIR
 
 MANIFEST_VERSION = 1
 
@@ -18,7 +19,11 @@ def build_manifest(
     backend: str,
     run_id: str,
     input_rows: int,
+    input_files: int,
+    skipped_files: list[str],
     files: list[tuple[str, int]],
+    reject_files: list[tuple[str, int]],
+    reject_reasons: dict[str, int],
     columns: list[tuple[str, str]],
     started_at: dt.datetime,
     finished_at: dt.datetime,
@@ -32,7 +37,11 @@ def build_manifest(
         backend: The backend that scored (``pyfunc`` or ``onnx``).
         run_id: The run's unique id.
         input_rows: Rows read from the input partition.
+        input_files: Input files that held rows.
+        skipped_files: Unreadable input files that were skipped.
         files: The partition's parquet files (relative names) and their row counts.
+        reject_files: The rejects' parquet files and their row counts.
+        reject_reasons: Rejected rows per reason.
         columns: The output's columns and Spark SQL types.
         started_at: When the run started (UTC).
         finished_at: When the data was written (UTC).
@@ -51,7 +60,23 @@ def build_manifest(
             "backend": backend,
             "features": [{"name": f.name, "type": f.type} for f in model.features],
         },
-        "input": {"path": config.input, "rows": input_rows},
+        "input": {
+            "path": config.input,
+            "rows": input_rows,
+            "files": input_files,
+            "skipped_files": skipped_files,
+        },
+        "counts": {
+            "input": input_rows,
+            "scored": sum(rows for _, rows in files),
+            "rejected": sum(rows for _, rows in reject_files),
+        },
+        "rejects": {
+            "path": f"{config.output.rstrip('/')}/{REJECTS_DIR}",
+            "rows": sum(rows for _, rows in reject_files),
+            "by_reason": dict(sorted(reject_reasons.items())),
+            "files": [{"name": name, "rows": rows} for name, rows in reject_files],
+        },
         "output": {
             "path": config.output,
             "rows": sum(rows for _, rows in files),

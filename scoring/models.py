@@ -28,6 +28,9 @@ SUPPORTED_URIS = (
 )
 
 # The MLflow column types we can feed to a model, and the ONNX tensor types that map onto them.
+# Where a model declares the valid range of its features, in its MLmodel metadata.
+FEATURE_RANGES_KEY = "feature_ranges"
+
 SUPPORTED_TYPES = ("boolean", "integer", "long", "float", "double", "string")
 ONNX_TYPES = {
     "tensor(float)": "float",
@@ -46,10 +49,14 @@ class Feature:
     Attributes:
         name: Column name, as the input data must spell it.
         type: MLflow data type name (one of ``SUPPORTED_TYPES``).
+        min: Smallest valid value, where the model declares one.
+        max: Largest valid value, where the model declares one.
     """
 
     name: str
     type: str
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -229,9 +236,9 @@ def _features(
     if declared is None and onnx_file is not None:
         declared = _onnx_input_features(onnx_file)
     if override:
-        types = {f.name: f.type for f in declared or ()}
+        known = {f.name: f for f in declared or ()}
         default = _onnx_matrix_type(onnx_file) if onnx_file else "double"
-        return tuple(Feature(name, types.get(name, default)) for name in override)
+        return tuple(known.get(name, Feature(name, default)) for name in override)
     if not declared:
         raise ModelError(
             f"model {uri!r} has no signature with named input columns; "
@@ -246,9 +253,11 @@ def _signature_features(local_path: str, uri: str) -> tuple[Feature, ...] | None
     from mlflow.models import Model
     from mlflow.types.schema import ColSpec, DataType
 
-    signature = Model.load(local_path).signature
+    mlmodel = Model.load(local_path)
+    signature = mlmodel.signature
     if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
         return None
+    ranges = _feature_ranges(mlmodel.metadata or {}, uri)
     features = []
     for spec in signature.inputs.inputs:
         dtype = spec.type if isinstance(spec, ColSpec) else None
@@ -257,8 +266,31 @@ def _signature_features(local_path: str, uri: str) -> tuple[Feature, ...] | None
                 f"model {uri!r}: input {spec.name!r} has type {getattr(spec, 'type', spec)}, "
                 f"but only scalar columns of type {', '.join(SUPPORTED_TYPES)} can be scored"
             )
-        features.append(Feature(spec.name, dtype.name))
+        low, high = ranges.get(spec.name, (None, None))
+        features.append(Feature(spec.name, dtype.name, low, high))
     return tuple(features)
+
+
+def _feature_ranges(metadata: dict, uri: str) -> dict[str, tuple[float | None, float | None]]:
+    """Valid ranges the model declares in its MLmodel metadata.
+
+    Declared at logging time as ``metadata={"feature_ranges": {"age": {"min": 18, "max": 120}}}``;
+    rows outside a range are rejected, not scored.
+    """
+    declared = metadata.get(FEATURE_RANGES_KEY) or {}
+    try:
+        return {
+            name: (
+                None if bounds.get("min") is None else float(bounds["min"]),
+                None if bounds.get("max") is None else float(bounds["max"]),
+            )
+            for name, bounds in declared.items()
+        }
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ModelError(
+            f"model {uri!r}: metadata {FEATURE_RANGES_KEY!r} must map feature names to "
+            '{"min": number, "max": number}'
+        ) from e
 
 
 def _onnx_session_inputs(onnx_file: str) -> list:

@@ -2,33 +2,50 @@
 
 Layout under the output root::
 
-    OUTPUT/date=2026-11-01/part-*.parquet       published data
-    OUTPUT/date=2026-11-01/_manifest.json       what scored it (written before the swap)
-    OUTPUT/date=2026-11-01/_SUCCESS             written last: the partition is published
-    OUTPUT/_staging/<run_id>/date=2026-11-01/   a run's data before it is published
-    OUTPUT/_staging/<run_id>/_previous/...      the replaced partition, until the swap is done
+    OUTPUT/date=2026-11-01/part-*.parquet        published scores
+    OUTPUT/date=2026-11-01/_manifest.json        what scored it (written before the swap)
+    OUTPUT/date=2026-11-01/_SUCCESS              written last: the partition is published
+    OUTPUT/_rejects/date=2026-11-01/part-*.parquet   rows that were not scored, with their reason
+    OUTPUT/_staging/<run_id>/data/date=.../      a run's scores before they are published
+    OUTPUT/_staging/<run_id>/rejects/date=.../   a run's rejects before they are published
+    OUTPUT/_staging/<run_id>/_previous/...       the replaced partition, until the swap is done
+    OUTPUT/_staging/<run_id>/_journal.json       how far the swap got, for recovery
 
-Names starting with ``_`` are skipped by Spark, pyarrow, pandas and Athena, so staging is invisible
-to readers of the dataset. The job writes the whole partition to staging, checks it, and only then
-swaps it in; a run that fails or is killed before the swap leaves the published partition untouched.
+Names starting with ``_`` are skipped by Spark, pyarrow, pandas and Athena, so staging and rejects are
+invisible to readers of the dataset. A run writes everything to staging, checks it, and only then swaps
+it in:
 
-Paths go through ``pyarrow.fs``, so the same code runs on a local disk and on S3 (where a "move" is
-a copy and a delete, object by object).
+1. the journal records which final directories exist and whether the partition is published;
+2. the old ``_SUCCESS`` is deleted, so a half-swapped partition never looks published;
+3. the old scores and rejects are moved aside to ``_previous`` (journal phase ``aside``);
+4. the staged ones are moved in (journal phase ``in``);
+5. ``_SUCCESS`` is written.
+
+A run killed before step 1 leaves the published partition untouched. A run killed during the swap is
+rolled back by the next run for that partition (``recover``): the old partition is restored, marker
+included. On a local disk each move is one ``rename``; on S3 a move is a copy and a delete per object,
+so there a reader that ignores ``_SUCCESS`` can see a partition mid-swap for the seconds a swap takes,
+and must not: read partitions whose ``_SUCCESS`` exists, or the files their manifest lists.
+
+Paths go through ``pyarrow.fs``, so the same code runs on a local disk and on S3.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from scoring import faults
 from scoring.errors import OutputError
 
 STAGING_DIR = "_staging"
+REJECTS_DIR = "_rejects"
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 
@@ -47,10 +64,20 @@ class OutputLocation:
     partition: str
     run_id: str
 
+    @classmethod
+    def new_run(cls, root: str, partition: str) -> OutputLocation:
+        """The location of a new run, with a fresh run id."""
+        return cls(normalize_uri(root), partition, f"{partition}--{uuid.uuid4().hex[:12]}")
+
     @property
     def final(self) -> str:
         """The published partition."""
         return f"{self.root}/{self.partition}"
+
+    @property
+    def final_rejects(self) -> str:
+        """The published rejects of the partition."""
+        return f"{self.root}/{REJECTS_DIR}/{self.partition}"
 
     @property
     def run_staging(self) -> str:
@@ -59,13 +86,29 @@ class OutputLocation:
 
     @property
     def staged(self) -> str:
-        """The staged partition."""
-        return f"{self.run_staging}/{self.partition}"
+        """The staged scores."""
+        return f"{self.run_staging}/data/{self.partition}"
 
     @property
-    def previous(self) -> str:
-        """Where the replaced partition waits until the new one is in place."""
-        return f"{self.run_staging}/_previous/{self.partition}"
+    def staged_rejects(self) -> str:
+        """The staged rejects."""
+        return f"{self.run_staging}/rejects/{self.partition}"
+
+    @property
+    def journal(self) -> str:
+        """The swap's progress."""
+        return f"{self.run_staging}/_journal.json"
+
+    def moves(self) -> list[tuple[str, str, str]]:
+        """(staged, final, previous) for the scores and the rejects."""
+        return [
+            (self.staged, self.final, f"{self.run_staging}/_previous/data/{self.partition}"),
+            (
+                self.staged_rejects,
+                self.final_rejects,
+                f"{self.run_staging}/_previous/rejects/{self.partition}",
+            ),
+        ]
 
 
 def normalize_uri(path: str) -> str:
@@ -136,25 +179,66 @@ def is_published(partition_uri: str) -> bool:
 
 
 def publish(location: OutputLocation) -> None:
-    """Swap the staged partition in for the published one, then mark it published.
+    """Swap the staged partition (scores and rejects) in, and mark it published.
 
-    The old partition's marker goes first, so a reader never takes a half-swapped partition for a
-    published one; the old data is moved aside (not deleted) until the new data is in place.
+    See the module docstring for the steps and what a kill at each step leaves behind.
     """
-    fs, final = filesystem(location.final)
-    _, staged = filesystem(location.staged)
-    _, previous = filesystem(location.previous)
-    # Spark's own marker would arrive before the data does when an object store moves file by file.
-    for marker in (SUCCESS_FILE, f".{SUCCESS_FILE}.crc"):
-        if _is_file(fs, f"{staged}/{marker}"):
-            fs.delete_file(f"{staged}/{marker}")
-    if fs.get_file_info(final).type == pafs.FileType.Directory:
-        if _is_file(fs, f"{final}/{SUCCESS_FILE}"):
-            fs.delete_file(f"{final}/{SUCCESS_FILE}")
-        _move_tree(fs, final, previous)
-    _move_tree(fs, staged, final)
-    with fs.open_output_stream(f"{final}/{SUCCESS_FILE}"):
-        pass
+    moves = location.moves()
+    journal = {
+        "partition": location.partition,
+        "published": is_published(location.final),
+        "existed": [final for _, final, _ in moves if exists(final)],
+        "phase": "aside",
+    }
+    write_json(location.journal, journal)
+    _delete_file(f"{location.final}/{SUCCESS_FILE}")
+    for _, final, previous in moves:
+        if final in journal["existed"]:
+            _move_tree(final, previous)
+    write_json(location.journal, {**journal, "phase": "in"})
+    faults.at("mid-swap")
+    for staged, final, _ in moves:
+        # Spark's own marker would arrive before the data when an object store moves file by file.
+        _delete_file(f"{staged}/{SUCCESS_FILE}")
+        _delete_file(f"{staged}/.{SUCCESS_FILE}.crc")
+        if exists(staged):
+            _move_tree(staged, final)
+    _touch(f"{location.final}/{SUCCESS_FILE}")
+
+
+def recover(root: str, partition: str) -> list[str]:
+    """Roll back the swaps of earlier runs of ``partition`` that were killed, and drop their staging.
+
+    Only one run may write a partition at a time (Airflow's one run per date, or one backfill): any
+    other run's staging for this partition is a leftover.
+
+    Returns:
+        The run ids that were cleaned up.
+    """
+    fs, staging = filesystem(f"{root}/{STAGING_DIR}")
+    selector = pafs.FileSelector(staging, allow_not_found=True)
+    runs = [
+        info.base_name
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{partition}--")
+    ]
+    for run_id in runs:
+        location = OutputLocation(normalize_uri(root), partition, run_id)
+        journal = read_json(location.journal)
+        if journal is not None and not is_published(location.final):
+            _roll_back(location, journal)
+        discard(location.run_staging)
+    return runs
+
+
+def _roll_back(location: OutputLocation, journal: dict) -> None:
+    for _, final, previous in location.moves():
+        if journal["phase"] == "in" or final not in journal["existed"]:
+            discard(final)  # partly moved-in new data, or data that did not exist before
+        if exists(previous):
+            _move_tree(previous, final)  # merges back what a killed move-aside had not moved yet
+    if journal["published"]:
+        _touch(f"{location.final}/{SUCCESS_FILE}")
 
 
 def discard(uri: str) -> None:
@@ -164,17 +248,32 @@ def discard(uri: str) -> None:
         fs.delete_dir(path)
 
 
-def _is_file(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type == pafs.FileType.File
+def _delete_file(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
 
 
-def _move_tree(fs: pafs.FileSystem, source: str, target: str) -> None:
-    """Move a directory tree: one rename on a local disk, file by file on an object store."""
+def _touch(uri: str) -> None:
+    fs, path = filesystem(uri)
+    with fs.open_output_stream(path):
+        pass
+
+
+def _move_tree(source_uri: str, target_uri: str) -> None:
+    """Move a directory tree: one rename on a local disk, file by file on an object store.
+
+    Moving file by file also merges into an existing target, which rolling back a half-done move needs.
+    """
+    fs, source = filesystem(source_uri)
+    _, target = filesystem(target_uri)
     fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
+    if isinstance(fs, pafs.LocalFileSystem) and fs.get_file_info(target).type == pafs.FileType.NotFound:
         fs.move(source, target)
         return
     for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
         if info.type == pafs.FileType.File:
-            fs.move(info.path, target + info.path.removeprefix(source))
+            destination = target + info.path.removeprefix(source)
+            fs.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+            fs.move(info.path, destination)
     fs.delete_dir(source)

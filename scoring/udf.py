@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from scoring import model_cache
+from scoring import faults, model_cache
 from scoring.backends import OutputSpec, Predictor, ScorerSpec, Scores, load_predictor
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def score_column(features: Column, spec: ScorerSpec, output: OutputSpec) -> Colu
         predictor = worker_predictor(spec)
         for frame in batches:
             yield scores_frame(predictor.predict(frame), output)
+            faults.after_batch()
 
     udf = pandas_udf(score_batches, returnType=output_schema(output))
     # Non-deterministic, so that the optimizer never inlines the UDF once per output field and

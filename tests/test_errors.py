@@ -93,7 +93,7 @@ def test_feature_name_differs_only_in_case(spark, registry, customers, tmp_path,
 @pytest.mark.parametrize(
     ("column", "values", "source_type", "target_type"),
     [
-        ("income", lambda s: s.astype(str), "string", "double"),
+        ("income", lambda s: s > 50_000, "boolean", "double"),
         ("age", lambda s: s.astype("float64"), "double", "integer"),
         ("late_payments", lambda s: s > 0, "boolean", "integer"),
     ],

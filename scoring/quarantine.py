@@ -1,0 +1,102 @@
+"""Per-row input validation: which rows the model may score, and why the others may not.
+
+A bad row is neither scored nor dropped: it goes to the rejects dataset with a machine-readable
+``reject_reason`` of the form ``CODE:COLUMN`` (the first check it fails, in the order of ``REASONS``
+and of the model's features). Everything here is a Spark expression, evaluated with the scan; no row
+crosses to Python to be checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from scoring.inputs import spark_type
+from scoring.models import Feature
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import StructType
+
+REJECT_REASON = "reject_reason"
+
+REASONS = {
+    "null_id": "an id column is null",
+    "null_feature": "a feature is null",
+    "not_castable": "a feature's value cannot be cast to the signature's type (bad text, overflow)",
+    "nan_feature": "a feature is NaN",
+    "infinite_feature": "a feature is +inf or -inf",
+    "out_of_range": "a feature is outside the range the model declares",
+    "duplicate_id": "another row has the same id; one row per id is scored",
+}
+
+_FLOATING = ("float", "double")
+
+
+def reject_reason(schema: StructType, features: Sequence[Feature], id_columns: Sequence[str]) -> Column:
+    """The reason a row cannot be scored, or null when it can.
+
+    Args:
+        schema: The input's schema (features are checked against their source types).
+        features: The model's features.
+        id_columns: The columns that identify a row.
+    """
+    from pyspark.sql import functions as F
+
+    checks: list[tuple[Column, str]] = [(F.col(c).isNull(), f"null_id:{c}") for c in id_columns]
+    for feature in features:
+        source = F.col(feature.name)
+        typed = source.try_cast(spark_type(feature.type))
+        checks.append((source.isNull(), f"null_feature:{feature.name}"))
+        if schema[feature.name].dataType != spark_type(feature.type):
+            checks.append((typed.isNull(), f"not_castable:{feature.name}"))
+        if feature.type in _FLOATING:
+            checks.append((F.isnan(typed), f"nan_feature:{feature.name}"))
+            checks.append((F.abs(typed) == F.lit(float("inf")), f"infinite_feature:{feature.name}"))
+        if feature.min is not None:
+            checks.append((typed < F.lit(feature.min), f"out_of_range:{feature.name}"))
+        if feature.max is not None:
+            checks.append((typed > F.lit(feature.max), f"out_of_range:{feature.name}"))
+    # when() without otherwise() is null: coalesce picks the first check that fails.
+    return F.coalesce(*(F.when(failed, F.lit(reason)) for failed, reason in checks))
+
+
+def typed_features(features: Sequence[Feature]) -> list[Column]:
+    """Each feature cast to the signature's type, in model order (null where it cannot be cast)."""
+    from pyspark.sql import functions as F
+
+    return [F.col(f.name).try_cast(spark_type(f.type)).alias(f.name) for f in features]
+
+
+def with_duplicates_marked(df: DataFrame, id_columns: Sequence[str], order: Sequence[str]) -> DataFrame:
+    """Mark all but one valid row of each id as ``duplicate_id``.
+
+    The row kept is the first in ``order`` (all carried columns), so that reruns keep the same row.
+    This costs a shuffle of the input, which is why the job calls it only when duplicates exist.
+
+    Args:
+        df: Rows with a ``reject_reason`` column.
+        id_columns: The columns that identify a row.
+        order: Columns that order the rows of one id.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    valid = F.col(REJECT_REASON).isNull()
+    window = Window.partitionBy(valid, *id_columns).orderBy(*[F.col(c).asc_nulls_first() for c in order])
+    rank = F.row_number().over(window)
+    duplicate = F.when(valid & (rank > 1), F.lit(f"duplicate_id:{','.join(id_columns)}"))
+    return df.withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), duplicate))
+
+
+def reason_counts(df: DataFrame) -> dict[str | None, int]:
+    """Rows per reject reason (``None``: valid rows), in one pass over ``df``."""
+    return {row[REJECT_REASON]: row["count"] for row in df.groupBy(REJECT_REASON).count().collect()}
+
+
+def duplicate_rows(df: DataFrame, id_columns: Sequence[str]) -> int:
+    """How many valid rows repeat an id that an earlier valid row has (a shuffle of the ids only)."""
+    from pyspark.sql import functions as F
+
+    counts = df.where(F.col(REJECT_REASON).isNull()).groupBy(*id_columns).count()
+    return counts.where(F.col("count") > 1).agg(F.sum(F.col("count") - 1)).first()[0] or 0
