@@ -100,11 +100,12 @@ def summary(manifest: dict) -> str:
     seconds = (
         dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
     ).total_seconds()
-    rows = manifest["output"]["rows"]
+    rows = manifest["counts"]["input"]
     partition = manifest["partition"]
     return (
-        f"scored {rows:,} rows for {partition['column']}={partition['value']} with "
-        f"{manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
+        f"scored {manifest['counts']['scored']:,} of {rows:,} rows "
+        f"({manifest['counts']['rejected']:,} rejected) for {partition['column']}={partition['value']} "
+        f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
         f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
         f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
     )

@@ -2,8 +2,8 @@
 
 It makes a synthetic credit-risk dataset (two dates, hive-partitioned parquet), trains a gradient
 boosting classifier, registers it in a local SQLite MLflow registry twice (as an sklearn pyfunc model,
-alias ``sklearn``, and exported to ONNX, alias ``champion``), scores both dates with the real job, and
-prints where the output is and what it looks like.
+alias ``sklearn``, and exported to ONNX, alias ``champion``), scores both dates with the real job (0.2% of the
+rows lack their income and land in the rejects), and prints where the output is and what it looks like.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scoring.errors import OutputError
+from scoring.models import FEATURE_RANGES_KEY
 
 MODEL_NAME = "credit-risk"
 DATES = (dt.date(2026, 11, 1), dt.date(2026, 11, 2))
@@ -32,6 +33,13 @@ FEATURE_TYPES = {
     "late_payments": "int32",
     "tenure_months": "int32",
     "inquiries": "int32",
+}
+# What the model declares valid (in its MLflow metadata); rows outside are rejected, not scored.
+FEATURE_RANGES = {
+    "age": {"min": 18, "max": 120},
+    "income": {"min": 0},
+    "debt_ratio": {"min": 0, "max": 1},
+    "utilization": {"min": 0, "max": 1},
 }
 _MARKER = ".scoring-demo"
 
@@ -81,6 +89,14 @@ def make_customers(rows: int, date: dt.date, seed: int = 0) -> pd.DataFrame:
         }
     )
     return frame.astype(FEATURE_TYPES)
+
+
+def spoil(frame: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """A copy of ``frame`` where ``fraction`` of the rows miss their income, as real feeds do."""
+    rng = np.random.default_rng(seed)
+    spoiled = frame.copy()
+    spoiled.loc[rng.random(len(frame)) < fraction, "income"] = np.nan  # written as null
+    return spoiled
 
 
 def write_partitioned(frame: pd.DataFrame, root: str | Path, date: dt.date, files: int = 1) -> None:
@@ -143,12 +159,14 @@ def register_models(model, sample: pd.DataFrame, name: str = MODEL_NAME) -> tupl
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=trusted,
             registered_model_name=name,
+            metadata={FEATURE_RANGES_KEY: FEATURE_RANGES},
         )
         onnx_info = mlflow.onnx.log_model(
             to_onnx(model, features.shape[1]),
             name="onnx-model",
             signature=signature,
             registered_model_name=name,
+            metadata={FEATURE_RANGES_KEY: FEATURE_RANGES},
         )
     sklearn_version = str(sklearn_info.registered_model_version)
     onnx_version = str(onnx_info.registered_model_version)
@@ -186,7 +204,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     print(f"demo: writing {rows:,} rows x {len(DATES)} dates to {root / 'input'}")
     frames = {date: make_customers(rows, date) for date in DATES}
     for date, frame in frames.items():
-        write_partitioned(frame, root / "input", date, files=4)
+        write_partitioned(spoil(frame, 0.002), root / "input", date, files=4)
 
     use_local_registry(root)
     train = frames[DATES[0]].sample(n=min(rows, 20_000), random_state=0)

@@ -160,6 +160,7 @@ def _unreadable_file(error: Exception) -> str | None:
 
 
 def _is_readable_empty_parquet(uri: str) -> bool:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from scoring.publish import filesystem
@@ -167,7 +168,7 @@ def _is_readable_empty_parquet(uri: str) -> bool:
     fs, path = filesystem(uri.replace("file:///", "/", 1).replace("file:/", "/", 1))
     try:
         return pq.ParquetFile(path, filesystem=fs).metadata.num_rows == 0
-    except OSError:  # ArrowInvalid: not parquet
+    except (OSError, pa.ArrowException):  # not parquet, or unreadable
         return False
 
 

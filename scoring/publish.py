@@ -38,6 +38,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -145,7 +146,7 @@ def staged_files(uri: str) -> list[tuple[str, int]]:
             continue
         try:
             rows = pq.ParquetFile(info.path, filesystem=fs).metadata.num_rows
-        except OSError as e:  # pyarrow reports a truncated or corrupt footer as ArrowInvalid (an OSError)
+        except (OSError, pa.ArrowException) as e:
             raise OutputError(f"staged file {info.path} is not readable parquet: {e}") from e
         files.append((info.path.removeprefix(path).lstrip("/"), rows))
     return sorted(files)

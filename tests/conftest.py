@@ -15,6 +15,22 @@ DATE = dt.date(2026, 11, 1)
 OTHER_DATE = dt.date(2026, 11, 2)
 ROWS = 400
 
+# Figures the tests report (bad-input classes, faults survived), printed at the end of the run.
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """Record one line for the run's closing "figures" section."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for line in sorted(_FIGURES):
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def spark():

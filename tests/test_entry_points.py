@@ -45,7 +45,7 @@ def test_spark_submit_scores_a_partition(registry, input_dir, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"scored {ROWS:,} rows for date={DATE}" in result.stdout
+    assert f"scored {ROWS:,} of {ROWS:,} rows (0 rejected) for date={DATE}" in result.stdout
     scored = pd.read_parquet(output / f"date={DATE}")
     assert len(scored) == ROWS and scored["customer_id"].is_unique
     manifest = json.loads((output / f"date={DATE}" / "_manifest.json").read_text())
