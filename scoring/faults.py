@@ -4,12 +4,15 @@ Values:
     ``kill-driver:POINT``: the job SIGKILLs itself at ``POINT`` (``before-publish``, ``mid-swap``).
     ``kill-worker-once:PATH``: the first Python worker to score a batch creates ``PATH`` and dies
         mid-task, after its first batch; Spark must retry the task.
+    ``slow-batches:SECONDS``: every batch takes SECONDS longer, so that a test can lose a node while
+        the job runs.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "SCORING_TEST_FAULT"
 
@@ -21,8 +24,10 @@ def at(point: str) -> None:
 
 
 def after_batch() -> None:
-    """Kill this Python worker once, for the first batch any worker scores, when a test asks."""
+    """Kill this Python worker once, or slow it down, when a test asks."""
     fault = os.environ.get(ENV, "")
+    if fault.startswith("slow-batches:"):
+        time.sleep(float(fault.split(":", 1)[1]))
     if not fault.startswith("kill-worker-once:"):
         return
     try:
