@@ -8,6 +8,7 @@ what makes a pandas UDF fast.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,14 @@ def distribute_model(spark: SparkSession, local_path: str) -> str:
 
     Executors get the very files the driver resolved, so an alias moved mid-job changes nothing.
     ``local_path`` must have a name unique to this model (``scoring.models`` gives it one), since
-    ``SparkFiles`` names files by their base name.
+    ``SparkFiles`` names files by their base name. A model directory travels as a zip archive, which
+    each executor unpacks once: clusters refuse ``addFile`` of a local directory.
     """
-    spark.sparkContext.addFile(local_path, recursive=os.path.isdir(local_path))
+    if os.path.isdir(local_path):
+        archive = shutil.make_archive(local_path, "zip", root_dir=local_path)
+        spark.sparkContext.addArchive(archive)
+        return os.path.basename(archive)
+    spark.sparkContext.addFile(local_path)
     return os.path.basename(local_path)
 
 
