@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_arguments(score)
     score.set_defaults(run=_run_score)
 
+    validate = commands.add_parser("validate", help="check a published partition; exit 1 when invalid")
+    validate.add_argument("--output", required=True, help="root of the output dataset")
+    validate.add_argument("--date", required=True, type=_date, help="the partition to check, YYYY-MM-DD")
+    validate.add_argument("--partition-column", default="date", help="partition column (default: date)")
+    validate.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
+    validate.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    validate.set_defaults(run=_run_validate)
+
     demo = commands.add_parser("demo", help="train, register and score a synthetic dataset, offline")
     demo.add_argument("--workdir", default="demo-workdir", help="where the demo writes everything")
     demo.add_argument("--rows", type=_positive_int, default=300_000, help="rows per date")
@@ -117,6 +126,16 @@ def _run_score(args: argparse.Namespace) -> int:
     manifest = run_job(config_from_args(args))
     print(summary(manifest))
     return 0
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from scoring.validate import report_json, validate_partition
+
+    report = validate_partition(
+        args.output, args.date, args.partition_column, args.psi_threshold, args.psi_action
+    )
+    print(report_json(report) if args.json else report.summary())
+    return 0 if report.ok else 1
 
 
 def _run_demo(args: argparse.Namespace) -> int:

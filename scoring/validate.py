@@ -1,0 +1,289 @@
+"""Validating a published partition: ``scoring validate``, also called by the DAG.
+
+Reads only the partition's footers and a few columns (ids, scores, model version) through
+``pyarrow.fs``, so it runs wherever the output is reachable (a local disk, S3) without Spark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from scoring.publish import (
+    MANIFEST_FILE,
+    REJECTS_DIR,
+    SUCCESS_FILE,
+    filesystem,
+    normalize_uri,
+    read_json,
+    staged_files,
+)
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome.
+
+    Attributes:
+        name: What was checked.
+        status: ``ok``, ``warn`` or ``fail``.
+        detail: What was found, in a few words.
+    """
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Report:
+    """All checks of one partition."""
+
+    partition: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no check failed (warnings allowed)."""
+        return all(c.status != FAIL for c in self.checks)
+
+    def add(self, name: str, passed: bool, detail: str, severity: str = FAIL) -> bool:
+        """Record a check; ``severity`` is its status when it does not pass."""
+        self.checks.append(Check(name, OK if passed else severity, detail))
+        return passed
+
+    def to_json(self) -> dict:
+        """The report for machines."""
+        return {"partition": self.partition, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    def summary(self) -> str:
+        """The report for people: one line per check and a verdict."""
+        lines = [f"{c.status.upper():<5} {c.name:<22} {c.detail}" for c in self.checks]
+        verdict = "valid" if self.ok else "INVALID"
+        return "\n".join([f"{self.partition}: {verdict}", *lines])
+
+
+def validate_partition(
+    output: str,
+    date: dt.date,
+    partition_column: str = "date",
+    psi_threshold: float = 0.2,
+    psi_action: str = WARN,
+) -> Report:
+    """Check one published partition against its manifest and its predecessor.
+
+    Args:
+        output: Root of the output dataset.
+        date: The partition to check.
+        partition_column: The output's partition column.
+        psi_threshold: Population stability index above which the score distribution has drifted
+            from the previous published partition's (0.1: some shift; 0.2: a significant one).
+        psi_action: ``warn`` or ``fail`` when the drift is above the threshold.
+
+    Returns:
+        The report; ``report.ok`` is False when any check failed.
+    """
+    root = normalize_uri(output)
+    partition = f"{partition_column}={date.isoformat()}"
+    final = f"{root}/{partition}"
+    report = Report(final)
+    published = _exists(f"{final}/{SUCCESS_FILE}")
+    report.add("published", published, "_SUCCESS present" if published else "no _SUCCESS: not published")
+    manifest = read_json(f"{final}/{MANIFEST_FILE}")
+    problem = f"no {MANIFEST_FILE}" if manifest is None else _manifest_problem(manifest)
+    if not report.add("manifest", problem is None, problem or f"run {manifest['run_id']}"):
+        return report
+
+    files = staged_files(final)
+    listed = [(f["name"], f["rows"]) for f in manifest["output"]["files"]]
+    found = f"{len(files)} files, {sum(n for _, n in files)} rows in footers"
+    report.add(
+        "files", files == listed, found if files == listed else f"{found}; manifest lists {_describe(listed)}"
+    )
+    _check_counts(report, manifest, files, staged_files(f"{root}/{REJECTS_DIR}/{partition}"))
+    if not files:
+        return report
+    schema, table = _read(final, files, manifest)
+    _check_schema(report, schema, manifest)
+    _check_values(report, table, manifest)
+    _check_drift(report, table, root, partition_column, date, psi_threshold, psi_action)
+    return report
+
+
+_REQUIRED = (
+    ("run_id",),
+    ("counts", "input"),
+    ("counts", "scored"),
+    ("counts", "rejected"),
+    ("output", "rows"),
+    ("output", "files"),
+    ("output", "columns"),
+    ("model", "version"),
+    ("arguments", "id_columns"),
+)
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    for path in _REQUIRED:
+        node = manifest
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return f"{MANIFEST_FILE} lacks {'.'.join(path)}"
+            node = node[key]
+    return None
+
+
+def _check_counts(report: Report, manifest: dict, files: list, rejects: list) -> None:
+    counts = manifest["counts"]
+    scored, rejected = sum(n for _, n in files), sum(n for _, n in rejects)
+    report.add(
+        "row counts",
+        scored == counts["scored"] == manifest["output"]["rows"]
+        and rejected == counts["rejected"]
+        and counts["input"] == counts["scored"] + counts["rejected"],
+        f"input {counts['input']} = scored {counts['scored']} + rejected {counts['rejected']}; "
+        f"found {scored} scored and {rejected} rejected rows",
+    )
+
+
+def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
+    expected = [(c["name"], c["type"]) for c in manifest["output"]["columns"]]
+    found = [(f.name, _spark_type_name(f.type)) for f in schema]
+    report.add(
+        "schema",
+        found == expected,
+        ", ".join(f"{n} {t}" for n, t in found)
+        if found == expected
+        else f"columns {found} != manifest {expected}",
+    )
+
+
+def _spark_type_name(dtype: pa.DataType) -> str:
+    """Spark's simpleString for the arrow types the job writes."""
+    if pa.types.is_list(dtype):
+        return f"array<{_spark_type_name(dtype.value_type)}>"
+    names = {
+        pa.int64(): "bigint", pa.int32(): "int", pa.int16(): "smallint", pa.int8(): "tinyint",
+        pa.float64(): "double", pa.float32(): "float", pa.bool_(): "boolean", pa.string(): "string",
+        pa.large_string(): "string", pa.date32(): "date",
+    }  # fmt: skip
+    return names.get(dtype, str(dtype))
+
+
+def _check_values(report: Report, table: pa.Table, manifest: dict) -> None:
+    version = manifest["model"]["version"]
+    versions = set(pc.unique(table.column("model_version")).to_pylist())
+    report.add("model version", versions == {version}, f"{sorted(versions)} (manifest: {version!r})")
+
+    nulls = table.column("prediction").null_count
+    report.add("predictions", nulls == 0, f"{nulls} null predictions")
+
+    if "probability" in table.column_names:
+        probability = table.column("probability")
+        if pa.types.is_list(probability.type):
+            probability = pc.list_flatten(probability)
+        low, high = pc.min(probability).as_py(), pc.max(probability).as_py()
+        in_range = probability.null_count == 0 and low is not None and low >= 0.0 and high <= 1.0
+        report.add("probabilities", in_range, f"min {low}, max {high}, {probability.null_count} null")
+
+    ids = manifest["arguments"]["id_columns"]
+    keys = table.select(ids)
+    repeated = keys.num_rows - keys.group_by(ids).aggregate([]).num_rows
+    report.add("ids unique", repeated == 0, f"{repeated} repeated ids ({', '.join(ids)})")
+
+
+def _check_drift(
+    report: Report,
+    table: pa.Table,
+    root: str,
+    partition_column: str,
+    date: dt.date,
+    threshold: float,
+    action: str,
+) -> None:
+    score = _score_column(table)
+    previous = _previous_partition(root, partition_column, date)
+    if score is None or previous is None:
+        why = "no numeric score column" if score is None else "no earlier published partition"
+        report.add("score drift", True, f"skipped: {why}")
+        return
+    manifest = read_json(f"{root}/{previous}/{MANIFEST_FILE}")
+    _, previous_table = _read(f"{root}/{previous}", staged_files(f"{root}/{previous}"), manifest)
+    reference = _score_column(previous_table)
+    value = population_stability_index(reference, score)
+    report.add(
+        "score drift",
+        value <= threshold,
+        f"PSI {value:.3f} against {previous} (threshold {threshold})",
+        severity=action,
+    )
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """PSI of ``actual`` against ``expected``, on ``expected``'s deciles.
+
+    Empty bins get a small floor so that the index stays finite.
+    """
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        return 0.0 if np.allclose(actual, expected[0]) else math.inf
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _score_column(table: pa.Table) -> np.ndarray | None:
+    """The score whose distribution is compared: the binary probability, else a numeric prediction."""
+    if "probability" in table.column_names and not pa.types.is_list(table.column("probability").type):
+        return table.column("probability").to_numpy()
+    prediction = table.column("prediction")
+    if pa.types.is_floating(prediction.type) or pa.types.is_integer(prediction.type):
+        return prediction.to_numpy()
+    return None
+
+
+def _previous_partition(root: str, partition_column: str, date: dt.date) -> str | None:
+    """The latest published partition before ``date``."""
+    fs, path = filesystem(root)
+    names = [
+        info.base_name
+        for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{partition_column}=")
+    ]
+    earlier = sorted(n for n in names if n.split("=", 1)[1] < date.isoformat())
+    published = [n for n in earlier if _exists(f"{root}/{n}/{SUCCESS_FILE}")]
+    return published[-1] if published else None
+
+
+def _read(partition_uri: str, files: list[tuple[str, int]], manifest: dict) -> tuple[pa.Schema, pa.Table]:
+    """The partition's full schema, and only the columns the checks need."""
+    fs, path = filesystem(partition_uri)
+    wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
+    dataset = ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
+    return dataset.schema, dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
+
+
+def _exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def _describe(files: list[tuple[str, int]]) -> str:
+    return f"{len(files)} files/{sum(n for _, n in files)} rows"
+
+
+def report_json(report: Report) -> str:
+    """The report as indented JSON."""
+    return json.dumps(report.to_json(), indent=2)

@@ -1,0 +1,146 @@
+"""``scoring validate`` passes a good partition and catches planted bad ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from conftest import DATE, OTHER_DATE
+
+from scoring import demo
+from scoring.cli import main
+from scoring.validate import population_stability_index, validate_partition
+
+
+@pytest.fixture(scope="module")
+def scored_output(spark, registry, input_dir, tmp_path_factory):
+    """Two dates published by the real job; tests tamper with copies."""
+    output = tmp_path_factory.mktemp("validated")
+    for date in (DATE, OTHER_DATE):
+        model = f"models:/{demo.MODEL_NAME}@champion"
+        args = ["score", "--model-uri", model, "--input", str(input_dir), "--output", str(output),
+                "--date", date.isoformat(), "--id-column", "customer_id"]  # fmt: skip
+        assert main(args) == 0
+    return output
+
+
+@pytest.fixture
+def output(scored_output, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(scored_output, copy)
+    return copy
+
+
+def rewrite_first_file(output, change) -> None:
+    """Apply ``change`` to the first data file of OTHER_DATE, keeping its row count."""
+    path = sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    pq.write_table(change(table), path)
+
+
+def failed(report) -> dict[str, str]:
+    return {c.name: c.detail for c in report.checks if c.status == "fail"}
+
+
+def test_good_partition_passes(output, capsys):
+    report = validate_partition(str(output), OTHER_DATE)
+    assert report.ok, report.summary()
+    names = [c.name for c in report.checks]
+    assert names == ["published", "manifest", "files", "row counts", "schema", "model version",
+                     "predictions", "probabilities", "ids unique", "score drift"]  # fmt: skip
+    drift = next(c for c in report.checks if c.name == "score drift")
+    assert drift.status == "ok" and f"against date={DATE}" in drift.detail
+
+    assert main(["validate", "--output", str(output), "--date", OTHER_DATE.isoformat(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_first_partition_has_no_drift_reference(output):
+    report = validate_partition(str(output), DATE)
+    assert report.ok
+    assert "no earlier published partition" in next(
+        c.detail for c in report.checks if c.name == "score drift"
+    )
+
+
+def test_null_prediction_is_caught(output, report):
+    def null_first_prediction(table: pa.Table) -> pa.Table:
+        i = table.schema.get_field_index("prediction")
+        values = table.column(i).to_pylist()
+        values[0] = None
+        return table.set_column(i, "prediction", pa.array(values, table.schema.field(i).type))
+
+    rewrite_first_file(output, null_first_prediction)
+    result = validate_partition(str(output), OTHER_DATE)
+    assert not result.ok and failed(result) == {"predictions": "1 null predictions"}
+    report("validator | planted null prediction: caught (predictions)")
+
+
+def test_missing_manifest_is_caught(output, capsys, report):
+    (output / f"date={OTHER_DATE}" / "_manifest.json").unlink()
+    assert main(["validate", "--output", str(output), "--date", OTHER_DATE.isoformat()]) == 1
+    assert "FAIL  manifest               no _manifest.json" in capsys.readouterr().out
+    report("validator | planted missing manifest: caught (manifest)")
+
+
+def test_missing_success_marker_is_caught(output, report):
+    (output / f"date={OTHER_DATE}" / "_SUCCESS").unlink()
+    result = validate_partition(str(output), OTHER_DATE)
+    assert failed(result) == {"published": "no _SUCCESS: not published"}
+    report("validator | planted partition without _SUCCESS: caught (published)")
+
+
+def test_count_mismatch_is_caught(output, report):
+    sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))[0].unlink()
+    result = validate_partition(str(output), OTHER_DATE)
+    assert set(failed(result)) == {"files", "row counts"}
+    report("validator | planted count mismatch (a lost file): caught (files, row counts)")
+
+
+def test_duplicate_ids_and_out_of_range_probability_are_caught(output, report):
+    def spoil(table: pa.Table) -> pa.Table:
+        ids = table.column("customer_id").to_pylist()
+        ids[1] = ids[0]
+        probability = table.column("probability").to_pylist()
+        probability[2] = 1.5
+        table = table.set_column(table.schema.get_field_index("customer_id"), "customer_id", pa.array(ids))
+        return table.set_column(
+            table.schema.get_field_index("probability"), "probability", pa.array(probability)
+        )
+
+    rewrite_first_file(output, spoil)
+    result = validate_partition(str(output), OTHER_DATE)
+    assert set(failed(result)) == {"ids unique", "probabilities"}
+    report("validator | planted duplicate id and probability 1.5: caught (ids unique, probabilities)")
+
+
+def test_shifted_score_distribution_warns_or_fails(output, capsys, report):
+    for path in (output / f"date={OTHER_DATE}").glob("*.parquet"):
+        table = pq.read_table(path)
+        shifted = pc.min_element_wise(pc.add(table.column("probability"), 0.3), 1.0)
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("probability"), "probability", shifted), path
+        )
+
+    warned = validate_partition(str(output), OTHER_DATE)
+    drift = next(c for c in warned.checks if c.name == "score drift")
+    assert warned.ok and drift.status == "warn"
+    psi = float(drift.detail.split()[1])
+    assert psi > 0.2
+
+    args = ["validate", "--output", str(output), "--date", OTHER_DATE.isoformat(), "--psi-action", "fail"]
+    assert main(args) == 1
+    assert "FAIL  score drift" in capsys.readouterr().out
+    report(f"validator | planted score shift (+0.3): caught (score drift, PSI {psi:.2f})")
+
+
+def test_population_stability_index():
+    rng = np.random.default_rng(0)
+    reference = rng.beta(2, 5, 5_000)
+    assert population_stability_index(reference, rng.beta(2, 5, 5_000)) < 0.02
+    assert population_stability_index(reference, rng.beta(5, 2, 5_000)) > 1.0
