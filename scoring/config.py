@@ -56,3 +56,31 @@ class JobConfig:
         values = asdict(self)
         values["date"] = self.partition_value
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def to_cli_args(self) -> list[str]:
+        """The ``scoring score`` / ``jobs/score.py`` flags that reproduce this configuration.
+
+        ``--master`` is left out: where the job runs is the launcher's business (spark-submit's).
+        """
+        args = [
+            "--model-uri", self.model_uri,
+            "--input", self.input,
+            "--output", self.output,
+            "--date", self.partition_value,
+            "--id-column", ",".join(self.id_columns),
+            "--partition-column", self.partition_column,
+            "--batch-size", str(self.batch_size),
+            "--backend", self.backend,
+            "--device", self.device,
+            "--max-reject-fraction", str(self.max_reject_fraction),
+            "--on-duplicate-id", self.on_duplicate_id,
+        ]  # fmt: skip
+        if self.keep_columns:
+            args += ["--keep-columns", ",".join(self.keep_columns)]
+        if self.features:
+            args += ["--features", ",".join(self.features)]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        if self.skip_corrupt_files:
+            args.append("--skip-corrupt-files")
+        return args

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
-_INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
-_NUMERIC = (*_INTEGRAL, "FloatType", "DoubleType", "DecimalType")
-
-_TEXT = ("StringType", "VarcharType", "CharType")
+# Type names are Spark's simpleString, without parameters: the same names for a Spark schema and for
+# a parquet footer read with pyarrow (see scoring.preflight).
+_INTEGRAL = ("tinyint", "smallint", "int", "bigint")
+_NUMERIC = (*_INTEGRAL, "float", "double", "decimal")
+_TEXT = ("string", "varchar", "char")
 
 # Which input column types each signature type accepts. Text is cast row by row, and a row whose
 # value does not parse is rejected (see scoring.quarantine). Casts that would change a value's
@@ -32,7 +33,7 @@ _ACCEPTS = {
     "float": (*_NUMERIC, *_TEXT),
     "long": (*_INTEGRAL, *_TEXT),
     "integer": (*_INTEGRAL, *_TEXT),
-    "boolean": ("BooleanType", *_TEXT),
+    "boolean": ("boolean", *_TEXT),
     "string": _TEXT,
 }
 
@@ -68,7 +69,8 @@ def read_input(spark: SparkSession, path: str, partition_column: str, date: dt.d
     try:
         df = spark.read.parquet(path)
     except AnalysisException as e:
-        condition = e.getCondition() or ""
+        # getCondition is Spark 4's name for Spark 3.5's getErrorClass (EMR 7 runs Spark 3.5).
+        condition = (getattr(e, "getCondition", None) or e.getErrorClass)() or ""
         if condition.startswith("PATH_NOT_FOUND"):
             raise InputError(f"input path not found: {path}") from e
         if condition.startswith("UNABLE_TO_INFER_SCHEMA"):
@@ -172,8 +174,38 @@ def _is_readable_empty_parquet(uri: str) -> bool:
         return False
 
 
+def column_types(schema: StructType) -> dict[str, str]:
+    """Column name to Spark type name (``double``, ``bigint``, ``decimal(10,2)``, ...)."""
+    return {f.name: f.dataType.simpleString() for f in schema.fields}
+
+
+def arrow_column_types(schema) -> dict[str, str]:
+    """Column name to Spark type name, for a pyarrow schema (a parquet footer)."""
+    return {f.name: arrow_type_name(f.type) for f in schema}
+
+
+def arrow_type_name(dtype) -> str:
+    """Spark's simpleString for a pyarrow type, as Spark would read it from parquet."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(dtype):
+        return arrow_type_name(dtype.value_type)
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return f"array<{arrow_type_name(dtype.value_type)}>"
+    if pa.types.is_decimal(dtype):
+        return f"decimal({dtype.precision},{dtype.scale})"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp"
+    names = {
+        pa.int64(): "bigint", pa.int32(): "int", pa.int16(): "smallint", pa.int8(): "tinyint",
+        pa.float64(): "double", pa.float32(): "float", pa.bool_(): "boolean", pa.string(): "string",
+        pa.large_string(): "string", pa.date32(): "date", pa.binary(): "binary",
+    }  # fmt: skip
+    return names.get(dtype, str(dtype))
+
+
 def check_columns(
-    schema: StructType,
+    columns: Mapping[str, str],
     features: Sequence[Feature],
     carried: Sequence[str],
     where: str,
@@ -181,7 +213,7 @@ def check_columns(
     """Check that the input has every feature with a castable type, and every carried column.
 
     Args:
-        schema: The input's schema.
+        columns: The input's columns and their Spark type names (see ``column_types``).
         features: The model's features.
         carried: Id and keep columns that the output copies from the input.
         where: The input's path, for messages.
@@ -189,20 +221,19 @@ def check_columns(
     Raises:
         InputError: A column is missing, or a feature's type cannot be cast to the signature's.
     """
-    fields = {f.name: f for f in schema.fields}
     for name in [f.name for f in features] + list(carried):
-        if name not in fields:
-            raise InputError(_missing_message(name, fields, where))
+        if name not in columns:
+            raise InputError(_missing_message(name, columns, where))
     for feature in features:
-        source = fields[feature.name].dataType
-        if type(source).__name__ not in _ACCEPTS[feature.type]:
+        source = columns[feature.name]
+        if source.split("(")[0] not in _ACCEPTS[feature.type]:
             raise InputError(
-                f"input {where}: feature {feature.name!r} has type {source.simpleString()}, "
+                f"input {where}: feature {feature.name!r} has type {source}, "
                 f"which cannot be cast to the model's {feature.type}"
             )
 
 
-def _missing_message(name: str, fields: dict, where: str) -> str:
+def _missing_message(name: str, fields: Mapping[str, str], where: str) -> str:
     other_case = [f for f in fields if f.lower() == name.lower()]
     hint = f" (found {other_case[0]!r}: column names are case-sensitive)" if other_case else ""
     return f"input {where}: column {name!r} is missing{hint}"

@@ -19,7 +19,7 @@ from scoring import faults
 from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
 from scoring.config import JobConfig
 from scoring.errors import InputError, OutputError
-from scoring.inputs import check_columns, read_input, scan_files
+from scoring.inputs import check_columns, column_types, read_input, scan_files
 from scoring.manifest import build_manifest
 from scoring.models import ResolvedModel, resolve_model
 from scoring.publish import MANIFEST_FILE, OutputLocation, discard, publish, recover, staged_files, write_json
@@ -72,7 +72,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         spark = spark or get_session(config.master)
         spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
         source = read_input(spark, config.input, config.partition_column, config.date)
-        check_columns(source.schema, model.features, carried, config.input)
+        check_columns(column_types(source.schema), model.features, carried, config.input)
         checked = source.withColumn(
             REJECT_REASON, reject_reason(source.schema, model.features, config.id_columns)
         )
@@ -103,7 +103,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             device=config.device,
             threads=config.threads or int(spark.conf.get("spark.task.cpus", "1")),
             features=model.features,
-            onnx_file=_relative_onnx_file(model),
+            onnx_file=model.relative_onnx_file,
         )
         output = probe_output(valid, model, spec)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
@@ -219,9 +219,3 @@ def _carried_columns(config: JobConfig) -> list[str]:
         if name in (*SCORE_COLUMNS, *MODEL_COLUMNS, REJECT_REASON, config.partition_column):
             raise InputError(f"column {name!r} cannot be carried to the output: the job writes it itself")
     return carried
-
-
-def _relative_onnx_file(model: ResolvedModel) -> str:
-    if model.onnx_file is None or model.onnx_file == model.local_path:
-        return ""
-    return model.onnx_file.removeprefix(model.local_path).lstrip("/")

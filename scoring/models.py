@@ -11,6 +11,7 @@ graph, from its named inputs); never from hard-coded names.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -97,18 +98,37 @@ class ResolvedModel:
         return Path(self.local_path, "MLmodel").is_file()
 
     @property
+    def relative_onnx_file(self) -> str:
+        """The ONNX graph's path inside the model directory ("" for a bare .onnx file)."""
+        if self.onnx_file is None or self.onnx_file == self.local_path:
+            return ""
+        return self.onnx_file.removeprefix(self.local_path).lstrip("/")
+
+    @property
     def feature_names(self) -> list[str]:
         """Names of the input columns, in model order."""
         return [f.name for f in self.features]
 
 
 @dataclass(frozen=True)
-class _Pinned:
+class PinnedModel:
+    """A registry or run reference resolved to an immutable one, before anything is downloaded.
+
+    Attributes:
+        pinned_uri: ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH`` or ``models:/m-ID``.
+        name: Registered model name (the artifact path's last part for a run).
+        version: Registry version, or the run or logged-model id.
+        run_id: The MLflow run that produced the model, where known.
+        fingerprint: Identifies the model's content.
+        created_at: When the version was registered, where known (UTC).
+    """
+
     pinned_uri: str
     name: str
     version: str
     run_id: str | None
     fingerprint: str
+    created_at: dt.datetime | None = None
 
 
 def resolve_model(
@@ -132,14 +152,14 @@ def resolve_model(
     # A unique name: Spark ships the model to executors under its base name (see scoring.udf).
     target = Path(download_dir, f"model-{uuid.uuid4().hex[:12]}")
     if uri.startswith(("models:/", "runs:/")):
-        pinned = _pin_registry_uri(uri)
+        pinned = pin_model_uri(uri)
         local_path = _download(pinned.pinned_uri, target)
     else:
         source = _local_model_path(uri)
         # A copy, so that the file scored is the file hashed even if the original is replaced.
         local_path = _copy(source, target.with_suffix(source.suffix))
         digest = _content_hash(Path(local_path))
-        pinned = _Pinned(str(source), source.name.removesuffix(".onnx"), digest[:12], None, digest)
+        pinned = PinnedModel(str(source), source.name.removesuffix(".onnx"), digest[:12], None, digest)
     onnx_file = _onnx_file(local_path)
     model_features = _features(local_path, onnx_file, features, uri)
     return ResolvedModel(
@@ -155,7 +175,12 @@ def resolve_model(
     )
 
 
-def _pin_registry_uri(uri: str) -> _Pinned:
+def pin_model_uri(uri: str) -> PinnedModel:
+    """Resolve a ``models:/`` or ``runs:/`` reference in the registry (an alias to its version).
+
+    Raises:
+        ModelError: The reference is malformed or unknown to the registry.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -167,7 +192,7 @@ def _pin_registry_uri(uri: str) -> _Pinned:
                 raise ModelError(f"malformed model URI {uri!r}: expected runs:/RUN_ID/PATH")
             run_id, path = match.groups()
             client.get_run(run_id)
-            return _Pinned(uri, Path(path).name, run_id, run_id, uri)
+            return PinnedModel(uri, Path(path).name, run_id, run_id, uri)
         ref = uri.removeprefix("models:/")
         if "@" in ref:
             name, alias = ref.rsplit("@", 1)
@@ -182,13 +207,14 @@ def _pin_registry_uri(uri: str) -> _Pinned:
             mv = client.get_model_version(name, version)
         elif ref.startswith("m-"):
             logged = client.get_logged_model(ref)
-            return _Pinned(uri, logged.name, ref, logged.source_run_id, uri)
+            return PinnedModel(uri, logged.name, ref, logged.source_run_id, uri)
         else:
             raise ModelError(f"malformed model URI {uri!r}: expected one of {SUPPORTED_URIS}")
     except MlflowException as e:
         raise ModelError(f"cannot resolve model {uri!r}: {_first_line(e.message)}") from e
     pinned = f"models:/{mv.name}/{mv.version}"
-    return _Pinned(pinned, mv.name, str(mv.version), mv.run_id, pinned)
+    created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
+    return PinnedModel(pinned, mv.name, str(mv.version), mv.run_id, pinned, created)
 
 
 def _download(pinned_uri: str, download_dir: str | os.PathLike[str]) -> str:

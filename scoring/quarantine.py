@@ -46,7 +46,7 @@ def reject_reason(schema: StructType, features: Sequence[Feature], id_columns: S
     checks: list[tuple[Column, str]] = [(F.col(c).isNull(), f"null_id:{c}") for c in id_columns]
     for feature in features:
         source = F.col(feature.name)
-        typed = source.try_cast(spark_type(feature.type))
+        typed = try_cast(feature)
         checks.append((source.isNull(), f"null_feature:{feature.name}"))
         if schema[feature.name].dataType != spark_type(feature.type):
             checks.append((typed.isNull(), f"not_castable:{feature.name}"))
@@ -63,9 +63,18 @@ def reject_reason(schema: StructType, features: Sequence[Feature], id_columns: S
 
 def typed_features(features: Sequence[Feature]) -> list[Column]:
     """Each feature cast to the signature's type, in model order (null where it cannot be cast)."""
+    return [try_cast(f).alias(f.name) for f in features]
+
+
+def try_cast(feature: Feature) -> Column:
+    """``feature`` cast to its signature type, null where the value does not cast.
+
+    The SQL form, because ``Column.try_cast`` is Spark 4 only and EMR 7 runs Spark 3.5.
+    """
     from pyspark.sql import functions as F
 
-    return [F.col(f.name).try_cast(spark_type(f.type)).alias(f.name) for f in features]
+    name = feature.name.replace("`", "``")
+    return F.expr(f"try_cast(`{name}` AS {spark_type(feature.type).simpleString()})")
 
 
 def with_duplicates_marked(df: DataFrame, id_columns: Sequence[str], order: Sequence[str]) -> DataFrame:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from scoring.inputs import arrow_type_name
 from scoring.publish import (
     MANIFEST_FILE,
     REJECTS_DIR,
@@ -158,7 +159,7 @@ def _check_counts(report: Report, manifest: dict, files: list, rejects: list) ->
 
 def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
     expected = [(c["name"], c["type"]) for c in manifest["output"]["columns"]]
-    found = [(f.name, _spark_type_name(f.type)) for f in schema]
+    found = [(f.name, arrow_type_name(f.type)) for f in schema]
     report.add(
         "schema",
         found == expected,
@@ -166,18 +167,6 @@ def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
         if found == expected
         else f"columns {found} != manifest {expected}",
     )
-
-
-def _spark_type_name(dtype: pa.DataType) -> str:
-    """Spark's simpleString for the arrow types the job writes."""
-    if pa.types.is_list(dtype):
-        return f"array<{_spark_type_name(dtype.value_type)}>"
-    names = {
-        pa.int64(): "bigint", pa.int32(): "int", pa.int16(): "smallint", pa.int8(): "tinyint",
-        pa.float64(): "double", pa.float32(): "float", pa.bool_(): "boolean", pa.string(): "string",
-        pa.large_string(): "string", pa.date32(): "date",
-    }  # fmt: skip
-    return names.get(dtype, str(dtype))
 
 
 def _check_values(report: Report, table: pa.Table, manifest: dict) -> None:

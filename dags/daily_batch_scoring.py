@@ -1,0 +1,67 @@
+"""Daily batch scoring: one day's partition, scored with a registry model and published.
+
+Scores one day's partition of parquet input with a model from the MLflow registry and publishes it,
+with its rejects and manifest, to a date-partitioned parquet dataset.
+
+`validate_model` (the alias resolves, is recent, has a signature: the version is pinned here) ->
+`preflight` (the input's footers against the signature, a sample scored locally; no cluster is paid
+for before both pass) -> `choose_compute`:
+
+- **local**: `run_local` runs the very job, `spark-submit jobs/score.py`, on this worker (`local[*]`).
+- **emr**: `stage_artifacts` (wheel, job, bootstrap to a per-run S3 path) -> `create_cluster` (setup;
+  CPU or GPU flavour from `emr/`) -> `add_step` -> `wait_for_step` -> `terminate_cluster` (teardown:
+  runs whatever happened). A retried or cleared task finds its run's cluster and step by their
+  idempotency key instead of starting new ones; killing `wait_for_step` cancels the step.
+
+-> `validate_output` (manifest, counts, schema, values, score drift against the previous partition).
+
+The partition scored is the run's data interval start (UTC). Params set what one run needs; their
+defaults come from the `SCORING_*` environment variables (see `scoring/orchestration.py`).
+Backfill with `airflow backfill create --dag-id daily_batch_scoring --from-date ... --to-date ...`:
+each date replaces only its own partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from scoring import orchestration as tasks
+from scoring.operators import EmrScoringStepSensor
+
+with DAG(
+    dag_id="daily_batch_scoring",
+    # A data-interval timetable: the run after midnight scores the day that just ended.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "scoring", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    tags=["scoring", "batch", "emr"],
+    doc_md=__doc__,
+    params={name: Param(value) for name, value in tasks.default_params().items()}
+    | {"compute": Param(tasks.default_params()["compute"], enum=list(tasks.COMPUTES))},
+) as dag:
+    model = task(tasks.validate_model, task_id="validate_model")()
+    preflight = task(tasks.preflight, task_id="preflight")(model)
+    branch = task.branch(tasks.choose_compute, task_id="choose_compute")()
+
+    local = task(tasks.run_local, task_id="run_local")(model)
+
+    artifacts = task(tasks.stage, task_id="stage_artifacts")(model)
+    cluster = task(tasks.create_cluster, task_id="create_cluster")(artifacts)
+    step = task(tasks.add_step, task_id="add_step")(cluster, artifacts, model)
+    wait = EmrScoringStepSensor(task_id="wait_for_step", cluster_id=cluster, step_id=step)
+    terminate = task(tasks.terminate_cluster, task_id="terminate_cluster")(cluster)
+
+    validate = task(
+        tasks.validate_output, task_id="validate_output", trigger_rule="none_failed_min_one_success"
+    )()
+
+    preflight >> branch >> [local, artifacts]
+    wait >> [terminate, validate]
+    local >> validate
+    terminate.as_teardown(setups=cluster)

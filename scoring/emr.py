@@ -1,0 +1,205 @@
+"""Running the scoring job on EMR: cluster and step definitions as data, and idempotent control.
+
+Every cluster and step carries an idempotency key (one per DAG run and date). A retried or cleared
+Airflow task looks for the cluster or step of its key before starting one, so a retry never pays for a
+second cluster nor scores a date twice.
+
+Cost-relevant choices (see ``emr/*.json``): on-demand core nodes (a spot reclaim mid-write only costs
+a retried task, so spot is a reasonable edit), one step at a time, ``KeepJobFlowAliveWhenNoSteps`` so
+that the DAG's teardown owns the cluster's life, and an idle auto-termination timeout as the second
+safety net when the teardown itself cannot run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from scoring.config import JobConfig
+from scoring.errors import ScoringError
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_TAG = "scoring:idempotency-key"
+FLAVOURS = ("cpu", "gpu")
+ALIVE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
+REUSABLE_STEP_STATES = ("PENDING", "RUNNING", "COMPLETED")
+FAILED_STEP_STATES = ("CANCEL_PENDING", "CANCELLED", "FAILED", "INTERRUPTED")
+
+
+class StepFailed(ScoringError):
+    """The EMR step ended in a state other than COMPLETED."""
+
+
+def config_dir() -> Path:
+    """Where the job-flow JSON and the bootstrap script are: ``SCORING_EMR_CONFIG_DIR`` or ``emr/``."""
+    return Path(os.environ.get("SCORING_EMR_CONFIG_DIR", Path(__file__).resolve().parents[1] / "emr"))
+
+
+def idempotency_key(dag_id: str, run_id: str, date: str) -> str:
+    """The key of one DAG run's work on one date, short and safe for EMR names and tags."""
+    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{date}".encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', dag_id)[:60]}.{date}.{digest}"
+
+
+def job_flow_config(
+    flavour: str,
+    *,
+    key: str,
+    log_uri: str,
+    bootstrap_uri: str,
+    wheel_uri: str,
+    idle_timeout_s: int = 3600,
+    core_instance_count: int | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A fresh ``run_job_flow`` request for ``flavour``, from ``emr/<flavour>.json``.
+
+    Args:
+        flavour: ``cpu`` or ``gpu``.
+        key: The idempotency key (tag and name).
+        log_uri: S3 prefix for the cluster's logs (step stderr is read back from there).
+        bootstrap_uri: S3 URI of ``bootstrap.sh``.
+        wheel_uri: S3 URI of the scoring wheel the bootstrap installs.
+        idle_timeout_s: Auto-termination after this long idle: the safety net behind the teardown.
+        core_instance_count: Core nodes, overriding the JSON's.
+        tags: More tags (team, cost centre).
+    """
+    if flavour not in FLAVOURS:
+        raise ScoringError(f"unknown EMR flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
+    config = json.loads((config_dir() / f"{flavour}.json").read_text())
+    if core_instance_count is not None:
+        for group in config["Instances"]["InstanceGroups"]:
+            if group["InstanceRole"] == "CORE":
+                group["InstanceCount"] = core_instance_count
+    all_tags = {"application": "scoring", "flavour": flavour, **(tags or {}), IDEMPOTENCY_TAG: key}
+    return {
+        **config,
+        "Name": f"scoring {key}",
+        "LogUri": log_uri,
+        "BootstrapActions": [
+            {
+                "Name": "install scoring",
+                "ScriptBootstrapAction": {"Path": bootstrap_uri, "Args": [wheel_uri, flavour]},
+            }
+        ],
+        "AutoTerminationPolicy": {"IdleTimeout": idle_timeout_s},
+        "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()],
+    }
+
+
+def scoring_step(key: str, job_uri: str, config: JobConfig) -> dict[str, Any]:
+    """The ``command-runner.jar`` spark-submit step, with the job's usual flags.
+
+    Client deploy mode: the driver runs on the primary node, so the step's stderr holds the job's
+    own one-line error when it fails. ``ActionOnFailure=CONTINUE``: the DAG's teardown, not the step,
+    ends the cluster, so that a failed step's logs can still be read back first.
+    """
+    return {
+        "Name": f"score {key}",
+        "ActionOnFailure": "CONTINUE",
+        "HadoopJarStep": {
+            "Jar": "command-runner.jar",
+            "Args": ["spark-submit", "--deploy-mode", "client", job_uri, *config.to_cli_args()],
+        },
+    }
+
+
+def find_or_create_cluster(emr: Any, key: str, request: dict[str, Any]) -> str:
+    """The id of the live cluster tagged with ``key``, or of a new one created from ``request``."""
+    for summary in _paginate(emr, "list_clusters", "Clusters", ClusterStates=ALIVE_CLUSTER_STATES):
+        if summary["Name"] != request["Name"]:
+            continue
+        tags = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
+        if {"Key": IDEMPOTENCY_TAG, "Value": key} in tags:
+            log.info("reusing cluster %s for %s", summary["Id"], key)
+            return summary["Id"]
+    cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+    log.info("created cluster %s for %s", cluster_id, key)
+    return cluster_id
+
+
+def find_or_add_step(emr: Any, cluster_id: str, step: dict[str, Any]) -> str:
+    """The id of the cluster's pending, running or completed step named like ``step``, else a new one.
+
+    A failed or cancelled step is not reused: retrying the task means running the step again.
+    """
+    for summary in _paginate(emr, "list_steps", "Steps", ClusterId=cluster_id):
+        if summary["Name"] == step["Name"] and summary["Status"]["State"] in REUSABLE_STEP_STATES:
+            log.info("reusing step %s (%s)", summary["Id"], summary["Status"]["State"])
+            return summary["Id"]
+    step_id = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
+    log.info("added step %s to cluster %s", step_id, cluster_id)
+    return step_id
+
+
+def wait_for_step(
+    emr: Any, s3: Any, cluster_id: str, step_id: str, poll_s: float = 30.0, timeout_s: float = 6 * 3600
+) -> None:
+    """Wait until the step completes.
+
+    Raises:
+        StepFailed: The step failed, was cancelled or interrupted (with its reason and the tail of
+            its stderr), or did not finish within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Status"]["State"]
+        if state == "COMPLETED":
+            return
+        if state in FAILED_STEP_STATES:
+            raise StepFailed(step_failure(emr, s3, cluster_id, step_id))
+        if time.monotonic() > deadline:
+            raise StepFailed(f"step {step_id} on {cluster_id} still {state} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def step_failure(emr: Any, s3: Any, cluster_id: str, step_id: str, tail_lines: int = 30) -> str:
+    """Why a step failed: its state, EMR's failure details and the tail of its stderr on S3."""
+    status = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Status"]
+    details = status.get("FailureDetails") or {}
+    reason = "; ".join(filter(None, [details.get("Reason"), details.get("Message")])) or "no reason given"
+    lines = [f"step {step_id} on {cluster_id} {status['State']}: {reason}"]
+    tail = step_stderr_tail(emr, s3, cluster_id, step_id, tail_lines)
+    lines += (
+        [f"last lines of the step's stderr:\n{tail}"] if tail else ["(no step stderr in the log URI yet)"]
+    )
+    return "\n".join(lines)
+
+
+def step_stderr_tail(emr: Any, s3: Any, cluster_id: str, step_id: str, lines: int = 30) -> str | None:
+    """The last ``lines`` of ``LOG_URI/CLUSTER/steps/STEP/stderr.gz``, where EMR pushes step logs."""
+    log_uri = emr.describe_cluster(ClusterId=cluster_id)["Cluster"].get("LogUri")
+    if not log_uri:
+        return None
+    bucket, _, prefix = log_uri.replace("s3n://", "s3://").removeprefix("s3://").partition("/")
+    key = f"{prefix.rstrip('/')}/{cluster_id}/steps/{step_id}/stderr.gz".lstrip("/")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    text = gzip.decompress(body).decode(errors="replace")
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def cancel_step(emr: Any, cluster_id: str, step_id: str) -> None:
+    """Ask EMR to cancel a pending or running step (the task that waited for it was killed)."""
+    emr.cancel_steps(ClusterId=cluster_id, StepIds=[step_id], StepCancellationOption="TERMINATE_PROCESS")
+    log.info("cancelled step %s on %s", step_id, cluster_id)
+
+
+def terminate_cluster(emr: Any, cluster_id: str) -> None:
+    """Terminate the cluster (idempotent: terminating a terminated cluster is a no-op)."""
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    log.info("terminating cluster %s", cluster_id)
+
+
+def _paginate(client: Any, operation: str, field: str, **kwargs: Any) -> list[dict]:
+    return [item for page in client.get_paginator(operation).paginate(**kwargs) for item in page[field]]

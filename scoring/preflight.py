@@ -1,0 +1,141 @@
+"""Checks that run before any cluster is paid for: the model, and the input's footers.
+
+Neither needs Spark: the model check asks the registry, the input check reads parquet footers and a
+few rows with pyarrow (a local disk or S3), and scores them with the same backend the job uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
+from scoring.errors import InputError, ModelError
+from scoring.inputs import arrow_column_types, check_columns
+from scoring.models import Feature, pin_model_uri, resolve_model
+from scoring.publish import filesystem
+
+# Rows scored locally by the pre-flight check.
+SAMPLE_ROWS = 64
+
+
+def check_model(uri: str, max_age_days: float | None, as_of: dt.datetime) -> dict:
+    """Check that a registry reference resolves, is recent enough and has a signature.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/PATH``.
+        max_age_days: Oldest acceptable version, in days before ``as_of``; None for no limit.
+        as_of: The time the age is measured at (the run's data interval end, not the wall clock).
+
+    Returns:
+        The pinned reference: ``pinned_uri``, ``name``, ``version``, ``created_at``.
+
+    Raises:
+        ModelError: The reference does not resolve, the version is too old, or has no signature.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    pinned = pin_model_uri(uri)
+    if max_age_days is not None and pinned.created_at is not None:
+        age = (as_of - pinned.created_at).total_seconds() / 86_400
+        if age > max_age_days:
+            raise ModelError(
+                f"model {pinned.pinned_uri} (from {uri}) is {age:.0f} days old at {as_of:%Y-%m-%d}, "
+                f"older than the {max_age_days:g} days allowed"
+            )
+    try:
+        signature = mlflow.models.get_model_info(pinned.pinned_uri).signature
+    except MlflowException as e:
+        raise ModelError(f"cannot read model {pinned.pinned_uri}: {e.message.splitlines()[0]}") from e
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        raise ModelError(f"model {pinned.pinned_uri} has no signature with named input columns")
+    return {
+        "pinned_uri": pinned.pinned_uri,
+        "name": pinned.name,
+        "version": pinned.version,
+        "created_at": pinned.created_at.isoformat() if pinned.created_at else None,
+    }
+
+
+def check_input(
+    model_uri: str,
+    input_path: str,
+    date: dt.date,
+    partition_column: str = "date",
+    carried: Sequence[str] = ("id",),
+    backend: str = "auto",
+) -> dict:
+    """Check the input partition against the model from footers only, then score a few rows.
+
+    Args:
+        model_uri: The (pinned) model reference.
+        input_path: The job's ``--input``.
+        date: The partition to score.
+        partition_column: The input's partition column, when it is partitioned.
+        carried: Id and keep columns the job copies to the output.
+        backend: The job's ``--backend``.
+
+    Returns:
+        ``rows``, ``files`` and ``output`` (the model's output shape) of the partition.
+
+    Raises:
+        InputError: The partition is missing or empty, or does not match the signature.
+        ModelError: The model cannot score a sample of it.
+    """
+    partition = _partition_path(input_path, partition_column, date)
+    fs, path = filesystem(partition)
+    try:
+        dataset = ds.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
+        rows = dataset.count_rows()  # footers only
+    except (OSError, ValueError) as e:  # not found, or not parquet
+        raise InputError(f"input {partition}: cannot read parquet footers: {e}") from e
+    if rows == 0:
+        raise InputError(f"input {partition}: no rows for {partition_column}={date.isoformat()}")
+    with tempfile.TemporaryDirectory(prefix="scoring-preflight-") as download_dir:
+        model = resolve_model(model_uri, download_dir)
+        check_columns(arrow_column_types(dataset.schema), model.features, carried, partition)
+        sample = _typed_sample(dataset, model.features)
+        if sample.empty:
+            raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
+        spec = ScorerSpec(
+            model_path=model.local_path,
+            fingerprint=model.fingerprint,
+            backend=choose_backend(backend, model.is_onnx, model.has_pyfunc),
+            device="cpu",
+            threads=1,
+            features=model.features,
+            onnx_file=model.relative_onnx_file,
+        )
+        output = OutputSpec.of(load_predictor(spec, model.local_path).predict(sample))
+    return {"rows": rows, "files": len(dataset.files), "output": output.probability or output.prediction_type}
+
+
+def _partition_path(input_path: str, partition_column: str, date: dt.date) -> str:
+    """The date's partition directory when the input is partitioned by ``partition_column``."""
+    candidate = f"{input_path.rstrip('/')}/{partition_column}={date.isoformat()}"
+    fs, path = filesystem(candidate)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        return candidate
+    _, root = filesystem(input_path)
+    listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    if any(info.base_name.startswith(f"{partition_column}=") for info in listing):
+        raise InputError(f"input {input_path}: no partition {partition_column}={date.isoformat()}")
+    return input_path
+
+
+def _typed_sample(dataset: ds.Dataset, features: Sequence[Feature]) -> pd.DataFrame:
+    """The first rows' features as the model's types, without rows the job would reject."""
+    frame = dataset.head(SAMPLE_ROWS, columns=[f.name for f in features]).to_pandas()
+    for feature in features:
+        if feature.type in ("double", "float", "long", "integer"):
+            frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce")
+    frame = frame.replace([np.inf, -np.inf], np.nan).dropna()
+    types = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}
+    return frame.astype({f.name: types[f.type] for f in features if f.type in types})
