@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_arguments(score)
     score.set_defaults(run=_run_score)
 
+    backfill = commands.add_parser("backfill", help="score a range of dates in order; exit 1 if any failed")
+    add_score_arguments(backfill, dated=False)
+    backfill.add_argument("--start", required=True, type=_date, help="first date, YYYY-MM-DD")
+    backfill.add_argument("--end", required=True, type=_date, help="last date, YYYY-MM-DD (included)")
+    backfill.add_argument(
+        "--force", action="store_true", help="rescore dates the same model version published"
+    )
+    backfill.set_defaults(run=_run_backfill)
+
     validate = commands.add_parser("validate", help="check a published partition; exit 1 when invalid")
     validate.add_argument("--output", required=True, help="root of the output dataset")
     validate.add_argument("--date", required=True, type=_date, help="the partition to check, YYYY-MM-DD")
@@ -56,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of one scoring run, shared by ``scoring score`` and ``jobs/score.py``."""
+def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> None:
+    """The flags of one scoring run, shared by ``scoring score``, ``jobs/score.py`` and backfills.
+
+    Args:
+        parser: The subcommand's parser.
+        dated: Whether the run takes ``--date`` (a backfill takes ``--start`` and ``--end``).
+    """
     add = parser.add_argument
     add(
         "--model-uri",
@@ -67,7 +81,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--input", required=True, help="input parquet file or directory (hive-partitioned or not)")
     add("--output", required=True, help="root of the date-partitioned output dataset")
-    add("--date", required=True, type=_date, help="the partition to score, YYYY-MM-DD")
+    if dated:
+        add("--date", required=True, type=_date, help="the partition to score, YYYY-MM-DD")
     add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
     add("--partition-column", default="date", help="partition column of the output and input (default: date)")
     add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
@@ -126,6 +141,15 @@ def _run_score(args: argparse.Namespace) -> int:
     manifest = run_job(config_from_args(args))
     print(summary(manifest))
     return 0
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    from scoring.backfill import report, run_backfill
+
+    args.date = args.start  # each date of the range replaces it
+    results = run_backfill(config_from_args(args), args.start, args.end, args.force)
+    print(report(results))
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _run_validate(args: argparse.Namespace) -> int:
