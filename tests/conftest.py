@@ -87,3 +87,28 @@ def input_dir(tmp_path_factory, customers) -> Path:
 def features(frame: pd.DataFrame) -> pd.DataFrame:
     """The demo model's feature columns of ``frame``."""
     return frame[list(demo.FEATURE_TYPES)]
+
+
+@pytest.fixture(scope="session")
+def aws():
+    """moto's AWS server on 127.0.0.1; AWS_* variables point boto3, pyarrow and Airflow at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

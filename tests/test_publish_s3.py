@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,29 +14,10 @@ PARTITION = "date=2026-11-01"
 
 
 @pytest.fixture(scope="module")
-def s3_output():
-    """An S3 bucket on moto's server; AWS_* variables point boto3 and pyarrow at it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                              "AWS_DEFAULT_REGION")}  # fmt: skip
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+def s3_output(aws):
+    """An S3 bucket on moto's server."""
     boto3.client("s3").create_bucket(Bucket="scores")
-    yield "s3://scores/daily"
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    return "s3://scores/daily"
 
 
 def stage(location: OutputLocation, values: list[int], rejects: int = 0) -> None:

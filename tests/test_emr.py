@@ -1,0 +1,143 @@
+"""EMR definitions and idempotent control, against moto's server (EMR never runs anything there)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from scoring import emr
+from scoring.cli import build_parser, config_from_args
+from scoring.config import JobConfig
+
+KEY = emr.idempotency_key("daily_batch_scoring", "scheduled__2026-11-01T00:00:00+00:00", "2026-11-01")
+CONFIG = JobConfig(
+    model_uri="models:/credit-risk/2",
+    input="s3://data/customers",
+    output="s3://data/scores",
+    date=dt.date(2026, 11, 1),
+    id_columns=("customer_id",),
+    keep_columns=("region", "segment"),
+    max_reject_fraction=0.02,
+)
+
+
+def request(flavour: str = "gpu", key: str = KEY) -> dict:
+    return emr.job_flow_config(
+        flavour,
+        key=key,
+        log_uri="s3://logs/emr/",
+        bootstrap_uri="s3://artifacts/bootstrap.sh",
+        wheel_uri="s3://artifacts/scoring-0.1.0-py3-none-any.whl",
+        core_instance_count=3,
+    )
+
+
+def configuration(config: dict, classification: str) -> dict:
+    return next(c for c in config["Configurations"] if c["Classification"] == classification)
+
+
+def test_gpu_job_flow_schedules_gpus_on_yarn_and_spark():
+    config = request("gpu")
+    core = next(g for g in config["Instances"]["InstanceGroups"] if g["InstanceRole"] == "CORE")
+    assert core["InstanceType"].startswith(("g5.", "g6.")) and core["InstanceCount"] == 3
+    assert config["ReleaseLabel"].startswith("emr-7.")
+    spark = configuration(config, "spark-defaults")["Properties"]
+    assert spark["spark.executor.resource.gpu.amount"] == "1"
+    assert float(spark["spark.task.resource.gpu.amount"]) <= 1
+    assert spark["spark.executor.resource.gpu.discoveryScript"].endswith("getGpusResources.sh")
+    assert (
+        configuration(config, "yarn-site")["Properties"]["yarn.nodemanager.resource-plugins"] == "yarn.io/gpu"
+    )
+    assert config["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][1] == "gpu"
+    assert config["AutoTerminationPolicy"]["IdleTimeout"] > 0
+    assert {"Key": emr.IDEMPOTENCY_TAG, "Value": KEY} in config["Tags"]
+    assert config["LogUri"] == "s3://logs/emr/"
+
+
+def test_cpu_job_flow_has_no_gpu_settings_and_configs_are_fresh():
+    cpu = request("cpu")
+    assert "yarn-site" not in [c["Classification"] for c in cpu["Configurations"]]
+    cpu["Instances"]["InstanceGroups"][0]["InstanceType"] = "changed"
+    assert request("cpu")["Instances"]["InstanceGroups"][0]["InstanceType"] != "changed"
+    with pytest.raises(emr.ScoringError, match="unknown EMR flavour"):
+        request("tpu")
+
+
+def test_step_is_the_local_jobs_command_line():
+    step = emr.scoring_step(KEY, "s3://artifacts/score.py", CONFIG)
+    args = step["HadoopJarStep"]["Args"]
+    assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
+    assert args[:4] == ["spark-submit", "--deploy-mode", "client", "s3://artifacts/score.py"]
+    parsed = config_from_args(build_parser().parse_args(["score", *args[4:]]))
+    assert parsed == CONFIG  # the very flags scoring score takes, and nothing lost
+    assert KEY in step["Name"]
+
+
+def test_idempotency_key_is_per_run_and_date():
+    other_run = emr.idempotency_key("daily_batch_scoring", "manual__2026-11-02", "2026-11-01")
+    other_date = emr.idempotency_key(
+        "daily_batch_scoring", "scheduled__2026-11-01T00:00:00+00:00", "2026-11-02"
+    )
+    assert len({KEY, other_run, other_date}) == 3
+    assert (
+        emr.idempotency_key("daily_batch_scoring", "scheduled__2026-11-01T00:00:00+00:00", "2026-11-01")
+        == KEY
+    )
+
+
+def test_retried_tasks_find_their_cluster_and_step(aws):
+    client = boto3.client("emr")
+    first = emr.find_or_create_cluster(client, KEY, request())
+    assert emr.find_or_create_cluster(client, KEY, request()) == first
+    other_key = KEY.replace("2026-11-01", "2026-11-09")
+    assert emr.find_or_create_cluster(client, other_key, request(key=other_key)) != first
+
+    step = emr.scoring_step(KEY, "s3://artifacts/score.py", CONFIG)
+    step_id = emr.find_or_add_step(client, first, step)
+    assert emr.find_or_add_step(client, first, step) == step_id
+    assert len(client.list_steps(ClusterId=first)["Steps"]) == 1
+
+    emr.terminate_cluster(client, first)
+    assert client.describe_cluster(ClusterId=first)["Cluster"]["Status"]["State"] == "TERMINATED"
+    # a terminated cluster is not reused: the next attempt gets a new one
+    assert emr.find_or_create_cluster(client, KEY, request()) != first
+
+
+def test_failed_step_reports_its_stderr_tail_from_the_log_uri(aws):
+    from moto.emr.models import emr_backends
+
+    boto3.client("s3").create_bucket(Bucket="logs")
+    client = boto3.client("emr")
+    cluster = emr.find_or_create_cluster(client, "failing", request(key="failing"))
+    step_id = emr.find_or_add_step(client, cluster, emr.scoring_step("failing", "s3://a/score.py", CONFIG))
+    stderr = "\n".join([*(f"log line {i}" for i in range(50)), "error: input s3://data/customers: no rows"])
+    boto3.client("s3").put_object(
+        Bucket="logs", Key=f"emr/{cluster}/steps/{step_id}/stderr.gz", Body=gzip.compress(stderr.encode())
+    )
+    backend = emr_backends["123456789012"]["us-east-1"].clusters[cluster]
+    next(s for s in backend.steps if s.id == step_id).state = "FAILED"
+
+    with pytest.raises(emr.StepFailed) as failure:
+        emr.wait_for_step(client, boto3.client("s3"), cluster, step_id, poll_s=0)
+
+    message = str(failure.value)
+    assert f"step {step_id} on {cluster} FAILED" in message
+    assert message.rstrip().endswith("error: input s3://data/customers: no rows")
+    assert "log line 21" in message and "log line 20" not in message  # the last 30 lines only
+
+
+def test_killing_the_wait_cancels_the_step():
+    """moto has no CancelSteps: botocore's stubber checks the request against the real API model."""
+    client = boto3.client("emr", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "cancel_steps",
+            {"CancelStepsInfoList": [{"StepId": "s-1", "Status": "SUBMITTED"}]},
+            {"ClusterId": "j-1", "StepIds": ["s-1"], "StepCancellationOption": "TERMINATE_PROCESS"},
+        )
+        emr.cancel_step(client, "j-1", "s-1")
+        stub.assert_no_pending_responses()
