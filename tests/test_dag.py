@@ -1,0 +1,251 @@
+"""The daily DAG: integrity, a local run on real Spark, and EMR runs against moto's server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import boto3
+import pendulum
+import pyarrow.fs as pafs
+import pytest
+
+from scoring import demo, emr
+from scoring.cli import build_parser, config_from_args
+from scoring.job import run_job
+from scoring.publish import REJECTS_DIR, filesystem
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DAG_ID = "daily_batch_scoring"
+BUCKET = "scoring-dag-test"
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    """A fresh AIRFLOW_HOME with a migrated SQLite metadata DB, set before Airflow is imported."""
+    home = tmp_path_factory.mktemp("airflow")
+    os.environ.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:8080/execution/",
+    )
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(airflow):
+    return airflow.dags[DAG_ID]
+
+
+def test_dagbag_imports_every_dag_with_owner_retries_tags_and_doc(airflow):
+    assert airflow.import_errors == {}
+    assert list(airflow.dags) == [DAG_ID]
+    for dag_id, dag in airflow.dags.items():
+        assert dag.default_args.get("owner", "airflow") != "airflow", (
+            f"{dag_id} in {dag.fileloc} has no owner"
+        )
+        assert (dag.default_args.get("retries") or 0) >= 1, f"{dag_id} in {dag.fileloc} has no retries"
+        assert dag.tags, f"{dag_id} in {dag.fileloc} has no tags"
+        assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id} in {dag.fileloc} has no documentation"
+
+
+def test_teardown_always_terminates_the_cluster(dag):
+    terminate = dag.get_task("terminate_cluster")
+    assert terminate.is_teardown
+    assert "create_cluster" in terminate.upstream_task_ids
+    assert dag.get_task("create_cluster").is_setup
+
+
+def run_dag(dag, date: dt.date, **conf):
+    run = dag.test(logical_date=pendulum.datetime(date.year, date.month, date.day, tz="UTC"), run_conf=conf)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_path):
+    run, states = run_dag(
+        dag,
+        dt.date(2026, 11, 1),
+        compute="local",
+        local_master="local[2]",
+        input=str(input_dir),
+        output=str(tmp_path / "out"),
+    )
+
+    assert run.state == "success", states
+    assert states["run_local"] == "success" and states["validate_output"] == "success"
+    assert states["create_cluster"] == "skipped" and states["terminate_cluster"] == "skipped"
+    import pandas as pd
+
+    scored = pd.read_parquet(tmp_path / "out" / "date=2026-11-01")
+    assert len(scored) > 0 and set(scored["model_version"]) == {registry["onnx"]}
+    assert (tmp_path / "out" / "date=2026-11-01" / "_SUCCESS").exists()
+
+
+class FakeEmr(threading.Thread):
+    """Plays EMR's part, which moto does not: runs each step's command, then sets its state.
+
+    The step's flags go through the real ``scoring score`` parser and the real job runs on the test's
+    Spark with local copies of the S3 input; its output is uploaded where the step would have
+    written it. ``fail=True`` writes a stderr log to the cluster's log URI and fails the step.
+    """
+
+    def __init__(self, spark, local_input: Path, work: Path, fail: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.spark, self.local_input, self.work, self.fail = spark, local_input, work, fail
+        self.done = threading.Event()
+        self.steps: list[list[str]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from moto.emr.models import emr_backends
+
+        backend = emr_backends["123456789012"]["us-east-1"]
+        while not self.done.wait(0.2):
+            for cluster in list(backend.clusters.values()):
+                for step in cluster.steps:
+                    if step.state == "RUNNING" and step.args not in self.steps:
+                        self.steps.append(step.args)
+                        try:
+                            step.state = self.execute(cluster, step)
+                        except BaseException as e:  # reported by the test, not lost in this thread
+                            self.error = e
+                            step.state = "FAILED"
+
+    def execute(self, cluster, step) -> str:
+        assert step.args[:3] == ["spark-submit", "--deploy-mode", "client"]
+        config = config_from_args(build_parser().parse_args(["score", *step.args[4:]]))
+        if self.fail:
+            log = "\n".join(
+                ["starting", "error: input s3://scoring-dag-test/input: something upstream broke"]
+            )
+            bucket, _, prefix = cluster.log_uri.removeprefix("s3://").partition("/")
+            key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
+            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=gzip.compress(log.encode()))
+            return "FAILED"
+        local = dataclasses.replace(config, input=str(self.local_input), output=str(self.work / "out"))
+        run_job(local, self.spark)
+        partition = f"{config.partition_column}={config.partition_value}"
+        fs, root = filesystem(config.output)
+        for relative in (partition, f"{REJECTS_DIR}/{partition}"):
+            if (self.work / "out" / relative).exists():
+                pafs.copy_files(
+                    str(self.work / "out" / relative), f"{root}/{relative}", destination_filesystem=fs
+                )
+        return "COMPLETED"
+
+
+def upload_input(local_input: Path) -> str:
+    fs, _ = filesystem(f"s3://{BUCKET}/input")
+    pafs.copy_files(str(local_input), f"{BUCKET}/input", destination_filesystem=fs)
+    return f"s3://{BUCKET}/input"
+
+
+def emr_conf(date: dt.date, **overrides) -> dict:
+    return {
+        "compute": "emr",
+        "emr_flavour": "gpu",
+        "input": f"s3://{BUCKET}/input",
+        "output": f"s3://{BUCKET}/output",
+        "artifacts_uri": f"s3://{BUCKET}/artifacts",
+        "emr_log_uri": f"s3://{BUCKET}/logs/",
+        "step_poll_seconds": 0.2,
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def bucket(aws):
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+def clusters_for(date: dt.date) -> list[dict]:
+    client = boto3.client("emr")
+    found = []
+    for summary in client.list_clusters()["Clusters"]:
+        cluster = client.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+        if {"Key": "date", "Value": date.isoformat()} in cluster.get("Tags", []):
+            found.append(cluster)
+    return found
+
+
+def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminates(
+    dag, spark, registry, bucket, tmp_path
+):
+    date = dt.date(2026, 11, 5)
+    demo.write_partitioned(demo.make_customers(300, date, seed=3), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    fake = FakeEmr(spark, tmp_path / "in", tmp_path)
+    fake.start()
+    try:
+        run, states = run_dag(dag, date, **emr_conf(date))
+    finally:
+        fake.done.set()
+        fake.join()
+    assert fake.error is None, fake.error
+
+    assert run.state == "success", states
+    assert states["run_local"] == "skipped"
+    (cluster,) = clusters_for(date)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    groups = boto3.client("emr").list_instance_groups(ClusterId=cluster["Id"])["InstanceGroups"]
+    assert {g["InstanceGroupType"]: g["InstanceType"] for g in groups}["CORE"].startswith(("g5.", "g6."))
+    assert "yarn-site" in [c["Classification"] for c in cluster["Configurations"]]
+    key = next(t["Value"] for t in cluster["Tags"] if t["Key"] == emr.IDEMPOTENCY_TAG)
+    (args,) = fake.steps
+    assert args[3] == f"s3://{BUCKET}/artifacts/0.1.0/{key}/score.py"
+    assert args[args.index("--model-uri") + 1] == f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
+    assert args[args.index("--date") + 1] == date.isoformat()
+    s3 = boto3.client("s3")
+    staged = {
+        o["Key"].rsplit("/", 1)[-1]
+        for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/")["Contents"]
+    }
+    assert {"score.py", "bootstrap.sh"} <= staged and any(name.endswith(".whl") for name in staged)
+    manifest = s3.get_object(Bucket=BUCKET, Key=f"output/date={date}/_manifest.json")
+    assert b'"scored": 300' in manifest["Body"].read()
+
+
+def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, registry, bucket, tmp_path, capsys):
+    date = dt.date(2026, 11, 6)
+    demo.write_partitioned(demo.make_customers(50, date, seed=4), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    fake = FakeEmr(spark, tmp_path / "in", tmp_path, fail=True)
+    fake.start()
+    try:
+        run, states = run_dag(dag, date, **emr_conf(date))
+    finally:
+        fake.done.set()
+        fake.join()
+
+    assert run.state == "failed"
+    assert states["wait_for_step"] == "failed"
+    assert states["terminate_cluster"] == "success"
+    assert states["validate_output"] == "upstream_failed"
+    (cluster,) = clusters_for(date)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert "something upstream broke" in capsys.readouterr().out  # the step's stderr, in the task log
+
+
+def test_bad_model_alias_creates_no_cluster(dag, registry, bucket):
+    date = dt.date(2026, 11, 7)
+    run, states = run_dag(dag, date, **emr_conf(date, model_uri=f"models:/{demo.MODEL_NAME}@retired"))
+
+    assert run.state == "failed"
+    assert states["validate_model"] == "failed"
+    assert states["create_cluster"] in ("upstream_failed", "skipped")
+    assert clusters_for(date) == []
