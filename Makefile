@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean dag-demo
 
 install: $(VENV)/.installed
 
@@ -25,3 +25,12 @@ test: lint
 
 clean:
 	rm -rf $(VENV) demo-workdir build *.egg-info
+
+# The daily DAG, run once by Airflow on this machine (after `make demo`): scores 2026-11-01 locally.
+dag-demo: install
+	mkdir -p .airflow
+	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+		$(VENV)/bin/airflow db migrate >/dev/null
+	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+		MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/demo-workdir/mlflow.db PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(VENV)/bin/airflow dags test daily_batch_scoring 2026-11-01

@@ -235,10 +235,12 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     print(
         "\nTry it:\n"
         f"  export MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}\n"
+        f"  .venv/bin/scoring validate --output {output} --date {DATES[1]}\n"
         f"  .venv/bin/scoring score --model-uri models:/{MODEL_NAME}@sklearn --input {root / 'input'} "
         f"--output {output} --date {DATES[0]} --id-column customer_id\n"
-        f'  duckdb -c "SELECT date, count(*), avg(probability) FROM '
-        f"read_parquet('{output}/*/*.parquet', hive_partitioning=true) GROUP BY date\""
+        f'  .venv/bin/python -c "import duckdb; duckdb.sql(\\"SELECT date, count(*), avg(probability) FROM '
+        f"read_parquet('{output}/*/*.parquet', hive_partitioning = true) GROUP BY date\\\").show()\"\n"
+        "  make dag-demo    # the daily Airflow DAG scores 2026-11-01 on this machine"
     )
 
 
