@@ -21,8 +21,8 @@ from scoring.inputs import arrow_type_name
 from scoring.publish import (
     MANIFEST_FILE,
     REJECTS_DIR,
-    SUCCESS_FILE,
     filesystem,
+    is_published,
     normalize_uri,
     read_json,
     staged_files,
@@ -98,7 +98,7 @@ def validate_partition(
     partition = f"{partition_column}={date.isoformat()}"
     final = f"{root}/{partition}"
     report = Report(final)
-    published = _exists(f"{final}/{SUCCESS_FILE}")
+    published = is_published(final)
     report.add("published", published, "_SUCCESS present" if published else "no _SUCCESS: not published")
     manifest = read_json(f"{final}/{MANIFEST_FILE}")
     problem = f"no {MANIFEST_FILE}" if manifest is None else _manifest_problem(manifest)
@@ -252,7 +252,7 @@ def _previous_partition(root: str, partition_column: str, date: dt.date) -> str 
         if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{partition_column}=")
     ]
     earlier = sorted(n for n in names if n.split("=", 1)[1] < date.isoformat())
-    published = [n for n in earlier if _exists(f"{root}/{n}/{SUCCESS_FILE}")]
+    published = [n for n in earlier if is_published(f"{root}/{n}")]
     return published[-1] if published else None
 
 
@@ -262,11 +262,6 @@ def _read(partition_uri: str, files: list[tuple[str, int]], manifest: dict) -> t
     wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
     dataset = ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
     return dataset.schema, dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
-
-
-def _exists(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def _describe(files: list[tuple[str, int]]) -> str:

@@ -167,6 +167,17 @@ def emr_conf(date: dt.date, **overrides) -> dict:
     }
 
 
+def run_dag_on_fake_emr(dag, date: dt.date, fake: FakeEmr):
+    fake.start()
+    try:
+        result = run_dag(dag, date, **emr_conf(date))
+    finally:
+        fake.done.set()
+        fake.join()
+    assert fake.error is None, fake.error
+    return result
+
+
 @pytest.fixture(scope="module")
 def bucket(aws):
     boto3.client("s3").create_bucket(Bucket=BUCKET)
@@ -190,13 +201,7 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     demo.write_partitioned(demo.make_customers(300, date, seed=3), tmp_path / "in", date)
     upload_input(tmp_path / "in")
     fake = FakeEmr(spark, tmp_path / "in", tmp_path)
-    fake.start()
-    try:
-        run, states = run_dag(dag, date, **emr_conf(date))
-    finally:
-        fake.done.set()
-        fake.join()
-    assert fake.error is None, fake.error
+    run, states = run_dag_on_fake_emr(dag, date, fake)
 
     assert run.state == "success", states
     assert states["run_local"] == "skipped"
@@ -224,13 +229,7 @@ def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, regist
     date = dt.date(2026, 11, 6)
     demo.write_partitioned(demo.make_customers(50, date, seed=4), tmp_path / "in", date)
     upload_input(tmp_path / "in")
-    fake = FakeEmr(spark, tmp_path / "in", tmp_path, fail=True)
-    fake.start()
-    try:
-        run, states = run_dag(dag, date, **emr_conf(date))
-    finally:
-        fake.done.set()
-        fake.join()
+    run, states = run_dag_on_fake_emr(dag, date, FakeEmr(spark, tmp_path / "in", tmp_path, fail=True))
 
     assert run.state == "failed"
     assert states["wait_for_step"] == "failed"
