@@ -19,7 +19,7 @@ from scoring import faults
 from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
 from scoring.config import JobConfig
 from scoring.errors import InputError, OutputError
-from scoring.inputs import check_columns, column_types, read_input, scan_files
+from scoring.inputs import InputScan, check_columns, column_types, read_input, scan_files
 from scoring.manifest import build_manifest
 from scoring.models import ResolvedModel, resolve_model
 from scoring.publish import MANIFEST_FILE, OutputLocation, discard, publish, recover, staged_files, write_json
@@ -77,23 +77,10 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             REJECT_REASON, reject_reason(source.schema, model.features, config.id_columns)
         )
         partitioned = config.partition_column in source.columns
-        scan = scan_files(checked, config.input, location.partition if partitioned else None)
-        counts = dict(scan.reasons)
-        if scan.rows == 0:
-            raise InputError(
-                f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
-            )
-        duplicates = duplicate_rows(checked, config.id_columns)
-        if duplicates and config.on_duplicate_id == "fail":
-            raise InputError(
-                f"input {config.input}: {duplicates} rows repeat an id ({', '.join(config.id_columns)}) "
-                "and --on-duplicate-id is fail"
-            )
-        if duplicates:
-            counts[f"duplicate_id:{','.join(config.id_columns)}"] = duplicates
-            checked = with_duplicates_marked(checked, config.id_columns, [*carried, *model.feature_names])
+        checked, scan, counts = check_rows(
+            checked, config, [*carried, *model.feature_names], location.partition if partitioned else None
+        )
         rejected = sum(counts.values())
-        _check_reject_fraction(rejected, scan.rows, counts, config)
         valid = checked.where(checked[REJECT_REASON].isNull())
 
         spec = ScorerSpec(
@@ -140,6 +127,42 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             discard(location.run_staging)
     log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, location.final)
     return manifest
+
+
+def check_rows(
+    checked: DataFrame, config: JobConfig, order: list[str], partition_dir: str | None
+) -> tuple[DataFrame, InputScan, dict[str, int]]:
+    """Count the input and its rejects per reason, mark duplicate ids, and enforce the limits.
+
+    Args:
+        checked: The input with its ``reject_reason`` column.
+        config: The run's arguments.
+        order: Columns that decide which row of a repeated id is kept.
+        partition_dir: ``COLUMN=VALUE`` when only that input partition is read.
+
+    Returns:
+        The rows with duplicates marked, the scan's figures, and the rejected rows per reason.
+
+    Raises:
+        InputError: No rows, duplicate ids under ``--on-duplicate-id fail``, or too many rejects.
+    """
+    scan = scan_files(checked, config.input, partition_dir)
+    counts = dict(scan.reasons)
+    if scan.rows == 0:
+        raise InputError(
+            f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
+        )
+    duplicates = duplicate_rows(checked, config.id_columns)
+    if duplicates and config.on_duplicate_id == "fail":
+        raise InputError(
+            f"input {config.input}: {duplicates} rows repeat an id ({', '.join(config.id_columns)}) "
+            "and --on-duplicate-id is fail"
+        )
+    if duplicates:
+        counts[f"duplicate_id:{','.join(config.id_columns)}"] = duplicates
+        checked = with_duplicates_marked(checked, config.id_columns, order)
+    _check_reject_fraction(sum(counts.values()), scan.rows, counts, config)
+    return checked, scan, counts
 
 
 def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> OutputSpec:

@@ -108,7 +108,7 @@ def test_job_killed_while_publishing_leaves_the_old_partition_then_rerun_publish
         assert snapshot(partition) == before  # untouched, still published
     else:
         # Killed with the old partition moved aside: nothing half-written is visible, and the old
-        # partition is restored exactly by the next run before it does anything else.
+        # partition is restored exactly by the next run before it writes anything.
         assert not partition.exists()
         assert recover(str(output), f"date={DATE}")
         assert snapshot(partition) == before
