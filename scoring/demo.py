@@ -204,7 +204,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     print(f"demo: writing {rows:,} rows x {len(DATES)} dates to {root / 'input'}")
     frames = {date: make_customers(rows, date) for date in DATES}
     for date, frame in frames.items():
-        write_partitioned(spoil(frame, 0.002), root / "input", date, files=4)
+        write_partitioned(spoil(frame, 0.002, seed=date.toordinal()), root / "input", date, files=4)
 
     use_local_registry(root)
     train = frames[DATES[0]].sample(n=min(rows, 20_000), random_state=0)
