@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from scoring import __version__
+from scoring import PROJECT_ROOT, __version__
 from scoring.emr import config_dir
 from scoring.errors import ScoringError
 from scoring.publish import filesystem
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_wheel(dist_dir: Path) -> Path:

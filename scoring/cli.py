@@ -170,7 +170,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our progress at INFO; other libraries (py4j, MLflow) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
 
 
 def _date(value: str) -> dt.date:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scoring import PROJECT_ROOT
 from scoring.config import JobConfig
 from scoring.errors import ScoringError
 
@@ -40,7 +41,7 @@ class StepFailed(ScoringError):
 
 def config_dir() -> Path:
     """Where the job-flow JSON and the bootstrap script are: ``SCORING_EMR_CONFIG_DIR`` or ``emr/``."""
-    return Path(os.environ.get("SCORING_EMR_CONFIG_DIR", Path(__file__).resolve().parents[1] / "emr"))
+    return Path(os.environ.get("SCORING_EMR_CONFIG_DIR", PROJECT_ROOT / "emr"))
 
 
 def idempotency_key(dag_id: str, run_id: str, date: str) -> str:

@@ -1,8 +1,8 @@
 """The daily DAG's task logic: each task is a function here, the DAG file only wires them.
 
-Tasks read what one run needs from the DAG run's ``params`` and score the partition of the run's data
-interval start (UTC), never the wall clock's date. Airflow is imported inside the functions, so this
-module imports without Airflow.
+Tasks read what one run needs from the DAG run's ``params`` and score the partition of the run's
+logical date, never the wall clock's. Airflow, pandas, pyarrow and MLflow are imported inside the
+functions: the scheduler parses the DAG file often, and this module is all it imports.
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scoring import emr
-from scoring.artifacts import PROJECT_ROOT, stage_artifacts
+from scoring import PROJECT_ROOT, emr
 from scoring.config import JobConfig
 from scoring.errors import ScoringError
-from scoring.preflight import check_input, check_model
-from scoring.session import prepare_environment
-from scoring.validate import validate_partition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,6 +106,8 @@ def validate_model() -> dict:
     """Task: the alias resolves, the version is recent enough and has a signature; pin it."""
     from airflow.sdk import get_current_context
 
+    from scoring.preflight import check_model
+
     context = get_current_context()
     params = context["params"]
     pinned = check_model(params["model_uri"], params["max_model_age_days"], context["data_interval_end"])
@@ -121,6 +119,8 @@ def validate_model() -> dict:
 def preflight(model: dict) -> dict:
     """Task: the input partition's footers match the signature, and a sample scores locally."""
     from airflow.sdk import get_current_context
+
+    from scoring.preflight import check_input
 
     context = get_current_context()
     config = job_config(context["params"], partition_date(context), model["pinned_uri"])
@@ -156,6 +156,8 @@ def run_local(model: dict) -> None:
     """Task: the very same job through spark-submit on this worker, on ``local[*]``."""
     from airflow.sdk import get_current_context
 
+    from scoring.session import prepare_environment
+
     context = get_current_context()
     params = context["params"]
     config = job_config(params, partition_date(context), model["pinned_uri"])
@@ -179,6 +181,8 @@ def run_local(model: dict) -> None:
 def stage(model: dict) -> dict:
     """Task: upload the wheel, the job and the bootstrap script under a versioned, per-run path."""
     from airflow.sdk import get_current_context
+
+    from scoring.artifacts import stage_artifacts
 
     context = get_current_context()
     return stage_artifacts(context["params"]["artifacts_uri"], run_key(context))
@@ -226,6 +230,8 @@ def terminate_cluster(cluster_id: str) -> None:
 def validate_output() -> dict:
     """Task: check the published partition; fail the run when it is not valid."""
     from airflow.sdk import get_current_context
+
+    from scoring.validate import validate_partition
 
     context = get_current_context()
     params = context["params"]
