@@ -87,6 +87,16 @@ def input_dir(tmp_path_factory, customers) -> Path:
     return root
 
 
+def run_score(model_uri: str, input_path, output, *extra: str, date: dt.date = DATE) -> int:
+    """Run ``scoring score`` in this process (on the test session's Spark) and return its exit code."""
+    from scoring.cli import main
+
+    return main(
+        ["score", "--model-uri", model_uri, "--input", str(input_path), "--output", str(output),
+         "--date", date.isoformat(), "--id-column", "customer_id", *extra]
+    )  # fmt: skip
+
+
 def features(frame: pd.DataFrame) -> pd.DataFrame:
     """The demo model's feature columns of ``frame``."""
     return frame[list(demo.FEATURE_TYPES)]

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import DATE, features
+from conftest import DATE, features, run_score
 
 from scoring import demo
 from scoring.cli import main
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
-
-
-def run_score(model_uri: str, input_path, output, *extra: str) -> int:
-    return main(
-        [
-            "score",
-            "--model-uri", model_uri,
-            "--input", str(input_path),
-            "--output", str(output),
-            "--date", DATE.isoformat(),
-            "--id-column", "customer_id",
-            *extra,
-        ]
-    )  # fmt: skip
 
 
 def assert_one_line_error(capsys, code: int, *fragments: str) -> None:

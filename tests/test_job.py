@@ -10,29 +10,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import DATE, OTHER_DATE, ROWS, features
+from conftest import DATE, OTHER_DATE, ROWS, features, run_score
 
 from scoring import demo
-from scoring.cli import main
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
 SKLEARN = f"models:/{demo.MODEL_NAME}@sklearn"
 
 
 def score(spark, input_dir, output, model_uri=CHAMPION, date=DATE, *extra: str) -> int:
-    """Run ``scoring score`` in this process, on the test session's Spark."""
-    assert spark is not None  # the session must exist before main() looks for one
-    return main(
-        [
-            "score",
-            "--model-uri", model_uri,
-            "--input", str(input_dir),
-            "--output", str(output),
-            "--date", date.isoformat(),
-            "--id-column", "customer_id",
-            *extra,
-        ]
-    )  # fmt: skip
+    """``scoring score`` in this process, once the test session's Spark exists."""
+    assert spark is not None
+    return run_score(model_uri, input_dir, output, *extra, date=date)
 
 
 def read_partition(output, date=DATE) -> pd.DataFrame:
