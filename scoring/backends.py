@@ -25,7 +25,8 @@ from scoring.models import ONNX_TYPES, Feature
 BACKENDS = ("auto", "pyfunc", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
 
-_NUMPY_TYPES = {
+# The numpy type of each MLflow column type, as models receive it.
+NUMPY_TYPES = {
     "boolean": np.bool_,
     "integer": np.int32,
     "long": np.int64,
@@ -187,13 +188,13 @@ class OnnxPredictor:
     def _feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         if len(self._inputs) == 1 and len(self._features) > 1:
             graph_input = self._inputs[0]
-            dtype = _NUMPY_TYPES[_onnx_scalar_type(graph_input.type)]
+            dtype = NUMPY_TYPES[_onnx_scalar_type(graph_input.type)]
             return {graph_input.name: frame.to_numpy(dtype=dtype)}
         feeds = {}
         by_name = {f.name: f for f in self._features}
         for graph_input, feature in zip(self._inputs, self._features, strict=False):
             source = by_name.get(graph_input.name, feature)
-            column = frame[source.name].to_numpy(dtype=_NUMPY_TYPES[_onnx_scalar_type(graph_input.type)])
+            column = frame[source.name].to_numpy(dtype=NUMPY_TYPES[_onnx_scalar_type(graph_input.type)])
             feeds[graph_input.name] = column.reshape(-1, 1) if len(graph_input.shape) == 2 else column
         return feeds
 

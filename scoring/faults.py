@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 ENV = "SCORING_TEST_FAULT"
 
@@ -23,16 +24,29 @@ def at(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def after_batch() -> None:
-    """Kill this Python worker once, or slow it down, when a test asks."""
+def worker_fault() -> Callable[[], None]:
+    """What a Python worker does after each batch it scores: nothing, unless a test asked for a fault.
+
+    Read once per task, so that scoring's per-batch loop pays for no environment lookups.
+    """
     fault = os.environ.get(ENV, "")
     if fault.startswith("slow-batches:"):
-        time.sleep(float(fault.split(":", 1)[1]))
-    if not fault.startswith("kill-worker-once:"):
-        return
+        seconds = float(fault.split(":", 1)[1])
+        return lambda: time.sleep(seconds)
+    if fault.startswith("kill-worker-once:"):
+        marker = fault.split(":", 1)[1]
+        return lambda: _kill_worker_once(marker)
+    return _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+def _kill_worker_once(marker: str) -> None:
     try:
         # O_EXCL: exactly one worker of one attempt dies; the retry finds the marker and goes on.
-        os.close(os.open(fault.split(":", 1)[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
     os._exit(1)

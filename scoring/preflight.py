@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
+from scoring.backends import NUMPY_TYPES, OutputSpec, ScorerSpec, choose_backend, load_predictor
 from scoring.errors import InputError, ModelError
 from scoring.inputs import arrow_column_types, check_columns
 from scoring.models import Feature, pin_model_uri, resolve_model
@@ -137,5 +137,4 @@ def _typed_sample(dataset: ds.Dataset, features: Sequence[Feature]) -> pd.DataFr
         if feature.type in ("double", "float", "long", "integer"):
             frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce")
     frame = frame.replace([np.inf, -np.inf], np.nan).dropna()
-    types = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}
-    return frame.astype({f.name: types[f.type] for f in features if f.type in types})
+    return frame.astype({f.name: NUMPY_TYPES[f.type] for f in features})

@@ -98,11 +98,6 @@ def with_duplicates_marked(df: DataFrame, id_columns: Sequence[str], order: Sequ
     return df.withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), duplicate))
 
 
-def reason_counts(df: DataFrame) -> dict[str | None, int]:
-    """Rows per reject reason (``None``: valid rows), in one pass over ``df``."""
-    return {row[REJECT_REASON]: row["count"] for row in df.groupBy(REJECT_REASON).count().collect()}
-
-
 def duplicate_rows(df: DataFrame, id_columns: Sequence[str]) -> int:
     """How many valid rows repeat an id that an earlier valid row has (a shuffle of the ids only)."""
     from pyspark.sql import functions as F

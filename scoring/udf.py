@@ -64,9 +64,10 @@ def score_column(features: Column, spec: ScorerSpec, output: OutputSpec) -> Colu
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         predictor = worker_predictor(spec)
+        after_batch = faults.worker_fault()
         for frame in batches:
             yield scores_frame(predictor.predict(frame), output)
-            faults.after_batch()
+            after_batch()
 
     udf = pandas_udf(score_batches, returnType=output_schema(output))
     # Non-deterministic, so that the optimizer never inlines the UDF once per output field and
