@@ -16,7 +16,7 @@ for before both pass) -> `choose_compute`:
 -> `validate_output` (manifest, counts, schema, values, score drift against the previous partition).
 
 The partition scored is the run's data interval start (UTC). Params set what one run needs; their
-defaults come from the `SCORING_*` environment variables (see `scoring/orchestration.py`).
+defaults come from the `SCORING_*` environment variables (see `scoring/orchestration/tasks.py`).
 Backfill with `airflow backfill create --dag-id daily_batch_scoring --from-date ... --to-date ...`:
 each date replaces only its own partition.
 """
@@ -29,8 +29,8 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from scoring import orchestration as tasks
-from scoring.operators import EmrScoringStepSensor
+from scoring.orchestration import tasks
+from scoring.orchestration.operators import EmrScoringStepSensor
 
 with DAG(
     dag_id="daily_batch_scoring",

@@ -12,9 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from scoring.backends import BACKENDS, DEVICES
 from scoring.config import JobConfig
 from scoring.errors import ScoringError
+from scoring.model.predictors import BACKENDS, DEVICES
 
 log = logging.getLogger("scoring")
 
@@ -119,24 +119,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     )
 
 
-def summary(manifest: dict) -> str:
-    """One line about a published partition, for people."""
-    seconds = (
-        dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
-    ).total_seconds()
-    rows = manifest["counts"]["input"]
-    partition = manifest["partition"]
-    return (
-        f"scored {manifest['counts']['scored']:,} of {rows:,} rows "
-        f"({manifest['counts']['rejected']:,} rejected) for {partition['column']}={partition['value']} "
-        f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
-        f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
-    )
-
-
 def _run_score(args: argparse.Namespace) -> int:
-    from scoring.job import run_job
+    from scoring.batch.job import run_job
+    from scoring.dataset.manifest import summary
 
     manifest = run_job(config_from_args(args))
     print(summary(manifest))
@@ -144,7 +129,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
-    from scoring.backfill import report, run_backfill
+    from scoring.batch.backfill import report, run_backfill
 
     args.date = args.start  # each date of the range replaces it
     results = run_backfill(config_from_args(args), args.start, args.end, args.force)
@@ -153,7 +138,7 @@ def _run_backfill(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from scoring.validate import report_json, validate_partition
+    from scoring.dataset.validate import report_json, validate_partition
 
     report = validate_partition(
         args.output, args.date, args.partition_column, args.psi_threshold, args.psi_action

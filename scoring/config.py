@@ -11,7 +11,7 @@ class JobConfig:
     """What one scoring run needs.
 
     Attributes:
-        model_uri: Model reference (see ``scoring.models.SUPPORTED_URIS``).
+        model_uri: Model reference (see ``scoring.model.resolve.SUPPORTED_URIS``).
         input: Parquet file or directory (hive-partitioned or not), any URI Spark reads.
         output: Root of the date-partitioned output dataset.
         date: The partition to score and write.

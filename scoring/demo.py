@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scoring.errors import OutputError
-from scoring.models import FEATURE_RANGES_KEY
+from scoring.model.signature import FEATURE_RANGES_KEY
 
 MODEL_NAME = "credit-risk"
 DATES = (dt.date(2026, 11, 1), dt.date(2026, 11, 2))
@@ -195,10 +195,10 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         rows: Rows per date.
         master: Spark master; None for ``local[*]``.
     """
-    from scoring.cli import summary
+    from scoring.batch.job import run_job
+    from scoring.batch.session import get_session
     from scoring.config import JobConfig
-    from scoring.job import run_job
-    from scoring.session import get_session
+    from scoring.dataset.manifest import summary
 
     root = _fresh_workdir(Path(workdir).resolve())
     print(f"demo: writing {rows:,} rows x {len(DATES)} dates to {root / 'input'}")

@@ -22,3 +22,8 @@ class InputError(ScoringError):
 
 class OutputError(ScoringError):
     """The output cannot be written, or what was written does not check out."""
+
+
+def first_line(message: str) -> str:
+    """The first line of a library's error message, for a one-line error of ours."""
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"

@@ -39,7 +39,7 @@ def spark():
 
     ``local[2,2]``: two threads, and a failed task is tried twice, as a cluster would retry it.
     """
-    from scoring.session import get_session
+    from scoring.batch.session import get_session
 
     session = get_session(
         "local[2,2]",

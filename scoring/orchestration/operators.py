@@ -1,4 +1,4 @@
-"""Airflow operators of the daily DAG (this module needs Airflow; the rest of ``scoring`` does not)."""
+"""Airflow operators of the daily DAG (imports Airflow at the top: only the DAG file imports this module)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from scoring import emr
-from scoring.orchestration import emr_client, fail_fast, s3_client
+from scoring.orchestration import emr
+from scoring.orchestration.tasks import emr_client, fail_fast, s3_client
 
 
 class EmrScoringStepSensor(BaseOperator):

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from scoring import emr
 from scoring.cli import build_parser, config_from_args
 from scoring.config import JobConfig
+from scoring.orchestration import emr
 
 KEY = emr.idempotency_key("daily_batch_scoring", "scheduled__2026-11-01T00:00:00+00:00", "2026-11-01")
 CONFIG = JobConfig(

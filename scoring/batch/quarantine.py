@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from scoring.inputs import spark_type
-from scoring.models import Feature
+from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import DataType, StructType
 
 REJECT_REASON = "reject_reason"
 
@@ -31,6 +30,20 @@ REASONS = {
 }
 
 _FLOATING = ("float", "double")
+
+
+def spark_type(mlflow_type: str) -> DataType:
+    """The Spark SQL type of an MLflow column type."""
+    from pyspark.sql import types as T
+
+    return {
+        "boolean": T.BooleanType(),
+        "integer": T.IntegerType(),
+        "long": T.LongType(),
+        "float": T.FloatType(),
+        "double": T.DoubleType(),
+        "string": T.StringType(),
+    }[mlflow_type]
 
 
 def reject_reason(schema: StructType, features: Sequence[Feature], id_columns: Sequence[str]) -> Column:

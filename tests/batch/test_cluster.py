@@ -18,7 +18,7 @@ from conftest import DATE
 
 from scoring import demo, faults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ROWS = 20_000
 

@@ -13,12 +13,13 @@ import logging
 import tempfile
 from dataclasses import dataclass
 
+from scoring.batch.job import run_job
+from scoring.batch.session import get_session
 from scoring.config import JobConfig
+from scoring.dataset.publish import MANIFEST_FILE, is_published
+from scoring.dataset.storage import normalize_uri, read_json
 from scoring.errors import ScoringError
-from scoring.job import run_job
-from scoring.models import resolve_model
-from scoring.publish import MANIFEST_FILE, is_published, normalize_uri, read_json
-from scoring.session import get_session
+from scoring.model.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scoring import PROJECT_ROOT, emr
+from scoring import PROJECT_ROOT
 from scoring.config import JobConfig
 from scoring.errors import ScoringError
+from scoring.orchestration import emr
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +107,7 @@ def validate_model() -> dict:
     """Task: the alias resolves, the version is recent enough and has a signature; pin it."""
     from airflow.sdk import get_current_context
 
-    from scoring.preflight import check_model
+    from scoring.orchestration.preflight import check_model
 
     context = get_current_context()
     params = context["params"]
@@ -120,7 +121,7 @@ def preflight(model: dict) -> dict:
     """Task: the input partition's footers match the signature, and a sample scores locally."""
     from airflow.sdk import get_current_context
 
-    from scoring.preflight import check_input
+    from scoring.orchestration.preflight import check_input
 
     context = get_current_context()
     config = job_config(context["params"], partition_date(context), model["pinned_uri"])
@@ -156,7 +157,7 @@ def run_local(model: dict) -> None:
     """Task: the very same job through spark-submit on this worker, on ``local[*]``."""
     from airflow.sdk import get_current_context
 
-    from scoring.session import prepare_environment
+    from scoring.batch.session import prepare_environment
 
     context = get_current_context()
     params = context["params"]
@@ -182,7 +183,7 @@ def stage(model: dict) -> dict:
     """Task: upload the wheel, the job and the bootstrap script under a versioned, per-run path."""
     from airflow.sdk import get_current_context
 
-    from scoring.artifacts import stage_artifacts
+    from scoring.orchestration.artifacts import stage_artifacts
 
     context = get_current_context()
     return stage_artifacts(context["params"]["artifacts_uri"], run_key(context))
@@ -231,7 +232,7 @@ def validate_output() -> dict:
     """Task: check the published partition; fail the run when it is not valid."""
     from airflow.sdk import get_current_context
 
-    from scoring.validate import validate_partition
+    from scoring.dataset.validate import validate_partition
 
     context = get_current_context()
     params = context["params"]

@@ -16,22 +16,25 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from scoring import faults
-from scoring.backends import OutputSpec, ScorerSpec, choose_backend, load_predictor
-from scoring.config import JobConfig
-from scoring.errors import InputError, OutputError
-from scoring.inputs import InputScan, check_columns, column_types, read_input, scan_files
-from scoring.manifest import build_manifest
-from scoring.models import ResolvedModel, resolve_model
-from scoring.publish import MANIFEST_FILE, OutputLocation, discard, publish, recover, staged_files, write_json
-from scoring.quarantine import (
+from scoring.batch.inputs import InputScan, column_types, read_input, scan_files
+from scoring.batch.quarantine import (
     REJECT_REASON,
     duplicate_rows,
     reject_reason,
     typed_features,
     with_duplicates_marked,
 )
-from scoring.session import get_session
-from scoring.udf import distribute_model, score_column
+from scoring.batch.session import get_session
+from scoring.batch.udf import distribute_model, score_column
+from scoring.config import JobConfig
+from scoring.dataset.manifest import build_manifest
+from scoring.dataset.publish import MANIFEST_FILE, OutputLocation, publish, recover, staged_files
+from scoring.dataset.storage import discard, write_json
+from scoring.errors import InputError, OutputError
+from scoring.model.output import OutputSpec
+from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
+from scoring.model.resolve import ResolvedModel, resolve_model
+from scoring.model.schema import check_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

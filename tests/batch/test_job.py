@@ -60,7 +60,7 @@ def test_alias_is_pinned_once_even_if_it_moves_mid_job(
 ):
     import mlflow
 
-    from scoring import job
+    from scoring.batch import job
 
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(demo.MODEL_NAME, "moving", registry["onnx"])

@@ -9,7 +9,7 @@ from conftest import DATE
 
 from scoring import demo
 from scoring.errors import InputError, ModelError
-from scoring.preflight import check_input, check_model
+from scoring.orchestration.preflight import check_input, check_model
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import datetime as dt
 
 from scoring import __version__
 from scoring.config import JobConfig
-from scoring.models import ResolvedModel
-from scoring.publish import REJECTS_DIR
+from scoring.dataset.publish import REJECTS_DIR
+from scoring.model.resolve import ResolvedModel
 
 MANIFEST_VERSION = 1
 
@@ -89,3 +89,19 @@ def build_manifest(
         "package_version": __version__,
         "spark_version": spark_version,
     }
+
+
+def summary(manifest: dict) -> str:
+    """One line about a published partition, for people."""
+    seconds = (
+        dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
+    ).total_seconds()
+    rows = manifest["counts"]["input"]
+    partition = manifest["partition"]
+    return (
+        f"scored {manifest['counts']['scored']:,} of {rows:,} rows "
+        f"({manifest['counts']['rejected']:,} rejected) for {partition['column']}={partition['value']} "
+        f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
+        f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
+    )

@@ -15,11 +15,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from scoring.backends import NUMPY_TYPES, OutputSpec, ScorerSpec, choose_backend, load_predictor
+from scoring.dataset.storage import filesystem
 from scoring.errors import InputError, ModelError
-from scoring.inputs import arrow_column_types, check_columns
-from scoring.models import Feature, pin_model_uri, resolve_model
-from scoring.publish import filesystem
+from scoring.model.output import OutputSpec
+from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
+from scoring.model.resolve import pin_model_uri, resolve_model
+from scoring.model.schema import arrow_column_types, check_columns
+from scoring.model.signature import NUMPY_TYPES, Feature
 
 # Rows scored locally by the pre-flight check.
 SAMPLE_ROWS = 64

@@ -16,9 +16,9 @@ from conftest import DATE
 
 from scoring import demo, faults
 from scoring.cli import main
-from scoring.publish import recover
+from scoring.dataset.publish import recover
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
 SKLEARN = f"models:/{demo.MODEL_NAME}@sklearn"

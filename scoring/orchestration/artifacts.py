@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from scoring import PROJECT_ROOT, __version__
-from scoring.emr import config_dir
+from scoring.dataset.storage import filesystem
 from scoring.errors import ScoringError
-from scoring.publish import filesystem
+from scoring.orchestration.emr import config_dir
 
 
 def build_wheel(dist_dir: Path) -> Path:

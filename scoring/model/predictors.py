@@ -1,13 +1,8 @@
 """The two scoring backends, MLflow pyfunc and ONNX Runtime, behind one small interface.
 
 A backend turns a pandas DataFrame of feature columns (already cast to the signature's types) into
-:class:`Scores`. Nothing here imports pyspark, so an online service can score through the same code.
-
-Output convention (also in the README):
-    * ``prediction``: the model's label or value. When a model returns only class probabilities,
-      the index of the most probable class.
-    * ``probability``: only for classifiers. Binary: the probability of the positive class (class
-      index 1) as a double. Multiclass: an array of doubles, one per class, in class-index order.
+:class:`~scoring.model.output.Scores`, mapped as ``scoring.model.output`` describes. Nothing here
+imports pyspark, so an online service can score through the same code.
 """
 
 from __future__ import annotations
@@ -20,57 +15,11 @@ import numpy as np
 import pandas as pd
 
 from scoring.errors import ModelError
-from scoring.models import ONNX_TYPES, Feature
+from scoring.model.output import Scores, scores_from_outputs
+from scoring.model.signature import NUMPY_TYPES, ONNX_TYPES, Feature
 
 BACKENDS = ("auto", "pyfunc", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
-
-# The numpy type of each MLflow column type, as models receive it.
-NUMPY_TYPES = {
-    "boolean": np.bool_,
-    "integer": np.int32,
-    "long": np.int64,
-    "float": np.float32,
-    "double": np.float64,
-    "string": object,
-}
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Model output for one batch.
-
-    Attributes:
-        prediction: One value per row.
-        probability: None for regressors; 1-D (positive class) for binary classifiers; 2-D
-            (rows x classes) for multiclass classifiers.
-    """
-
-    prediction: np.ndarray
-    probability: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """The shape of a model's output, found once on the driver by scoring a small sample.
-
-    Attributes:
-        prediction_type: ``double``, ``long`` or ``string``.
-        probability: None, ``binary`` or ``multiclass``.
-    """
-
-    prediction_type: str
-    probability: str | None
-
-    @classmethod
-    def of(cls, scores: Scores) -> OutputSpec:
-        """Describe the output of a sample batch."""
-        kind = scores.prediction.dtype.kind
-        prediction_type = {"f": "double", "i": "long", "u": "long", "b": "long"}.get(kind, "string")
-        probability = None
-        if scores.probability is not None:
-            probability = "binary" if scores.probability.ndim == 1 else "multiclass"
-        return cls(prediction_type, probability)
 
 
 @dataclass(frozen=True)
@@ -146,7 +95,7 @@ class PyfuncPredictor:
         self._model = mlflow.pyfunc.load_model(model_path)
 
     def predict(self, frame: pd.DataFrame) -> Scores:
-        """Score a batch; see the module docstring for how outputs are mapped."""
+        """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         raw = self._model.predict(frame)
         if isinstance(raw, pd.DataFrame):
             arrays = [raw.iloc[:, 0].to_numpy()] if raw.shape[1] == 1 else [raw.to_numpy()]
@@ -181,7 +130,7 @@ class OnnxPredictor:
         return self._session.get_providers()
 
     def predict(self, frame: pd.DataFrame) -> Scores:
-        """Score a batch; see the module docstring for how outputs are mapped."""
+        """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         outputs = self._session.run(None, self._feeds(frame))
         return scores_from_outputs([_dense(o) for o in outputs], len(frame))
 
@@ -218,35 +167,6 @@ def onnx_providers(device: str, device_id: int = 0) -> list:
     if has_cuda:
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def scores_from_outputs(arrays: Sequence[np.ndarray], rows: int) -> Scores:
-    """Map a model's raw outputs onto prediction and probability.
-
-    A column-shaped output ([N] or [N, 1]) is the prediction; a matrix output ([N, C], C >= 2) holds
-    class probabilities.
-
-    Args:
-        arrays: The model's outputs for one batch.
-        rows: Rows in the batch, to check the outputs against.
-
-    Raises:
-        ModelError: The outputs have the wrong length or cannot be told apart.
-    """
-    columns = [a.reshape(-1) for a in arrays if a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)]
-    matrices = [a for a in arrays if a.ndim == 2 and a.shape[1] >= 2]
-    if len(columns) > 1 or len(matrices) > 1 or len(columns) + len(matrices) != len(arrays):
-        shapes = ", ".join(str(a.shape) for a in arrays)
-        raise ModelError(f"cannot map the model's outputs (shapes {shapes}) to prediction/probability")
-    for a in arrays:
-        if len(a) != rows:
-            raise ModelError(f"the model returned {len(a)} rows for a batch of {rows} rows")
-    matrix = matrices[0].astype(np.float64) if matrices else None
-    prediction = columns[0] if columns else np.argmax(matrix, axis=1)
-    probability = None
-    if matrix is not None:
-        probability = matrix[:, 1] if matrix.shape[1] == 2 else matrix
-    return Scores(prediction, probability)
 
 
 def _dense(output: object) -> np.ndarray:

@@ -17,16 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from scoring.inputs import arrow_type_name
-from scoring.publish import (
-    MANIFEST_FILE,
-    REJECTS_DIR,
-    filesystem,
-    is_published,
-    normalize_uri,
-    read_json,
-    staged_files,
-)
+from scoring.dataset.publish import MANIFEST_FILE, REJECTS_DIR, is_published, staged_files
+from scoring.dataset.storage import filesystem, normalize_uri, read_json
+from scoring.model.schema import arrow_type_name
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 

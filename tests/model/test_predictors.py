@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 from conftest import DATE
 
-from scoring import demo, model_cache
-from scoring.backends import OutputSpec, ScorerSpec, choose_backend, scores_from_outputs
+from scoring import demo
 from scoring.cli import main
 from scoring.errors import ModelError
-from scoring.models import Feature, resolve_model
+from scoring.model.output import OutputSpec, scores_from_outputs
+from scoring.model.predictors import ScorerSpec, choose_backend
+from scoring.model.resolve import resolve_model
+from scoring.model.signature import Feature
 
 
 def test_column_output_is_the_prediction():
@@ -63,39 +65,8 @@ def test_bare_onnx_file_has_no_pyfunc():
         choose_backend("pyfunc", True, False)
 
 
-def test_model_cache_loads_once_per_key():
-    model_cache.clear()
-    loads = []
-
-    def load():
-        loads.append(1)
-        return object()
-
-    first = model_cache.get_or_load(("model", "onnx"), load)
-    assert model_cache.get_or_load(("model", "onnx"), load) is first
-    assert len(loads) == 1
-    for i in range(model_cache.CAPACITY):
-        model_cache.get_or_load(("other", i), load)
-    assert model_cache.get_or_load(("model", "onnx"), load) is not first  # evicted, least recent
-    model_cache.clear()
-
-
-def test_worker_predictor_loads_the_model_once(registry, tmp_path, monkeypatch):
-    from scoring import udf
-
-    model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
-    spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "cpu", 1, model.features, "model.onnx")
-    calls = []
-    real = udf.load_predictor
-    monkeypatch.setattr(udf, "load_predictor", lambda *a: calls.append(a) or real(*a))
-    model_cache.clear()
-    assert udf.worker_predictor(spec) is udf.worker_predictor(spec)
-    assert len(calls) == 1
-    model_cache.clear()
-
-
 def test_onnx_runs_on_cpu_when_forced(registry, tmp_path):
-    from scoring.backends import load_predictor
+    from scoring.model.predictors import load_predictor
 
     model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
     spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "cpu", 1, model.features, "model.onnx")

@@ -12,11 +12,12 @@ import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from scoring import faults, model_cache
-from scoring.backends import OutputSpec, Predictor, ScorerSpec, Scores, load_predictor
+from scoring import faults
+from scoring.batch import model_cache
+from scoring.model.output import OutputSpec, scores_frame
+from scoring.model.predictors import Predictor, ScorerSpec, load_predictor
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -27,7 +28,7 @@ def distribute_model(spark: SparkSession, local_path: str) -> str:
     """Ship the model's files to every executor, and return their name under ``SparkFiles``.
 
     Executors get the very files the driver resolved, so an alias moved mid-job changes nothing.
-    ``local_path`` must have a name unique to this model (``scoring.models`` gives it one), since
+    ``local_path`` must have a name unique to this model (``scoring.model.resolve`` gives it one), since
     ``SparkFiles`` names files by their base name. A model directory travels as a zip archive, which
     each executor unpacks once: clusters refuse ``addFile`` of a local directory.
     """
@@ -85,24 +86,6 @@ def worker_predictor(spec: ScorerSpec) -> Predictor:
         return load_predictor(spec, path, _gpu_ordinal())
 
     return model_cache.get_or_load(spec.cache_key, load)
-
-
-def scores_frame(scores: Scores, output: OutputSpec) -> pd.DataFrame:
-    """Scores as the pandas frame of the UDF's output struct."""
-    columns = {"prediction": _as_type(scores.prediction, output.prediction_type)}
-    if output.probability == "binary":
-        columns["probability"] = scores.probability.astype(np.float64)
-    elif output.probability == "multiclass":
-        columns["probability"] = list(scores.probability.astype(np.float64))
-    return pd.DataFrame(columns)
-
-
-def _as_type(values: np.ndarray, prediction_type: str) -> np.ndarray:
-    if prediction_type == "double":
-        return values.astype(np.float64)
-    if prediction_type == "long":
-        return values.astype(np.int64)
-    return values.astype(str).astype(object)
 
 
 def _gpu_ordinal() -> int:

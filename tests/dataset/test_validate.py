@@ -14,7 +14,7 @@ from conftest import DATE, OTHER_DATE
 
 from scoring import demo
 from scoring.cli import main
-from scoring.validate import population_stability_index, validate_partition
+from scoring.dataset.validate import population_stability_index, validate_partition
 
 
 @pytest.fixture(scope="module")

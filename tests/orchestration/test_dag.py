@@ -16,12 +16,14 @@ import pendulum
 import pyarrow.fs as pafs
 import pytest
 
-from scoring import demo, emr
+from scoring import demo
+from scoring.batch.job import run_job
 from scoring.cli import build_parser, config_from_args
-from scoring.job import run_job
-from scoring.publish import REJECTS_DIR, filesystem
+from scoring.dataset.publish import REJECTS_DIR
+from scoring.dataset.storage import filesystem
+from scoring.orchestration import emr
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DAG_ID = "daily_batch_scoring"
 BUCKET = "scoring-dag-test"

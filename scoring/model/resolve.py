@@ -2,11 +2,11 @@
 
 A job must score every row with the same model even if somebody moves the registry alias while it runs.
 So the reference is resolved here exactly once: an alias becomes a concrete version, the artifacts are
-downloaded to a local directory, and that directory is what the executors receive (see ``scoring.udf``).
-Executors never talk to the registry.
+downloaded to a local directory, and that directory is what the executors receive (see
+``scoring.batch.udf``). Executors never talk to the registry.
 
-The feature columns, their order and their types come from the model's signature (or, for a bare ONNX
-graph, from its named inputs); never from hard-coded names.
+The feature columns, their order and their types come from the model's signature (see
+``scoring.model.signature``).
 """
 
 from __future__ import annotations
@@ -21,43 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scoring.errors import ModelError
+from scoring.errors import ModelError, first_line
+from scoring.model.signature import Feature, model_features
 
 SUPPORTED_URIS = (
     "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
     "a local MLflow model directory or a .onnx file"
 )
-
-# The MLflow column types we can feed to a model, and the ONNX tensor types that map onto them.
-# Where a model declares the valid range of its features, in its MLmodel metadata.
-FEATURE_RANGES_KEY = "feature_ranges"
-
-SUPPORTED_TYPES = ("boolean", "integer", "long", "float", "double", "string")
-ONNX_TYPES = {
-    "tensor(float)": "float",
-    "tensor(double)": "double",
-    "tensor(int64)": "long",
-    "tensor(int32)": "integer",
-    "tensor(bool)": "boolean",
-    "tensor(string)": "string",
-}
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One input column of the model.
-
-    Attributes:
-        name: Column name, as the input data must spell it.
-        type: MLflow data type name (one of ``SUPPORTED_TYPES``).
-        min: Smallest valid value, where the model declares one.
-        max: Largest valid value, where the model declares one.
-    """
-
-    name: str
-    type: str
-    min: float | None = None
-    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +119,7 @@ def resolve_model(
     Raises:
         ModelError: The reference is malformed, unknown to the registry, or the model is unusable.
     """
-    # A unique name: Spark ships the model to executors under its base name (see scoring.udf).
+    # A unique name: Spark ships the model to executors under its base name (see scoring.batch.udf).
     target = Path(download_dir, f"model-{uuid.uuid4().hex[:12]}")
     if uri.startswith(("models:/", "runs:/")):
         pinned = pin_model_uri(uri)
@@ -161,7 +131,7 @@ def resolve_model(
         digest = _content_hash(Path(local_path))
         pinned = PinnedModel(str(source), source.name.removesuffix(".onnx"), digest[:12], None, digest)
     onnx_file = _onnx_file(local_path)
-    model_features = _features(local_path, onnx_file, features, uri)
+    inputs = model_features(local_path, onnx_file, features, uri)
     return ResolvedModel(
         uri=uri,
         pinned_uri=pinned.pinned_uri,
@@ -170,7 +140,7 @@ def resolve_model(
         run_id=pinned.run_id,
         local_path=local_path,
         onnx_file=onnx_file,
-        features=model_features,
+        features=inputs,
         fingerprint=pinned.fingerprint,
     )
 
@@ -211,7 +181,7 @@ def pin_model_uri(uri: str) -> PinnedModel:
         else:
             raise ModelError(f"malformed model URI {uri!r}: expected one of {SUPPORTED_URIS}")
     except MlflowException as e:
-        raise ModelError(f"cannot resolve model {uri!r}: {_first_line(e.message)}") from e
+        raise ModelError(f"cannot resolve model {uri!r}: {first_line(e.message)}") from e
     pinned = f"models:/{mv.name}/{mv.version}"
     created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
     return PinnedModel(pinned, mv.name, str(mv.version), mv.run_id, pinned, created)
@@ -224,7 +194,7 @@ def _download(pinned_uri: str, download_dir: str | os.PathLike[str]) -> str:
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=pinned_uri, dst_path=str(download_dir))
     except MlflowException as e:
-        raise ModelError(f"cannot download model {pinned_uri!r}: {_first_line(e.message)}") from e
+        raise ModelError(f"cannot download model {pinned_uri!r}: {first_line(e.message)}") from e
 
 
 def _local_model_path(uri: str) -> Path:
@@ -255,98 +225,6 @@ def _onnx_file(local_path: str) -> str | None:
     return str(Path(local_path, flavor["data"])) if flavor else None
 
 
-def _features(
-    local_path: str, onnx_file: str | None, override: Sequence[str] | None, uri: str
-) -> tuple[Feature, ...]:
-    declared = _signature_features(local_path, uri)
-    if declared is None and onnx_file is not None:
-        declared = _onnx_input_features(onnx_file)
-    if override:
-        known = {f.name: f for f in declared or ()}
-        default = _onnx_matrix_type(onnx_file) if onnx_file else "double"
-        return tuple(known.get(name, Feature(name, default)) for name in override)
-    if not declared:
-        raise ModelError(
-            f"model {uri!r} has no signature with named input columns; "
-            "log it with a signature or pass --features a,b,c"
-        )
-    return declared
-
-
-def _signature_features(local_path: str, uri: str) -> tuple[Feature, ...] | None:
-    if not Path(local_path, "MLmodel").is_file():
-        return None
-    from mlflow.models import Model
-    from mlflow.types.schema import ColSpec, DataType
-
-    mlmodel = Model.load(local_path)
-    signature = mlmodel.signature
-    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
-        return None
-    ranges = _feature_ranges(mlmodel.metadata or {}, uri)
-    features = []
-    for spec in signature.inputs.inputs:
-        dtype = spec.type if isinstance(spec, ColSpec) else None
-        if not isinstance(dtype, DataType) or dtype.name not in SUPPORTED_TYPES:
-            raise ModelError(
-                f"model {uri!r}: input {spec.name!r} has type {getattr(spec, 'type', spec)}, "
-                f"but only scalar columns of type {', '.join(SUPPORTED_TYPES)} can be scored"
-            )
-        low, high = ranges.get(spec.name, (None, None))
-        features.append(Feature(spec.name, dtype.name, low, high))
-    return tuple(features)
-
-
-def _feature_ranges(metadata: dict, uri: str) -> dict[str, tuple[float | None, float | None]]:
-    """Valid ranges the model declares in its MLmodel metadata.
-
-    Declared at logging time as ``metadata={"feature_ranges": {"age": {"min": 18, "max": 120}}}``;
-    rows outside a range are rejected, not scored.
-    """
-    declared = metadata.get(FEATURE_RANGES_KEY) or {}
-    try:
-        return {
-            name: (
-                None if bounds.get("min") is None else float(bounds["min"]),
-                None if bounds.get("max") is None else float(bounds["max"]),
-            )
-            for name, bounds in declared.items()
-        }
-    except (AttributeError, TypeError, ValueError) as e:
-        raise ModelError(
-            f"model {uri!r}: metadata {FEATURE_RANGES_KEY!r} must map feature names to "
-            '{"min": number, "max": number}'
-        ) from e
-
-
-def _onnx_session_inputs(onnx_file: str) -> list:
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable graphs
-        raise ModelError(f"cannot load ONNX graph {onnx_file!r}: {_first_line(str(e))}") from e
-    return session.get_inputs()
-
-
-def _onnx_input_features(onnx_file: str) -> tuple[Feature, ...] | None:
-    """One feature per graph input when every input is a single column (shape [N] or [N, 1])."""
-    inputs = _onnx_session_inputs(onnx_file)
-    if len(inputs) < 2 and not (inputs and len(inputs[0].shape) == 1):
-        return None  # one [N, F] matrix input: its columns have no names
-    features = []
-    for i in inputs:
-        if len(i.shape) > 2 or (len(i.shape) == 2 and i.shape[1] != 1) or i.type not in ONNX_TYPES:
-            return None
-        features.append(Feature(i.name, ONNX_TYPES[i.type]))
-    return tuple(features)
-
-
-def _onnx_matrix_type(onnx_file: str) -> str:
-    inputs = _onnx_session_inputs(onnx_file)
-    return ONNX_TYPES.get(inputs[0].type, "float") if len(inputs) == 1 else "float"
-
-
 def _content_hash(path: Path) -> str:
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -356,7 +234,3 @@ def _content_hash(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else "unknown error"

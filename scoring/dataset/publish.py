@@ -27,22 +27,21 @@ included. On a local disk each move is one ``rename``; on S3 a move is a copy an
 so there a reader that ignores ``_SUCCESS`` can see a partition mid-swap for the seconds a swap takes,
 and must not: read partitions whose ``_SUCCESS`` exists, or the files their manifest lists.
 
-Paths go through ``pyarrow.fs``, so the same code runs on a local disk and on S3.
+Paths go through ``pyarrow.fs`` (``scoring.dataset.storage``), so the same code runs on a local disk and
+on S3.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scoring import faults
+from scoring.dataset.storage import discard, exists, filesystem, normalize_uri, read_json, write_json
 from scoring.errors import OutputError
 
 STAGING_DIR = "_staging"
@@ -112,25 +111,6 @@ class OutputLocation:
         ]
 
 
-def normalize_uri(path: str) -> str:
-    """An absolute path for local paths (so Spark and pyarrow agree), URIs unchanged."""
-    if urlparse(path).scheme in ("", "file"):
-        return os.path.abspath(path.removeprefix("file://")).rstrip("/")
-    return path.rstrip("/")
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem of ``uri`` and the path inside it.
-
-    S3 takes its endpoint and credentials from the usual AWS environment variables
-    (``AWS_ENDPOINT_URL`` included), as boto3 does.
-    """
-    try:
-        return pafs.FileSystem.from_uri(normalize_uri(uri))
-    except (pafs.ArrowInvalid, ValueError) as e:  # pyarrow raises ArrowInvalid for unknown schemes
-        raise OutputError(f"unsupported output location {uri!r}: {e}") from e
-
-
 def staged_files(uri: str) -> list[tuple[str, int]]:
     """The parquet files under ``uri`` and their row counts, read from their footers only.
 
@@ -150,28 +130,6 @@ def staged_files(uri: str) -> list[tuple[str, int]]:
             raise OutputError(f"staged file {info.path} is not readable parquet: {e}") from e
         files.append((info.path.removeprefix(path).lstrip("/"), rows))
     return sorted(files)
-
-
-def write_json(uri: str, document: dict) -> None:
-    """Write ``document`` as indented JSON to ``uri``."""
-    fs, path = filesystem(uri)
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps(document, indent=2, sort_keys=True).encode())
-
-
-def read_json(uri: str) -> dict | None:
-    """The JSON document at ``uri``, or None when there is none."""
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
-
-
-def exists(uri: str) -> bool:
-    """Whether a file or directory exists at ``uri``."""
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def is_published(partition_uri: str) -> bool:
@@ -240,13 +198,6 @@ def _roll_back(location: OutputLocation, journal: dict) -> None:
             _move_tree(previous, final)  # merges back what a killed move-aside had not moved yet
     if journal["published"]:
         _touch(f"{location.final}/{SUCCESS_FILE}")
-
-
-def discard(uri: str) -> None:
-    """Delete the directory tree at ``uri`` if it exists."""
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        fs.delete_dir(path)
 
 
 def _delete_file(uri: str) -> None:

@@ -7,8 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scoring import faults, publish
-from scoring.publish import OutputLocation, discard, filesystem, is_published, recover, staged_files
+from scoring import faults
+from scoring.dataset import publish
+from scoring.dataset.publish import OutputLocation, is_published, recover, staged_files
+from scoring.dataset.storage import discard, filesystem
 
 PARTITION = "date=2026-11-01"
 
