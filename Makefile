@@ -16,9 +16,11 @@ $(VENV)/.installed: requirements.txt setup.py
 demo: install
 	$(VENV)/bin/scoring demo
 
+# ruff, then the import contract of .importlinter (which subpackage may import what).
 lint: install
-	$(VENV)/bin/ruff check scoring jobs tests setup.py
-	$(VENV)/bin/ruff format --check scoring jobs tests setup.py
+	$(VENV)/bin/ruff check scoring jobs dags tests setup.py
+	$(VENV)/bin/ruff format --check scoring jobs dags tests setup.py
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest
