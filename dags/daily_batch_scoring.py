@@ -29,6 +29,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from scoring.config import SCORES
 from scoring.orchestration import tasks
 from scoring.orchestration.operators import EmrScoringStepSensor
 
@@ -43,7 +44,8 @@ with DAG(
     tags=["scoring", "batch", "emr"],
     doc_md=__doc__,
     params={name: Param(value) for name, value in tasks.default_params().items()}
-    | {"compute": Param(tasks.default_params()["compute"], enum=list(tasks.COMPUTES))},
+    | {"compute": Param(tasks.default_params()["compute"], enum=list(tasks.COMPUTES))}
+    | {"scores": Param(tasks.default_params()["scores"], enum=list(SCORES))},
 ) as dag:
     model = task(tasks.validate_model, task_id="validate_model")()
     preflight = task(tasks.preflight, task_id="preflight")(model)

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from scoring.config import JobConfig
+from scoring.config import SCORES, JobConfig
 from scoring.errors import ScoringError
 from scoring.model.predictors import BACKENDS, DEVICES
 
@@ -89,6 +89,13 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--batch-size", default=10_000, type=_positive_int, help="rows per Arrow batch (default: 10000)")
     add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models, else pyfunc")
     add("--device", default="auto", choices=DEVICES, help="ONNX device; auto: CUDA where the node has it")
+    add(
+        "--scores",
+        default="auto",
+        choices=SCORES,
+        help="auto: class probabilities for classifiers however they were logged; label: the prediction "
+        "only; probability: fail for a model without probabilities",
+    )
     add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
     add("--threads", type=_positive_int, help="ONNX threads per task (default: spark.task.cpus)")
     add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
@@ -110,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         batch_size=args.batch_size,
         backend=args.backend,
         device=args.device,
+        scores=args.scores,
         features=args.features,
         threads=args.threads,
         master=args.master,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+# What a run writes (``--scores``): probabilities wherever the model gives them, the prediction only,
+# or probabilities required (see ``scoring.model.output.select_scores``).
+SCORES = ("auto", "label", "probability")
+
 
 @dataclass(frozen=True)
 class JobConfig:
@@ -21,6 +25,7 @@ class JobConfig:
         batch_size: Rows per Arrow batch handed to the model.
         backend: ``auto``, ``pyfunc`` or ``onnx``.
         device: ``auto``, ``cpu`` or ``cuda`` (ONNX only).
+        scores: ``auto`` (probabilities for classifiers), ``label`` or ``probability``.
         features: Feature columns overriding the model's signature (for models without one).
         threads: ONNX Runtime threads per task; None means ``spark.task.cpus``.
         master: Spark master; None means spark-submit's, or ``local[*]`` outside spark-submit.
@@ -39,6 +44,7 @@ class JobConfig:
     batch_size: int = 10_000
     backend: str = "auto"
     device: str = "auto"
+    scores: str = "auto"
     features: tuple[str, ...] | None = None
     threads: int | None = None
     master: str | None = None
@@ -72,6 +78,7 @@ class JobConfig:
             "--batch-size", str(self.batch_size),
             "--backend", self.backend,
             "--device", self.device,
+            "--scores", self.scores,
             "--max-reject-fraction", str(self.max_reject_fraction),
             "--on-duplicate-id", self.on_duplicate_id,
         ]  # fmt: skip

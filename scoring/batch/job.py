@@ -94,6 +94,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             threads=config.threads or int(spark.conf.get("spark.task.cpus", "1")),
             features=model.features,
             onnx_file=model.relative_onnx_file,
+            scores=config.scores,
         )
         output = probe_output(valid, model, spec)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
@@ -111,6 +112,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 config=config,
                 model=model,
                 backend=backend,
+                output=output,
                 run_id=location.run_id,
                 input_rows=scan.rows,
                 input_files=scan.files,

@@ -7,6 +7,7 @@ import datetime as dt
 from scoring import __version__
 from scoring.config import JobConfig
 from scoring.dataset.publish import REJECTS_DIR
+from scoring.model.output import OutputSpec
 from scoring.model.resolve import ResolvedModel
 
 MANIFEST_VERSION = 1
@@ -17,6 +18,7 @@ def build_manifest(
     config: JobConfig,
     model: ResolvedModel,
     backend: str,
+    output: OutputSpec,
     run_id: str,
     input_rows: int,
     input_files: int,
@@ -35,6 +37,7 @@ def build_manifest(
         config: The job's arguments.
         model: The pinned model.
         backend: The backend that scored (``pyfunc`` or ``onnx``).
+        output: The model's output: its columns, how each was computed, the classes.
         run_id: The run's unique id.
         input_rows: Rows read from the input partition.
         input_files: Input files that held rows.
@@ -59,6 +62,7 @@ def build_manifest(
             "run_id": model.run_id,
             "backend": backend,
             "features": [{"name": f.name, "type": f.type} for f in model.features],
+            "scores": {"requested": config.scores, **output.to_json()},
         },
         "input": {
             "path": config.input,

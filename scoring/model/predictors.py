@@ -3,6 +3,11 @@
 A backend turns a pandas DataFrame of feature columns (already cast to the signature's types) into
 :class:`~scoring.model.output.Scores`, mapped as ``scoring.model.output`` describes. Nothing here
 imports pyspark, so an online service can score through the same code.
+
+Classifiers give probabilities however they were logged: when an MLflow model's native model (the
+scikit-learn flavor, or the scikit-learn API of XGBoost and LightGBM) has ``predict_proba`` and
+``classes_``, it is scored through it, not through pyfunc's ``predict``, which gives labels only unless
+the model was logged with ``pyfunc_predict_fn="predict_proba"``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import numpy as np
 import pandas as pd
 
 from scoring.errors import ModelError
-from scoring.model.output import Scores, scores_from_outputs
+from scoring.model.output import Scores, scores_from_outputs, select_scores
 from scoring.model.signature import NUMPY_TYPES, ONNX_TYPES, Feature
 
 BACKENDS = ("auto", "pyfunc", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
+
+# MLflow flavors whose native model may be a classifier with predict_proba and classes_.
+NATIVE_CLASSIFIER_FLAVORS = ("sklearn", "xgboost", "lightgbm")
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class ScorerSpec:
         threads: ONNX Runtime intra-op threads per task.
         features: The model's input columns, in order.
         onnx_file: The ONNX graph's path relative to ``model_path`` ("" for a bare .onnx file).
+        scores: ``auto``, ``label`` or ``probability`` (see ``scoring.model.output.select_scores``).
     """
 
     model_path: str
@@ -43,11 +52,12 @@ class ScorerSpec:
     threads: int
     features: tuple[Feature, ...]
     onnx_file: str = ""
+    scores: str = "auto"
 
     @property
     def cache_key(self) -> tuple:
         """Two specs with the same key can share one loaded model."""
-        return (self.fingerprint, self.backend, self.device, self.threads)
+        return (self.fingerprint, self.backend, self.device, self.threads, self.scores)
 
 
 class Predictor(Protocol):
@@ -82,20 +92,29 @@ def load_predictor(spec: ScorerSpec, model_path: str, device_id: int = 0) -> Pre
     """
     if spec.backend == "onnx":
         graph = f"{model_path}/{spec.onnx_file}" if spec.onnx_file else model_path
-        return OnnxPredictor(graph, spec.features, spec.device, spec.threads, device_id)
-    return PyfuncPredictor(model_path)
+        return OnnxPredictor(graph, spec.features, spec.device, spec.threads, device_id, spec.scores)
+    return PyfuncPredictor(model_path, spec.scores)
 
 
 class PyfuncPredictor:
-    """Any MLflow model, through ``mlflow.pyfunc``."""
+    """Any MLflow model: through its native classifier where it has one, else ``mlflow.pyfunc``."""
 
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, scores: str = "auto") -> None:
         import mlflow.pyfunc
 
         self._model = mlflow.pyfunc.load_model(model_path)
+        self._classifier = native_classifier(self._model)
+        self._scores = scores
+
+    @property
+    def classifier(self) -> object | None:
+        """The native classifier that scores, or None when pyfunc's ``predict`` does."""
+        return self._classifier
 
     def predict(self, frame: pd.DataFrame) -> Scores:
         """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
+        if self._classifier is not None:
+            return select_scores(self._classify(frame), self._scores)
         raw = self._model.predict(frame)
         if isinstance(raw, pd.DataFrame):
             arrays = [raw.iloc[:, 0].to_numpy()] if raw.shape[1] == 1 else [raw.to_numpy()]
@@ -103,14 +122,53 @@ class PyfuncPredictor:
             arrays = [raw.to_numpy()]
         else:
             arrays = [np.asarray(raw)]
-        return scores_from_outputs(arrays, len(frame))
+        return select_scores(scores_from_outputs(arrays, len(frame), ["pyfunc predict"]), self._scores)
+
+    def _classify(self, frame: pd.DataFrame) -> Scores:
+        """The native classifier's own labels and, unless only labels are wanted, its probabilities."""
+        model = self._classifier
+        # A model fitted on an array warns at every batch when it is handed named columns.
+        features = frame if hasattr(model, "feature_names_in_") else frame.to_numpy()
+        labels = np.asarray(model.predict(features)).reshape(-1)
+        classes = tuple(model.classes_)
+        if self._scores == "label":
+            return Scores(labels, None, (("prediction", "predict"),), classes)
+        matrix = np.asarray(model.predict_proba(features), dtype=np.float64)
+        probability = matrix[:, 1] if matrix.shape[1] == 2 else matrix
+        return Scores(
+            labels, probability, (("prediction", "predict"), ("probability", "predict_proba")), classes
+        )
+
+
+def native_classifier(model: object) -> object | None:
+    """The native classifier of a loaded pyfunc model, or None when it has none.
+
+    A classifier here is a model of a ``NATIVE_CLASSIFIER_FLAVORS`` flavor with ``predict_proba`` and
+    ``classes_`` (scikit-learn estimators and pipelines, XGBoost's and LightGBM's scikit-learn API).
+    """
+    flavors = getattr(getattr(model, "metadata", None), "flavors", None) or {}
+    if not any(flavor in flavors for flavor in NATIVE_CLASSIFIER_FLAVORS):
+        return None
+    try:
+        raw = model.get_raw_model()
+    except NotImplementedError:
+        return None
+    if callable(getattr(raw, "predict_proba", None)) and hasattr(raw, "classes_"):
+        return raw
+    return None
 
 
 class OnnxPredictor:
     """An ONNX graph through ONNX Runtime, on CUDA where the node has it, else on the CPU."""
 
     def __init__(
-        self, path: str, features: Sequence[Feature], device: str, threads: int, device_id: int = 0
+        self,
+        path: str,
+        features: Sequence[Feature],
+        device: str,
+        threads: int,
+        device_id: int = 0,
+        scores: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
@@ -123,6 +181,8 @@ class OnnxPredictor:
         )
         self._features = list(features)
         self._inputs = self._session.get_inputs()
+        self._output_names = [f"onnx output {o.name}" for o in self._session.get_outputs()]
+        self._scores = scores
 
     @property
     def providers(self) -> list[str]:
@@ -132,7 +192,9 @@ class OnnxPredictor:
     def predict(self, frame: pd.DataFrame) -> Scores:
         """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         outputs = self._session.run(None, self._feeds(frame))
-        return scores_from_outputs([_dense(o) for o in outputs], len(frame))
+        classes = next((tuple(sorted(o[0])) for o in outputs if _is_zipmap(o)), None)
+        scores = scores_from_outputs([_dense(o) for o in outputs], len(frame), self._output_names, classes)
+        return select_scores(scores, self._scores)
 
     def _feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         if len(self._inputs) == 1 and len(self._features) > 1:
@@ -171,10 +233,15 @@ def onnx_providers(device: str, device_id: int = 0) -> list:
 
 def _dense(output: object) -> np.ndarray:
     """ONNX outputs as arrays; a ZipMap output (a list of {class: probability}) becomes a matrix."""
-    if isinstance(output, list) and output and isinstance(output[0], dict):
+    if _is_zipmap(output):
         classes = sorted(output[0])
         return np.array([[row[c] for c in classes] for row in output], dtype=np.float64)
     return np.asarray(output)
+
+
+def _is_zipmap(output: object) -> bool:
+    """Whether an ONNX output is a ZipMap: skl2onnx's default, a list of {class: probability}."""
+    return isinstance(output, list) and bool(output) and isinstance(output[0], dict)
 
 
 def _onnx_scalar_type(tensor_type: str) -> str:

@@ -73,6 +73,7 @@ def check_input(
     partition_column: str = "date",
     carried: Sequence[str] = ("id",),
     backend: str = "auto",
+    scores: str = "auto",
 ) -> dict:
     """Check the input partition against the model from footers only, then score a few rows.
 
@@ -83,13 +84,15 @@ def check_input(
         partition_column: The input's partition column, when it is partitioned.
         carried: Id and keep columns the job copies to the output.
         backend: The job's ``--backend``.
+        scores: The job's ``--scores``.
 
     Returns:
         ``rows``, ``files`` and ``output`` (the model's output shape) of the partition.
 
     Raises:
         InputError: The partition is missing or empty, or does not match the signature.
-        ModelError: The model cannot score a sample of it.
+        ModelError: The model cannot score a sample of it (or gives no probabilities when
+            ``scores`` is ``probability``).
     """
     partition = _partition_path(input_path, partition_column, date)
     fs, path = filesystem(partition)
@@ -114,6 +117,7 @@ def check_input(
             threads=1,
             features=model.features,
             onnx_file=model.relative_onnx_file,
+            scores=scores,
         )
         output = OutputSpec.of(load_predictor(spec, model.local_path).predict(sample))
     return {"rows": rows, "files": len(dataset.files), "output": output.probability or output.prediction_type}

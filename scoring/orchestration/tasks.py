@@ -37,6 +37,7 @@ def default_params() -> dict[str, Any]:
         "output": env("SCORING_OUTPUT", str(PROJECT_ROOT / "demo-workdir" / "output")),
         "id_column": env("SCORING_ID_COLUMN", "customer_id"),
         "keep_columns": env("SCORING_KEEP_COLUMNS", ""),
+        "scores": env("SCORING_SCORES", "auto"),
         "partition_column": "date",
         "compute": env("SCORING_COMPUTE", "local"),
         "local_master": env("SCORING_LOCAL_MASTER", "local[*]"),
@@ -74,6 +75,7 @@ def job_config(params: dict, date: dt.date, model_uri: str) -> JobConfig:
         id_columns=tuple(params["id_column"].split(",")),
         partition_column=params["partition_column"],
         keep_columns=keep,
+        scores=params["scores"],
         max_reject_fraction=float(params["max_reject_fraction"]),
     )
 
@@ -131,6 +133,7 @@ def preflight(model: dict) -> dict:
         config.date,
         config.partition_column,
         (*config.id_columns, *config.keep_columns),
+        scores=config.scores,
     )
     log.info(
         "pre-flight: %s rows in %s files; the model's output: %s",
