@@ -8,9 +8,10 @@ with its rejects and manifest, to a date-partitioned parquet dataset.
 for before both pass) -> `choose_compute`:
 
 - **local**: `run_local` runs the very job, `spark-submit jobs/score.py`, on this worker (`local[*]`).
-- **emr**: `stage_artifacts` (wheel, job, bootstrap to a per-run S3 path) -> `create_cluster` (setup;
-  CPU or GPU flavour from `emr/`) -> `add_step` -> `wait_for_step` -> `terminate_cluster` (teardown:
-  runs whatever happened). A retried or cleared task finds its run's cluster and step by their
+- **emr**: `stage_artifacts` (wheel, job, bootstrap and the pinned model to a per-run S3 path) ->
+  `create_cluster` (setup; CPU or GPU flavour from `emr/`) -> `add_step` (it scores the staged model:
+  nodes need no registry) -> `wait_for_step` -> `terminate_cluster` (teardown: runs whatever
+  happened). A retried or cleared task finds its run's cluster and step by their
   idempotency key instead of starting new ones; killing `wait_for_step` cancels the step.
 
 -> `validate_output` (manifest, counts, schema, values, score drift against the previous partition).
@@ -55,7 +56,7 @@ with DAG(
 
     artifacts = task(tasks.stage, task_id="stage_artifacts")(model)
     cluster = task(tasks.create_cluster, task_id="create_cluster")(artifacts)
-    step = task(tasks.add_step, task_id="add_step")(cluster, artifacts, model)
+    step = task(tasks.add_step, task_id="add_step")(cluster, artifacts)
     wait = EmrScoringStepSensor(task_id="wait_for_step", cluster_id=cluster, step_id=step)
     terminate = task(tasks.terminate_cluster, task_id="terminate_cluster")(cluster)
 

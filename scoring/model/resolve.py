@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,14 +21,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from scoring.errors import ModelError, first_line
 from scoring.model.signature import Feature, model_features
 
 SUPPORTED_URIS = (
     "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
-    "a local MLflow model directory or a .onnx file"
+    "an MLflow model directory (local or s3://...) or a local .onnx file"
 )
+
+# Written into a staged copy of a registry model (``write_provenance``): what it was pinned from, so
+# that a job scoring the copy, with no registry access, still names the registry model and version.
+PROVENANCE_FILE = "registered_model.json"
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,11 @@ def resolve_model(
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-ID``, ``runs:/RUN_ID/PATH``,
-            a local MLflow model directory or a local ``.onnx`` file. The registry is the one
-            ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``) point at.
+            an MLflow model directory (a local path, or any URI MLflow's artifact repositories read,
+            such as ``s3://``) or a local ``.onnx`` file. The registry is the one
+            ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``) point at; a model directory needs no
+            registry, and one staged with its provenance (``write_provenance``) keeps the registry's
+            name, version and run id.
         download_dir: Directory the model is downloaded (or, for a local path, copied) into.
         features: Column names to use instead of the signature's, for models without one.
 
@@ -124,12 +133,14 @@ def resolve_model(
     if uri.startswith(("models:/", "runs:/")):
         pinned = pin_model_uri(uri)
         local_path = _download(pinned.pinned_uri, target)
+    elif _is_remote(uri):
+        local_path = _download_directory(uri, target)
+        pinned = _pinned_copy(uri.rstrip("/").rsplit("/", 1)[-1], Path(local_path))
     else:
         source = _local_model_path(uri)
         # A copy, so that the file scored is the file hashed even if the original is replaced.
         local_path = _copy(source, target.with_suffix(source.suffix))
-        digest = _content_hash(Path(local_path))
-        pinned = PinnedModel(str(source), source.name.removesuffix(".onnx"), digest[:12], None, digest)
+        pinned = _pinned_copy(source.name.removesuffix(".onnx"), Path(local_path), str(source))
     onnx_file = _onnx_file(local_path)
     inputs = model_features(local_path, onnx_file, features, uri)
     return ResolvedModel(
@@ -185,6 +196,53 @@ def pin_model_uri(uri: str) -> PinnedModel:
     pinned = f"models:/{mv.name}/{mv.version}"
     created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
     return PinnedModel(pinned, mv.name, str(mv.version), mv.run_id, pinned, created)
+
+
+def write_provenance(model: ResolvedModel) -> None:
+    """Record in the model's local directory what it was pinned from, before it is staged elsewhere.
+
+    Raises:
+        ModelError: The model is a bare ``.onnx`` file, which has no directory to hold the record.
+    """
+    if not Path(model.local_path).is_dir():
+        raise ModelError(f"model {model.uri!r} is a single file: only a model directory can be staged")
+    record = {
+        "pinned_uri": model.pinned_uri,
+        "name": model.name,
+        "version": model.version,
+        "run_id": model.run_id,
+    }
+    Path(model.local_path, PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def _pinned_copy(name: str, path: Path, source: str | None = None) -> PinnedModel:
+    """A model known by its files: its provenance record where it has one, else its content hash."""
+    digest = _content_hash(path)
+    record = path / PROVENANCE_FILE
+    if path.is_dir() and record.is_file():
+        try:
+            known = json.loads(record.read_text())
+            return PinnedModel(
+                known["pinned_uri"], known["name"], str(known["version"]), known["run_id"], digest
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"model {source or name!r}: {PROVENANCE_FILE} is not a provenance record") from e
+    return PinnedModel(source or name, name, digest[:12], None, digest)
+
+
+def _is_remote(uri: str) -> bool:
+    """Whether ``uri`` names a location MLflow's artifact repositories read (s3://, gs://, ...)."""
+    scheme = urlparse(uri).scheme
+    return len(scheme) > 1 and scheme not in ("file", "models", "runs")  # one letter: a Windows drive
+
+
+def _download_directory(uri: str, target: Path) -> str:
+    """Download a model directory to ``target`` (MLflow puts it under its base name: move it)."""
+    downloaded = Path(_download(uri, target.with_name(f"{target.name}-download")))
+    if not (downloaded / "MLmodel").is_file():
+        raise ModelError(f"{uri!r} is not an MLflow model directory (no MLmodel file)")
+    downloaded.rename(target)
+    return str(target)
 
 
 def _download(pinned_uri: str, download_dir: str | os.PathLike[str]) -> str:

@@ -1,4 +1,9 @@
-"""Staging what an EMR cluster needs: the scoring wheel, the job script and the bootstrap script."""
+"""Staging what an EMR cluster needs: the wheel, the job and bootstrap scripts, and the pinned model.
+
+The model is staged too, so that EMR nodes never talk to the registry: the Airflow worker, which can
+reach it, downloads the pinned version once and copies its files, with a record of what they were
+pinned from (``scoring.model.resolve.write_provenance``), beside the run's other artifacts.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pyarrow.fs as pafs
 from scoring import PROJECT_ROOT, __version__
 from scoring.dataset.storage import filesystem
 from scoring.errors import ScoringError
+from scoring.model.resolve import resolve_model, write_provenance
 from scoring.orchestration.emr import config_dir
 
 
@@ -39,14 +45,41 @@ def build_wheel(dist_dir: Path) -> Path:
     return wheels[-1]
 
 
-def stage_artifacts(prefix: str, key: str) -> dict[str, str]:
-    """Upload the wheel, ``jobs/score.py`` and ``bootstrap.sh`` under ``PREFIX/VERSION/KEY/``.
+def stage_model(model_uri: str, target: str) -> str:
+    """Copy the model's files, with their provenance, to the directory ``target`` (a URI).
+
+    Args:
+        model_uri: The pinned model reference (``models:/NAME/VERSION``).
+        target: Where the model directory goes, e.g. ``s3://bucket/prefix/model``.
+
+    Returns:
+        ``target``, which the job takes as ``--model-uri``.
+
+    Raises:
+        ModelError: The model does not resolve, or is a bare ``.onnx`` file.
+    """
+    fs, path = filesystem(target)
+    with tempfile.TemporaryDirectory(prefix="scoring-stage-model-") as download_dir:
+        model = resolve_model(model_uri, download_dir)
+        write_provenance(model)
+        fs.create_dir(path, recursive=True)
+        pafs.copy_files(model.local_path, path, destination_filesystem=fs)
+    return target
+
+
+def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict[str, str]:
+    """Upload the wheel, ``jobs/score.py``, ``bootstrap.sh`` and the model under ``PREFIX/VERSION/KEY/``.
 
     The path is versioned by package version and idempotency key, so concurrent runs never overwrite
     each other's artifacts, and a retry overwrites its own with identical files.
 
+    Args:
+        prefix: The artifacts' root URI.
+        key: The run's idempotency key.
+        model_uri: The pinned model to stage as ``model/``, if any.
+
     Returns:
-        The URIs: ``wheel``, ``job`` and ``bootstrap``.
+        The URIs: ``wheel``, ``job``, ``bootstrap`` and, with ``model_uri``, ``model``.
     """
     target = f"{prefix.rstrip('/')}/{__version__}/{key}"
     fs, root = filesystem(target)
@@ -62,4 +95,6 @@ def stage_artifacts(prefix: str, key: str) -> dict[str, str]:
             fs.create_dir(root, recursive=True)
             pafs.copy_files(str(source), f"{root}/{source.name}", destination_filesystem=fs)
             uris[name] = f"{target}/{source.name}"
+    if model_uri is not None:
+        uris["model"] = stage_model(model_uri, f"{target}/model")
     return uris

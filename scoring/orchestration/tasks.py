@@ -183,13 +183,13 @@ def run_local(model: dict) -> None:
 
 @fail_fast
 def stage(model: dict) -> dict:
-    """Task: upload the wheel, the job and the bootstrap script under a versioned, per-run path."""
+    """Task: upload the wheel, the job, the bootstrap script and the pinned model under a per-run path."""
     from airflow.sdk import get_current_context
 
     from scoring.orchestration.artifacts import stage_artifacts
 
     context = get_current_context()
-    return stage_artifacts(context["params"]["artifacts_uri"], run_key(context))
+    return stage_artifacts(context["params"]["artifacts_uri"], run_key(context), model["pinned_uri"])
 
 
 @fail_fast
@@ -213,12 +213,16 @@ def create_cluster(artifacts: dict) -> str:
 
 
 @fail_fast
-def add_step(cluster_id: str, artifacts: dict, model: dict) -> str:
-    """Task: find this run's scoring step on the cluster, or add it."""
+def add_step(cluster_id: str, artifacts: dict) -> str:
+    """Task: find this run's scoring step on the cluster, or add it; it scores the staged model.
+
+    The step's ``--model-uri`` is the model's staged copy, so the cluster needs no registry access;
+    the copy's provenance record gives the manifest the registry's name, version and run id.
+    """
     from airflow.sdk import get_current_context
 
     context = get_current_context()
-    config = job_config(context["params"], partition_date(context), model["pinned_uri"])
+    config = job_config(context["params"], partition_date(context), artifacts["model"])
     step = emr.scoring_step(run_key(context), artifacts["job"], config)
     return emr.find_or_add_step(emr_client(context["params"]), cluster_id, step)
 

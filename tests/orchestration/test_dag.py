@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -101,7 +103,8 @@ class FakeEmr(threading.Thread):
     """Plays EMR's part, which moto does not: runs each step's command, then sets its state.
 
     The step's flags go through the real ``scoring score`` parser and the real job runs on the test's
-    Spark with local copies of the S3 input; its output is uploaded where the step would have
+    Spark with local copies of the S3 input, and without a registry (``MLFLOW_TRACKING_URI`` unset, as
+    on a cluster): it scores the model staged on S3. Its output is uploaded where the step would have
     written it. ``fail=True`` writes a stderr log to the cluster's log URI and fails the step.
     """
 
@@ -139,7 +142,8 @@ class FakeEmr(threading.Thread):
             boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=gzip.compress(log.encode()))
             return "FAILED"
         local = dataclasses.replace(config, input=str(self.local_input), output=str(self.work / "out"))
-        run_job(local, self.spark)
+        with no_registry():
+            run_job(local, self.spark)
         partition = f"{config.partition_column}={config.partition_value}"
         fs, root = filesystem(config.output)
         for relative in (partition, f"{REJECTS_DIR}/{partition}"):
@@ -148,6 +152,16 @@ class FakeEmr(threading.Thread):
                     str(self.work / "out" / relative), f"{root}/{relative}", destination_filesystem=fs
                 )
         return "COMPLETED"
+
+
+@contextlib.contextmanager
+def no_registry():
+    """No MLflow registry for this process while the block runs, as on an EMR node."""
+    saved = {name: os.environ.pop(name, None) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
 
 
 def upload_input(local_input: Path) -> str:
@@ -215,7 +229,8 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     key = next(t["Value"] for t in cluster["Tags"] if t["Key"] == emr.IDEMPOTENCY_TAG)
     (args,) = fake.steps
     assert args[3] == f"s3://{BUCKET}/artifacts/0.1.0/{key}/score.py"
-    assert args[args.index("--model-uri") + 1] == f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
+    staged_model = f"s3://{BUCKET}/artifacts/0.1.0/{key}/model"
+    assert args[args.index("--model-uri") + 1] == staged_model
     assert args[args.index("--date") + 1] == date.isoformat()
     s3 = boto3.client("s3")
     staged = {
@@ -223,8 +238,16 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
         for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/")["Contents"]
     }
     assert {"score.py", "bootstrap.sh"} <= staged and any(name.endswith(".whl") for name in staged)
-    manifest = s3.get_object(Bucket=BUCKET, Key=f"output/date={date}/_manifest.json")
-    assert b'"scored": 300' in manifest["Body"].read()
+    model_files = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"artifacts/0.1.0/{key}/model/")["Contents"]
+    assert {"MLmodel", "registered_model.json"} <= {o["Key"].rsplit("/", 1)[-1] for o in model_files}
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"output/date={date}/_manifest.json")["Body"].read()
+    )
+    assert manifest["counts"]["scored"] == 300
+    # Scored from the staged copy with no registry, and still named by the registry's version.
+    assert manifest["model"]["uri"] == staged_model
+    assert manifest["model"]["pinned_uri"] == f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
+    assert manifest["model"]["version"] == registry["onnx"]
 
 
 def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, registry, bucket, tmp_path, capsys):
