@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["scoring", "scoring.*"]),
     install_requires=[
-        "pyspark>=4.0,<5",
+        "pyspark>=3.5,<5",
         "mlflow>=3.1,<4",
         "onnxruntime>=1.20",
         "pyarrow>=15",

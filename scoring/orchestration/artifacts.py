@@ -79,7 +79,7 @@ def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict
         model_uri: The pinned model to stage as ``model/``, if any.
 
     Returns:
-        The URIs: ``wheel``, ``job``, ``bootstrap`` and, with ``model_uri``, ``model``.
+        The URIs: ``wheel``, ``job``, ``bootstrap``, ``requirements`` and, with ``model_uri``, ``model``.
     """
     target = f"{prefix.rstrip('/')}/{__version__}/{key}"
     fs, root = filesystem(target)
@@ -89,6 +89,8 @@ def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict
             "wheel": wheel,
             "job": PROJECT_ROOT / "jobs" / "score.py",
             "bootstrap": config_dir() / "bootstrap.sh",
+            # Beside the wheel: the bootstrap looks for it there.
+            "requirements": config_dir() / "requirements-node.txt",
         }
         uris = {}
         for name, source in sources.items():

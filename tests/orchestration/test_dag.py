@@ -237,7 +237,8 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
         o["Key"].rsplit("/", 1)[-1]
         for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/")["Contents"]
     }
-    assert {"score.py", "bootstrap.sh"} <= staged and any(name.endswith(".whl") for name in staged)
+    assert {"score.py", "bootstrap.sh", "requirements-node.txt"} <= staged
+    assert any(name.endswith(".whl") for name in staged)
     model_files = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"artifacts/0.1.0/{key}/model/")["Contents"]
     assert {"MLmodel", "registered_model.json"} <= {o["Key"].rsplit("/", 1)[-1] for o in model_files}
     manifest = json.loads(

@@ -1,0 +1,133 @@
+"""An EMR node's virtualenv, built as the bootstrap builds it, scores as the models themselves do.
+
+EMR 7.9 brings its own Spark (3.5); the bootstrap installs ``emr/requirements-node.txt`` and the wheel
+with ``--no-deps``. This builds that venv with pip's pyspark of the same Spark line standing in for
+EMR's, then runs ``spark-submit jobs/score.py`` from it on staged copies of two registered models (an
+sklearn pipeline logged the ordinary way and the ONNX model), with no registry, as a node would.
+It is the slow test of the suite (a venv build), so it is one test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATE, features
+
+from scoring import demo
+from scoring.orchestration.artifacts import build_wheel, stage_model
+
+ROOT = Path(__file__).resolve().parents[1]
+# EMR 7.9's Spark; pip's pyspark of that version stands in for it.
+NODE_PYSPARK = "pyspark==3.5.5"
+ROWS = 200
+
+
+@pytest.fixture(scope="module")
+def node_venv(tmp_path_factory) -> Path:
+    venv = tmp_path_factory.mktemp("node") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    result = subprocess.run(
+        [*pip, NODE_PYSPARK, "-r", str(ROOT / "emr" / "requirements-node.txt")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The node's own requirements agree; the wheel then goes in without its declared dependencies
+    # (pip's pyspark among them), as the bootstrap installs it.
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
+    result = subprocess.run([*pip, "--no-deps", str(wheel)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return venv
+
+
+def _ordinary_sklearn_model(frame: pd.DataFrame) -> tuple[object, str]:
+    """A pipeline registered with a signature and nothing else (no pyfunc_predict_fn)."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = features(frame)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, frame["defaulted"])
+    with mlflow.start_run(run_name="node-install"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(x, model.predict(x)),
+            registered_model_name="node-sklearn",
+        )
+    return model, f"models:/node-sklearn/{info.registered_model_version}"
+
+
+def _spark_submit(venv: Path, model_dir: str, input_path: Path, output: Path) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PYSPARK_", "SPARK_", "VIRTUAL_ENV"))
+    }
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
+        PYSPARK_PYTHON=str(venv / "bin" / "python"),
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
+    command = [str(venv / "bin" / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+               str(ROOT / "jobs" / "score.py"), "--model-uri", model_dir, "--input", str(input_path),
+               "--output", str(output), "--date", DATE.isoformat(), "--id-column", "customer_id"]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, registry, tmp_path, report):
+    import onnxruntime as ort
+
+    frame = demo.make_customers(ROWS, DATE, seed=5)
+    # Two more rows: a copy of row 0 without its income (rejected: null feature), and an exact copy of
+    # row 2 (one of the two rejected: repeated id; either scores the same).
+    bad = frame.iloc[[0, 2]].copy()
+    bad.loc[bad.index[0], "income"] = np.nan
+    demo.write_partitioned(pd.concat([frame, bad], ignore_index=True), tmp_path / "input", DATE)
+
+    sklearn_model, sklearn_uri = _ordinary_sklearn_model(frame)
+    onnx_uri = f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
+    expected_rows = frame.sort_values("customer_id")
+    x = features(expected_rows)
+    onnx_model = resolve_onnx_session(onnx_uri, tmp_path / "onnx-registry", ort)
+    expected = {
+        "sklearn": sklearn_model.predict_proba(x)[:, 1],
+        "onnx": onnx_model.run(None, {"features": x.to_numpy(np.float32)})[1][:, 1],
+    }
+
+    for name, uri in (("sklearn", sklearn_uri), ("onnx", onnx_uri)):
+        staged = stage_model(uri, str(tmp_path / f"{name}-staged"))
+        result = _spark_submit(node_venv, staged, tmp_path / "input", tmp_path / name)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+        partition = tmp_path / name / f"date={DATE}"
+        manifest = json.loads((partition / "_manifest.json").read_text())
+        assert manifest["spark_version"].startswith("3.5.")
+        assert manifest["model"]["pinned_uri"] == uri
+        assert manifest["counts"] == {"input": ROWS + 2, "scored": ROWS, "rejected": 2}
+        assert set(manifest["rejects"]["by_reason"]) == {"null_feature:income", "duplicate_id:customer_id"}
+        out = pd.read_parquet(partition).sort_values("customer_id")
+        assert out["customer_id"].tolist() == expected_rows["customer_id"].tolist()
+        np.testing.assert_allclose(out["probability"], expected[name], atol=1e-6)
+        report(f"node venv | {NODE_PYSPARK} scored {name} model {uri}: {ROWS} rows + 2 rejects, as the model")
+
+
+def resolve_onnx_session(uri: str, download_dir: Path, ort):
+    """onnxruntime's own session on the registered ONNX graph, for the expected probabilities."""
+    from scoring.model.resolve import resolve_model
+
+    model = resolve_model(uri, download_dir)
+    return ort.InferenceSession(model.onnx_file, providers=["CPUExecutionProvider"])
