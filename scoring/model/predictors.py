@@ -106,11 +106,6 @@ class PyfuncPredictor:
         self._classifier = native_classifier(self._model)
         self._scores = scores
 
-    @property
-    def classifier(self) -> object | None:
-        """The native classifier that scores, or None when pyfunc's ``predict`` does."""
-        return self._classifier
-
     def predict(self, frame: pd.DataFrame) -> Scores:
         """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         if self._classifier is not None:

@@ -135,7 +135,7 @@ def resolve_model(
         local_path = _download(pinned.pinned_uri, target)
     elif _is_remote(uri):
         local_path = _download_directory(uri, target)
-        pinned = _pinned_copy(uri.rstrip("/").rsplit("/", 1)[-1], Path(local_path))
+        pinned = _pinned_copy(uri.rstrip("/").rsplit("/", 1)[-1], Path(local_path), uri)
     else:
         source = _local_model_path(uri)
         # A copy, so that the file scored is the file hashed even if the original is replaced.
@@ -215,7 +215,7 @@ def write_provenance(model: ResolvedModel) -> None:
     Path(model.local_path, PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
-def _pinned_copy(name: str, path: Path, source: str | None = None) -> PinnedModel:
+def _pinned_copy(name: str, path: Path, source: str) -> PinnedModel:
     """A model known by its files: its provenance record where it has one, else its content hash."""
     digest = _content_hash(path)
     record = path / PROVENANCE_FILE
@@ -226,8 +226,8 @@ def _pinned_copy(name: str, path: Path, source: str | None = None) -> PinnedMode
                 known["pinned_uri"], known["name"], str(known["version"]), known["run_id"], digest
             )
         except (ValueError, KeyError, TypeError) as e:
-            raise ModelError(f"model {source or name!r}: {PROVENANCE_FILE} is not a provenance record") from e
-    return PinnedModel(source or name, name, digest[:12], None, digest)
+            raise ModelError(f"model {source!r}: {PROVENANCE_FILE} is not a provenance record") from e
+    return PinnedModel(source, name, digest[:12], None, digest)
 
 
 def _is_remote(uri: str) -> bool:
