@@ -146,7 +146,7 @@ def native_classifier(model: object) -> object | None:
         return None
     try:
         raw = model.get_raw_model()
-    except NotImplementedError:
+    except NotImplementedError:  # MLflow's answer when a flavor's wrapper exposes no native model
         return None
     if callable(getattr(raw, "predict_proba", None)) and hasattr(raw, "classes_"):
         return raw
