@@ -1,4 +1,4 @@
-"""Reading the input partition with Spark, and the pass that counts its rows per file and reject reason.
+"""Reading the input partition with Spark, and counting its rows from the parquet footers.
 
 The input's columns are checked against the model's signature by ``scoring.model.schema``, on the
 schema only and before any row is scored: a job that cannot succeed fails in seconds with one line,
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-from scoring.batch.quarantine import REJECT_REASON
 from scoring.dataset.storage import filesystem
 from scoring.errors import InputError
 
@@ -65,54 +68,67 @@ def read_input(spark: SparkSession, path: str, partition_column: str, date: dt.d
 
 
 @dataclass(frozen=True)
-class InputScan:
-    """What one pass over the input found.
+class InputFiles:
+    """The input partition's files, as their parquet footers describe them.
 
     Attributes:
-        rows: Rows in the partition.
-        reasons: Rows per reject reason (valid rows are not counted here).
-        files: Files that held rows.
+        rows: Rows in the partition (the readable files' footers summed).
+        files: Readable files that hold rows.
         skipped: Unreadable files skipped (only with ``--skip-corrupt-files``).
     """
 
     rows: int
-    reasons: dict[str, int]
     files: int
     skipped: list[str]
 
 
-def scan_files(checked: DataFrame, where: str, partition_dir: str | None) -> InputScan:
-    """Count rows per file and reject reason in one pass, and find the files Spark skipped.
+# Footers are read on the driver, a few at a time: on an object store each is two small range reads.
+FOOTER_THREADS = 16
+
+
+def count_input(df: DataFrame, where: str, partition_dir: str | None, skip_corrupt: bool) -> InputFiles:
+    """Count the input's rows from its parquet footers, without a pass over the data.
 
     Args:
-        checked: The input with its ``reject_reason`` column.
+        df: The input as read (its ``inputFiles()`` are the files Spark will scan).
         where: The input path, for messages.
         partition_dir: ``COLUMN=VALUE`` when the input is partitioned and only that partition is read.
+        skip_corrupt: Skip files whose footer cannot be read instead of failing.
 
     Raises:
         InputError: A file is not readable parquet (and corrupt files are not being skipped).
     """
-    from pyspark.sql import functions as F
+    listed = sorted(f for f in df.inputFiles() if partition_dir is None or f"/{partition_dir}/" in f)
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(listed), 1))) as pool:
+        counts = list(pool.map(_footer_rows, listed))
+    unreadable = [f for f, n in zip(listed, counts, strict=True) if n is None]
+    if unreadable and not skip_corrupt:
+        raise _unreadable_input_file(unreadable[0])
+    readable = [n for n in counts if n is not None]
+    return InputFiles(sum(readable), sum(1 for n in readable if n > 0), unreadable)
 
+
+@contextmanager
+def spark_read_errors(where: str) -> Iterator[None]:
+    """Turn Spark's error for an unreadable input file, in the actions inside, into one line.
+
+    The footers are checked before the job starts (``count_input``); this catches a file whose
+    footer reads but whose data does not.
+    """
     try:
-        rows = checked.groupBy(F.input_file_name().alias("file"), REJECT_REASON).count().collect()
+        yield
     except Exception as e:  # Py4JJavaError or a captured Spark error: both only say it in the text
         if not _unreadable_file(e):
             raise
         raise unreadable_input(e, where) from e
-    reasons: dict[str, int] = {}
-    for row in rows:
-        if row[REJECT_REASON] is not None:
-            reasons[row[REJECT_REASON]] = reasons.get(row[REJECT_REASON], 0) + row["count"]
-    read = {row["file"] for row in rows}
-    listed = [f for f in checked.inputFiles() if partition_dir is None or f"/{partition_dir}/" in f]
-    skipped = [f for f in listed if f not in read and not _is_readable_empty_parquet(f)]
-    return InputScan(sum(row["count"] for row in rows), reasons, len(read), sorted(skipped))
 
 
 def unreadable_input(error: Exception, where: str) -> InputError:
-    """The one-line error for a corrupt or truncated input file, naming the file."""
-    file = _unreadable_file(error) or where
+    """The one-line error for a Spark read error on a corrupt or truncated input file."""
+    return _unreadable_input_file(_unreadable_file(error) or where)
+
+
+def _unreadable_input_file(file: str) -> InputError:
     return InputError(
         f"input file {file} is not readable parquet (corrupt or truncated); "
         "fix or remove it, or rerun with --skip-corrupt-files to skip it"
@@ -128,15 +144,19 @@ def _unreadable_file(error: Exception) -> str | None:
     return match.group(1) if match else None
 
 
-def _is_readable_empty_parquet(uri: str) -> bool:
+def _footer_rows(uri: str) -> int | None:
+    """Rows in the parquet file at ``uri``, from its footer; None when it is not readable parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fs, path = filesystem(uri.replace("file:///", "/", 1).replace("file:/", "/", 1))
+    # Spark names local files file:/..., and S3 objects s3a:// or s3:// (EMRFS); pyarrow knows s3://.
+    location = unquote(re.sub(r"^file:/+", "/", uri)) if uri.startswith("file:") else uri
+    location = re.sub(r"^s3[an]://", "s3://", location)
+    fs, path = filesystem(location)
     try:
-        return pq.ParquetFile(path, filesystem=fs).metadata.num_rows == 0
+        return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
     except (OSError, pa.ArrowException):  # not parquet, or unreadable
-        return False
+        return None
 
 
 def column_types(schema: StructType) -> dict[str, str]:

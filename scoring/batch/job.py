@@ -2,9 +2,12 @@
 
 ``run_job`` is what both entry points (``spark-submit jobs/score.py`` and ``scoring score``) call.
 
-Passes over the input: one to count rows per reject reason (and per file), one shuffle of the ids to
-find duplicates, then the scoring pass; the rejects, when there are any, cost one more scan. Checking
-before scoring means a bad input fails in one cheap pass instead of after the expensive one.
+Passes over the input, in the common case of a clean input: its rows are counted from the parquet
+footers (no pass), one shuffle of the id columns alone tells that no id repeats, and the scoring pass
+checks, scores and writes every row in one go. Only what the written files show costs more: when fewer
+rows were scored than the footers hold, one more scan writes the rejects (their counts per reason are
+read back from the written rejects); when an id repeats, the valid rows are counted per id and all but
+one marked. Conservation (footers = scored + rejected, on the written files) closes every run.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from scoring import faults
-from scoring.batch.inputs import InputScan, column_types, read_input, scan_files
+from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
 from scoring.batch.quarantine import (
     REJECT_REASON,
     duplicate_rows,
+    ids_repeat,
     reject_reason,
     typed_features,
     with_duplicates_marked,
@@ -28,8 +32,16 @@ from scoring.batch.session import get_session
 from scoring.batch.udf import distribute_model, score_column
 from scoring.config import JobConfig
 from scoring.dataset.manifest import build_manifest
-from scoring.dataset.publish import MANIFEST_FILE, OutputLocation, publish, recover, staged_files
-from scoring.dataset.storage import discard, write_json
+from scoring.dataset.publish import (
+    MANIFEST_FILE,
+    OutputLocation,
+    discard_run,
+    publish,
+    recover,
+    reject_counts,
+    staged_files,
+)
+from scoring.dataset.storage import exists, write_json
 from scoring.errors import InputError, OutputError
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
@@ -76,14 +88,18 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
         source = read_input(spark, config.input, config.partition_column, config.date)
         check_columns(column_types(source.schema), model.features, carried, config.input)
+        partitioned = config.partition_column in source.columns
+        inputs = count_input(
+            source, config.input, location.partition if partitioned else None, config.skip_corrupt_files
+        )
+        if inputs.rows == 0:
+            raise InputError(
+                f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
+            )
         checked = source.withColumn(
             REJECT_REASON, reject_reason(source.schema, model.features, config.id_columns)
         )
-        partitioned = config.partition_column in source.columns
-        checked, scan, counts = check_rows(
-            checked, config, [*carried, *model.feature_names], location.partition if partitioned else None
-        )
-        rejected = sum(counts.values())
+        checked = check_duplicates(checked, config, [*carried, *model.feature_names])
         valid = checked.where(checked[REJECT_REASON].isNull())
 
         spec = ScorerSpec(
@@ -100,23 +116,29 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         scored = score_frame(valid, model, spec, output, carried)
 
+        output_existed = exists(location.root)
         recover(location.root, location.partition)
         try:
-            if rejected:
-                rejects_frame(checked, carried, model).write.parquet(location.staged_rejects)
-            scored.write.parquet(location.staged)
-            files = staged_files(location.staged)
+            with spark_read_errors(config.input):
+                scored.write.parquet(location.staged)
+                files = staged_files(location.staged)
+                # Every row the scoring pass did not write was rejected: only then is the input
+                # read again, for the rejects.
+                if sum(n for _, n in files) < inputs.rows:
+                    rejects_frame(checked, carried, model).write.parquet(location.staged_rejects)
             reject_files = staged_files(location.staged_rejects)
-            _check_conservation(scan.rows, files, reject_files, rejected, location)
+            counts = reject_counts(location.staged_rejects)
+            _check_conservation(inputs.rows, files, reject_files, location)
+            _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
             manifest = build_manifest(
                 config=config,
                 model=model,
                 backend=backend,
                 output=output,
                 run_id=location.run_id,
-                input_rows=scan.rows,
-                input_files=scan.files,
-                skipped_files=scan.skipped,
+                input_rows=inputs.rows,
+                input_files=inputs.files,
+                skipped_files=inputs.skipped,
                 files=files,
                 reject_files=reject_files,
                 reject_reasons=counts,
@@ -129,45 +151,38 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             faults.at("before-publish")
             publish(location)
         finally:
-            discard(location.run_staging)
+            discard_run(location, output_existed)
+    rejected = manifest["counts"]["rejected"]
     log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, location.final)
     return manifest
 
 
-def check_rows(
-    checked: DataFrame, config: JobConfig, order: list[str], partition_dir: str | None
-) -> tuple[DataFrame, InputScan, dict[str, int]]:
-    """Count the input and its rejects per reason, mark duplicate ids, and enforce the limits.
+def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) -> DataFrame:
+    """Apply ``--on-duplicate-id`` to valid rows that repeat an id.
+
+    The common case, no id repeated at all, costs one shuffle of the id columns alone; only when some
+    id repeats are the valid rows counted exactly and all but one of each id marked.
 
     Args:
         checked: The input with its ``reject_reason`` column.
         config: The run's arguments.
         order: Columns that decide which row of a repeated id is kept.
-        partition_dir: ``COLUMN=VALUE`` when only that input partition is read.
 
     Returns:
-        The rows with duplicates marked, the scan's figures, and the rejected rows per reason.
+        The rows, with duplicates marked ``duplicate_id`` when there are any.
 
     Raises:
-        InputError: No rows, duplicate ids under ``--on-duplicate-id fail``, or too many rejects.
+        InputError: Valid rows repeat an id and ``--on-duplicate-id`` is ``fail``.
     """
-    scan = scan_files(checked, config.input, partition_dir)
-    counts = dict(scan.reasons)
-    if scan.rows == 0:
-        raise InputError(
-            f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
-        )
+    if not ids_repeat(checked, config.id_columns):
+        return checked
     duplicates = duplicate_rows(checked, config.id_columns)
     if duplicates and config.on_duplicate_id == "fail":
         raise InputError(
             f"input {config.input}: {duplicates} rows repeat an id ({', '.join(config.id_columns)}) "
             "and --on-duplicate-id is fail"
         )
-    if duplicates:
-        counts[f"duplicate_id:{','.join(config.id_columns)}"] = duplicates
-        checked = with_duplicates_marked(checked, config.id_columns, order)
-    _check_reject_fraction(sum(counts.values()), scan.rows, counts, config)
-    return checked, scan, counts
+    return with_duplicates_marked(checked, config.id_columns, order) if duplicates else checked
 
 
 def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> OutputSpec:
@@ -225,18 +240,15 @@ def _check_reject_fraction(rejected: int, rows: int, counts: dict[str, int], con
 
 
 def _check_conservation(
-    rows: int,
-    files: list[tuple[str, int]],
-    reject_files: list[tuple[str, int]],
-    rejected: int,
-    location: OutputLocation,
+    rows: int, files: list[tuple[str, int]], reject_files: list[tuple[str, int]], location: OutputLocation
 ) -> None:
+    """Input rows (their footers) = scored rows + rejected rows, counted on the written files."""
     scored = sum(n for _, n in files)
-    written_rejects = sum(n for _, n in reject_files)
-    if scored + written_rejects != rows or written_rejects != rejected:
+    rejected = sum(n for _, n in reject_files)
+    if scored + rejected != rows:
         raise OutputError(
             f"output {location.run_staging}: {rows} input rows but {scored} scored and "
-            f"{written_rejects} rejected rows written ({rejected} rejects expected); nothing published"
+            f"{rejected} rejected rows written; nothing published"
         )
 
 

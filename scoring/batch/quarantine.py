@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from scoring.dataset.publish import REJECT_REASON
 from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType, StructType
-
-REJECT_REASON = "reject_reason"
 
 REASONS = {
     "null_id": "an id column is null",
@@ -109,6 +108,18 @@ def with_duplicates_marked(df: DataFrame, id_columns: Sequence[str], order: Sequ
     rank = F.row_number().over(window)
     duplicate = F.when(valid & (rank > 1), F.lit(f"duplicate_id:{','.join(id_columns)}"))
     return df.withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), duplicate))
+
+
+def ids_repeat(df: DataFrame, id_columns: Sequence[str]) -> bool:
+    """Whether any id is on more than one row, valid or not: a shuffle of the id columns alone.
+
+    It reads no feature, so it is the cheap answer for the common case of unique ids; when it says
+    yes, ``duplicate_rows`` counts the valid rows that repeat an id exactly.
+    """
+    from pyspark.sql import functions as F
+
+    repeated = df.select(*id_columns).groupBy(*id_columns).count().where(F.col("count") > 1)
+    return bool(repeated.limit(1).collect())
 
 
 def duplicate_rows(df: DataFrame, id_columns: Sequence[str]) -> int:

@@ -47,6 +47,8 @@ from scoring.errors import OutputError
 STAGING_DIR = "_staging"
 REJECTS_DIR = "_rejects"
 MANIFEST_FILE = "_manifest.json"
+# The rejects' column naming why a row was not scored (``scoring.batch.quarantine`` computes it).
+REJECT_REASON = "reject_reason"
 SUCCESS_FILE = "_SUCCESS"
 
 
@@ -111,6 +113,23 @@ class OutputLocation:
         ]
 
 
+def discard_run(location: OutputLocation, root_existed: bool) -> None:
+    """Delete what a run staged; a run that made the output root leaves no root without files.
+
+    Args:
+        location: The run's location.
+        root_existed: Whether the output root existed before the run staged anything: only a root
+            this run created is removed, and only when no file is under it.
+    """
+    discard(location.run_staging)
+    if root_existed:
+        return
+    fs, path = filesystem(location.root)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    if not any(info.type == pafs.FileType.File for info in fs.get_file_info(selector)):
+        discard(location.root)
+
+
 def staged_files(uri: str) -> list[tuple[str, int]]:
     """The parquet files under ``uri`` and their row counts, read from their footers only.
 
@@ -130,6 +149,26 @@ def staged_files(uri: str) -> list[tuple[str, int]]:
             raise OutputError(f"staged file {info.path} is not readable parquet: {e}") from e
         files.append((info.path.removeprefix(path).lstrip("/"), rows))
     return sorted(files)
+
+
+def reject_counts(uri: str) -> dict[str, int]:
+    """Staged rejects per reason, read from their ``reject_reason`` column alone.
+
+    Raises:
+        OutputError: A file is not readable parquet.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return {}
+    try:
+        reasons = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=[REJECT_REASON])
+    except (OSError, pa.ArrowException) as e:
+        raise OutputError(f"staged rejects {uri} are not readable parquet: {e}") from e
+    counts = pc.value_counts(reasons.column(REJECT_REASON))
+    return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 
 def is_published(partition_uri: str) -> bool:
