@@ -2,7 +2,12 @@
 
 Only the feature columns travel to Python (as one struct column); ids and carried columns stay in the
 JVM and are joined back to the scores by Spark, row for row. Moving fewer columns through Python is
-what makes a pandas UDF fast.
+what makes a vectorized UDF fast.
+
+On Spark 4.1 and later the UDF is an Arrow UDF: the features arrive as an Arrow struct, become a pandas
+frame through pyarrow's own conversion, and the scores go back as Arrow arrays built here. On Spark 3.5
+(EMR 7) it is the iterator pandas UDF, where PySpark converts both ways; it was measured to spend about
+a quarter of the Python worker's time in that conversion, which is what the Arrow path saves.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from scoring import faults
 from scoring.batch import model_cache
-from scoring.model.output import OutputSpec, scores_frame
+from scoring.model.output import OutputSpec, Scores, prediction_values, scores_frame
 from scoring.model.predictors import Predictor, ScorerSpec, load_predictor
 
 if TYPE_CHECKING:
@@ -61,19 +68,53 @@ def score_column(features: Column, spec: ScorerSpec, output: OutputSpec) -> Colu
         spec: How workers load the model.
         output: The shape of the model's output.
     """
-    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql import functions as F
 
-    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        predictor = worker_predictor(spec)
-        after_batch = faults.worker_fault()
-        for frame in batches:
-            yield scores_frame(predictor.predict(frame), output)
-            after_batch()
+    schema = output_schema(output)
+    if hasattr(F, "arrow_udf"):  # Spark >= 4.1
 
-    udf = pandas_udf(score_batches, returnType=output_schema(output))
+        def score_arrow(batches: Iterator[pa.StructArray]) -> Iterator[pa.StructArray]:
+            predictor = worker_predictor(spec)
+            after_batch = faults.worker_fault()
+            for batch in batches:
+                frame = pa.Table.from_struct_array(batch).to_pandas()
+                yield scores_arrow(predictor.predict(frame), output)
+                after_batch()
+
+        udf = F.arrow_udf(score_arrow, returnType=schema, functionType=F.ArrowUDFType.SCALAR_ITER)
+    else:
+
+        def score_pandas(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            predictor = worker_predictor(spec)
+            after_batch = faults.worker_fault()
+            for frame in batches:
+                yield scores_frame(predictor.predict(frame), output)
+                after_batch()
+
+        udf = F.pandas_udf(score_pandas, returnType=schema)  # the type hints say: iterator of frames
     # Non-deterministic, so that the optimizer never inlines the UDF once per output field and
     # scores every row twice.
     return udf.asNondeterministic()(features)
+
+
+def scores_arrow(scores: Scores, output: OutputSpec) -> pa.StructArray:
+    """Scores as the Arrow struct of ``output_schema(output)``, the Arrow UDF's return value."""
+    prediction = prediction_values(scores.prediction, output.prediction_type)
+    arrays = [pa.array(prediction, type=_ARROW_PREDICTION[output.prediction_type])]
+    names = ["prediction"]
+    if output.probability == "binary":
+        arrays.append(pa.array(scores.probability.astype(np.float64)))
+        names.append("probability")
+    elif output.probability == "multiclass":
+        matrix = np.ascontiguousarray(scores.probability, dtype=np.float64)
+        flat = pa.array(matrix.reshape(-1))
+        offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
+        arrays.append(pa.ListArray.from_arrays(offsets, flat))
+        names.append("probability")
+    return pa.StructArray.from_arrays(arrays, names=names)
+
+
+_ARROW_PREDICTION = {"double": pa.float64(), "long": pa.int64(), "string": pa.string()}
 
 
 def worker_predictor(spec: ScorerSpec) -> Predictor:

@@ -145,7 +145,7 @@ def scores_from_outputs(
 
 def scores_frame(scores: Scores, output: OutputSpec) -> pd.DataFrame:
     """Scores as the pandas frame of the UDF's output struct."""
-    columns = {"prediction": _as_type(scores.prediction, output.prediction_type)}
+    columns = {"prediction": prediction_values(scores.prediction, output.prediction_type)}
     if output.probability == "binary":
         columns["probability"] = scores.probability.astype(np.float64)
     elif output.probability == "multiclass":
@@ -153,7 +153,8 @@ def scores_frame(scores: Scores, output: OutputSpec) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _as_type(values: np.ndarray, prediction_type: str) -> np.ndarray:
+def prediction_values(values: np.ndarray, prediction_type: str) -> np.ndarray:
+    """Predictions as the numpy type of ``OutputSpec.prediction_type``: float64, int64 or str objects."""
     if prediction_type == "double":
         return values.astype(np.float64)
     if prediction_type == "long":
