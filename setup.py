@@ -22,6 +22,8 @@ setup(
     ],
     extras_require={
         "demo": ["scikit-learn>=1.5", "skl2onnx>=1.17"],
+        # `scoring convert`: scikit-learn models to ONNX (XGBoost and LightGBM also need onnxmltools).
+        "convert": ["skl2onnx>=1.17", "onnx>=1.16"],
     },
     entry_points={"console_scripts": ["scoring=scoring.cli:main"]},
 )

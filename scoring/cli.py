@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from scoring.config import SCORES, JobConfig
 from scoring.errors import ScoringError
+from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
 from scoring.model.predictors import BACKENDS, DEVICES
 
 log = logging.getLogger("scoring")
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(run=_run_validate)
+
+    convert = commands.add_parser(
+        "convert", help="export an MLflow scikit-learn model to ONNX; refused when parity is off"
+    )
+    add_convert_arguments(convert)
+    convert.set_defaults(run=_run_convert)
 
     demo = commands.add_parser("demo", help="train, register and score a synthetic dataset, offline")
     demo.add_argument("--workdir", default="demo-workdir", help="where the demo writes everything")
@@ -102,6 +109,36 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
     add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
     add("--skip-corrupt-files", action="store_true", help="skip unreadable input files, listing them")
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``scoring convert``.
+
+    Args:
+        parser: The subcommand's parser.
+    """
+    add = parser.add_argument
+    add(
+        "--model-uri",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH or an MLflow model directory "
+        "(scikit-learn; XGBoost and LightGBM with onnxmltools); the registry is MLFLOW_TRACKING_URI's",
+    )
+    add(
+        "--input",
+        default=None,
+        help="parquet file or directory to check parity on (default: the model's input example)",
+    )
+    add("--sample-rows", default=10_000, type=_positive_int, help="rows of --input to check (default: 10000)")
+    add("--quantize", action="store_true", help="also quantize (int8 weights); keep the quantized model")
+    add("--tolerance", default=1e-5, type=_non_negative, help="largest difference accepted (default: 1e-5)")
+    add("--dtype", default="auto", choices=DTYPES, help="auto: double when a feature is double or long")
+    add("--register", default=None, metavar="NAME", help="register the export as a new version of NAME")
+    add(
+        "--output",
+        default=None,
+        help=f"write the .onnx file here (default: {DEFAULT_OUTPUT} without --register)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -155,6 +192,22 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _run_convert(args: argparse.Namespace) -> int:
+    from scoring.model.convert import convert_model
+
+    convert_model(
+        args.model_uri,
+        input_path=args.input,
+        sample_rows=args.sample_rows,
+        quantize=args.quantize,
+        tolerance=args.tolerance,
+        register=args.register,
+        output=args.output,
+        dtype=args.dtype,
+    )
+    return 0
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from scoring.demo import run_demo
 
@@ -189,6 +242,16 @@ def _fraction(value: str) -> float:
         number = -1.0
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0.0:  # NaN included
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
     return number
 
 
