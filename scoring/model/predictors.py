@@ -12,6 +12,7 @@ the model was logged with ``pyfunc_predict_fn="predict_proba"``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,8 @@ import pandas as pd
 from scoring.errors import ModelError
 from scoring.model.output import Scores, scores_from_outputs, select_scores
 from scoring.model.signature import NUMPY_TYPES, ONNX_TYPES, Feature
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "pyfunc", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
@@ -171,9 +174,9 @@ class OnnxPredictor:
         # Spark already runs one task per core: more threads per task would oversubscribe the node.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            path, sess_options=options, providers=onnx_providers(device, device_id)
-        )
+        providers = onnx_providers(device, device_id)
+        self._session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        check_providers(providers, self._session.get_providers(), device)
         self._features = list(features)
         self._inputs = self._session.get_inputs()
         self._output_names = [f"onnx output {o.name}" for o in self._session.get_outputs()]
@@ -224,6 +227,33 @@ def onnx_providers(device: str, device_id: int = 0) -> list:
     if has_cuda:
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def check_providers(requested: list, active: list[str], device: str) -> None:
+    """Say so when ONNX Runtime dropped CUDA: it falls back to the CPU without an error.
+
+    A node with onnxruntime-gpu but a missing or mismatched CUDA or cuDNN library gets a session that
+    runs on the CPU (microsoft/onnxruntime#23372): GPU prices for CPU work. ``--device cuda`` makes
+    that an error; ``--device auto`` logs a warning and scores on the CPU.
+
+    Args:
+        requested: The providers the session was created with.
+        active: The providers the session actually has (``InferenceSession.get_providers()``).
+        device: The job's ``--device``.
+
+    Raises:
+        ModelError: CUDA was forced and the session has no CUDA provider.
+    """
+    names = [p[0] if isinstance(p, tuple) else p for p in requested]
+    if "CUDAExecutionProvider" not in names or "CUDAExecutionProvider" in active:
+        return
+    message = (
+        "ONNX Runtime could not start CUDA on this node (a CUDA or cuDNN library is missing or does not "
+        f"match onnxruntime-gpu); the session runs on {', '.join(active)}"
+    )
+    if device == "cuda":
+        raise ModelError(f"--device cuda, but {message}")
+    log.warning("--device auto: %s", message)
 
 
 def _dense(output: object) -> np.ndarray:

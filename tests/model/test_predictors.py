@@ -73,6 +73,37 @@ def test_onnx_runs_on_cpu_when_forced(registry, tmp_path):
     assert load_predictor(spec, model.local_path).providers == ["CPUExecutionProvider"]
 
 
+def _pretend_node_has_cuda(monkeypatch) -> None:
+    """onnxruntime-gpu with broken CUDA libraries: CUDA listed as available, yet sessions fall back."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *available])
+
+
+def test_cuda_forced_but_fallen_back_to_cpu_is_an_error(registry, tmp_path, monkeypatch):
+    from scoring.model.predictors import load_predictor
+
+    model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
+    spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "cuda", 1, model.features, "model.onnx")
+    _pretend_node_has_cuda(monkeypatch)
+    with pytest.raises(
+        ModelError, match=r"--device cuda, but ONNX Runtime could not start CUDA.*runs on CPU"
+    ):
+        load_predictor(spec, model.local_path)
+
+
+def test_cuda_fallback_under_device_auto_warns_and_scores(registry, tmp_path, monkeypatch, caplog):
+    from scoring.model.predictors import load_predictor
+
+    model = resolve_model(f"models:/{demo.MODEL_NAME}@champion", tmp_path)
+    spec = ScorerSpec(model.local_path, model.fingerprint, "onnx", "auto", 1, model.features, "model.onnx")
+    _pretend_node_has_cuda(monkeypatch)
+    predictor = load_predictor(spec, model.local_path)
+    assert predictor.providers == ["CPUExecutionProvider"]
+    assert any("could not start CUDA" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def _three_class_frame(rows: int) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(rows, 3)).astype(np.float32)
