@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean dag-demo
+.PHONY: install demo test lint clean dag-demo bench
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,8 @@ demo: install
 
 # ruff, then the import contract of .importlinter (which subpackage may import what).
 lint: install
-	$(VENV)/bin/ruff check scoring jobs dags tests setup.py
-	$(VENV)/bin/ruff format --check scoring jobs dags tests setup.py
+	$(VENV)/bin/ruff check scoring jobs dags tests bench setup.py
+	$(VENV)/bin/ruff format --check scoring jobs dags tests bench setup.py
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
@@ -36,3 +36,12 @@ dag-demo: install
 	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 		MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/demo-workdir/mlflow.db PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 		$(VENV)/bin/airflow dags test daily_batch_scoring 2026-11-01
+
+# Batch scoring ways, each as a whole process, in interleaved rounds (see BENCHMARKS.md). Writes
+# bench-workdir/results.json and the results section of BENCHMARKS.md. At 1M and 4M rows and 3 rounds
+# it takes about an hour on 2 cores; e.g. `make bench SIZES=1000000,10000000 ROUNDS=1 BENCH_FLAGS=--gpu`.
+SIZES ?= 1000000,4000000
+ROUNDS ?= 3
+BENCH_FLAGS ?=
+bench: install
+	$(PY) -m bench --sizes $(SIZES) --rounds $(ROUNDS) --markdown BENCHMARKS.md $(BENCH_FLAGS)

@@ -1,0 +1,222 @@
+"""The Markdown report of a benchmark run, from its ``results.json`` content.
+
+``render`` gives the results section of BENCHMARKS.md; ``update_file`` puts it between the markers
+of an existing file (or writes it alone).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bench import stats
+from bench.ways import GPU_WAYS, WAYS
+
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+MIB = 1024 * 1024
+DASH = "-"
+
+
+def seconds(value: float | None) -> str:
+    """Seconds with one decimal."""
+    return DASH if value is None else f"{round(value, 1) + 0.0:.1f}"  # + 0.0: never "-0.0"
+
+
+def times(value: float | None) -> str:
+    """A ratio as ``x1.23``."""
+    return DASH if value is None else f"x{value:.2f}"
+
+
+def count(value: float | None) -> str:
+    """A whole number with thousands separators."""
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def mib(value: float | None) -> str:
+    """Bytes as whole MiB."""
+    return DASH if value is None else f"{value / MIB:,.0f}"
+
+
+def runs_ok(cell: stats.Cell) -> str:
+    """``2/3``, with ``FAILED`` in front when any run failed."""
+    text = f"{cell.ok}/{cell.runs}"
+    return text if cell.ok == cell.runs else f"FAILED {text}"
+
+
+def walls(cell: stats.Cell) -> str:
+    """Every ok run's wall time, then why the others failed."""
+    parts = [f"{w:.1f}" for w in cell.walls] + [f"failed: {reason}" for reason in cell.reasons]
+    return ", ".join(parts).replace("|", "/")
+
+
+def table(header: Sequence[str], right: Sequence[bool], body: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table.
+
+    Args:
+        header: Column titles.
+        right: Per column, whether it is right-aligned (numbers).
+        body: The rows' cells, already formatted.
+    """
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---:" if r else "---" for r in right) + " |",
+    ]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def size_table(cells: Mapping[tuple[str, int], stats.Cell], rows: int, cores: int) -> list[str]:
+    """The table of every way at one size, with B and the ratios to B and to ``ours_onnx``."""
+    floor, raw, ours = (cells.get((name, rows)) for name in ("floor", "raw", "ours_onnx"))
+    b = stats.baseline(floor and floor.wall_s, raw and raw.wall_s, cores)
+    ours_s = ours and ours.wall_s
+    body = [
+        [
+            name,
+            runs_ok(cell),
+            seconds(cell.wall_s),
+            count(cell.rows_per_s),
+            times(stats.ratio(cell.wall_s, b)),
+            times(stats.ratio(cell.wall_s, ours_s)),
+            mib(cell.peak_bytes),
+            walls(cell),
+        ]
+        for name in WAYS
+        if not WAYS[name].subset and (cell := cells.get((name, rows))) is not None
+    ]
+    header = [
+        "way",
+        "runs ok",
+        "wall (s), median",
+        "rows/s",
+        "x B",
+        "x ours_onnx",
+        "peak MiB, median",
+        "walls (s)",
+    ]
+    note = "" if b is not None else " (needs floor and raw)"
+    return [
+        f"### {rows:,} rows",
+        "",
+        f"B = floor + raw / {cores} = {seconds(b)} s{note}",
+        "",
+        *table(header, [False, False, True, True, True, True, True, False], body),
+    ]
+
+
+def scaling_table(cells: Mapping[tuple[str, int], stats.Cell], sizes: Sequence[int]) -> list[str]:
+    """Fixed cost and per-row cost of each way (a line through its medians), and its memory growth."""
+    small, big = min(sizes), max(sizes)
+    fit = "through the two medians" if len(sizes) == 2 else "fitted to the medians (least squares)"
+    body = []
+    for name in WAYS:
+        points = [(n, cells[name, n].wall_s) for n in sizes if (name, n) in cells]
+        if not points:
+            continue
+        fitted = stats.line([(n, s) for n, s in points if s is not None])
+        fixed, per_row = fitted if fitted else (None, None)
+        big_peak = cells[name, big].peak_bytes if (name, big) in cells else None
+        small_peak = cells[name, small].peak_bytes if (name, small) in cells else None
+        micro = DASH if per_row is None else f"{per_row * 1e6:.2f}"
+        body.append([name, seconds(fixed), micro, times(stats.ratio(big_peak, small_peak))])
+    header = ["way", "fixed (s)", "per row (us)", f"peak memory {big:,} / {small:,} rows"]
+    return [f"### Fixed and per-row cost (a line {fit})", "", *table(header, [False, True, True, True], body)]
+
+
+def subset_table(cells: Mapping[tuple[str, int], stats.Cell]) -> list[str]:
+    """The row-at-a-time UDF on its own small dataset: rows/s only, not comparable by wall time."""
+    found = [cell for (name, _), cell in sorted(cells.items()) if name in WAYS and WAYS[name].subset]
+    if not found:
+        return []
+    body = [
+        [
+            f"{cell.way} ({cell.rows:,}-row subset)",
+            runs_ok(cell),
+            seconds(cell.wall_s),
+            count(cell.rows_per_s),
+            mib(cell.peak_bytes),
+            walls(cell),
+        ]
+        for cell in found
+    ]
+    header = ["way", "runs ok", "wall (s), median", "rows/s", "peak MiB, median", "walls (s)"]
+    return [
+        "### Row-at-a-time UDF (its own small dataset: compare its rows/s, not its wall time)",
+        "",
+        *table(header, [False, False, True, True, True, False], body),
+    ]
+
+
+def gpu_section(results: Mapping, cells: Mapping[tuple[str, int], stats.Cell]) -> list[str]:
+    """The ``--gpu`` comparison, or why it was not measured."""
+    title = ["### GPU: an MLP scored by the raw way, CUDA vs CPU", ""]
+    if results["gpu"]["status"] != "measured":
+        return [*title, f"{results['gpu']['status']}."]
+    body = []
+    for rows in results["settings"]["sizes"]:
+        cpu = cells.get(("mlp_raw_cpu", rows))
+        for name in GPU_WAYS:
+            cell = cells.get((name, rows))
+            if cell is not None:
+                body.append(
+                    [
+                        name,
+                        f"{rows:,}",
+                        runs_ok(cell),
+                        seconds(cell.wall_s),
+                        count(cell.rows_per_s),
+                        times(stats.ratio(cell.wall_s, cpu and cpu.wall_s)),
+                        mib(cell.peak_bytes),
+                    ]
+                )
+    header = ["way", "rows", "runs ok", "wall (s), median", "rows/s", "x mlp_raw_cpu", "peak MiB, median"]
+    return [*title, *table(header, [False, True, False, True, True, True, True], body)]
+
+
+def render(results: Mapping) -> str:
+    """The results section: how it was made, one table per size, the scaling, the subset, the GPU."""
+    machine = results["machine"]
+    settings = results["settings"]
+    cells = stats.cells(results["measurements"])
+    started = dt.datetime.fromisoformat(results["started_at"])
+    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+    memory = machine["memory_bytes"] / 1024**3
+    lines = [
+        START,
+        f"Made by `{results['command']}` on {started:%Y-%m-%d} "
+        f"({started:%H:%M} UTC, {results['duration_s'] / 60:.0f} min).",
+        "",
+        f"Machine: {machine['cores']} cores, {memory:.1f} GiB, {machine['platform']}; {versions}. "
+        f"Load average before the run: {machine['load_before']}, after: {machine['load_after']}.",
+        "",
+        f"Medians of {settings['rounds']} round(s). Each run is one whole process, start-up included; "
+        f"Spark on `{settings['master']}`; peak memory is the largest RSS sum of the process tree.",
+        "",
+    ]
+    sizes = [n for n in settings["sizes"] if any((w, n) in cells for w in WAYS if not WAYS[w].subset)]
+    for rows in sizes:
+        lines += [*size_table(cells, rows, settings["cores"]), ""]
+    if len(sizes) >= 2:
+        lines += [*scaling_table(cells, sizes), ""]
+    subset = subset_table(cells)
+    if subset:
+        lines += [*subset, ""]
+    lines += [*gpu_section(results, cells), END]
+    return "\n".join(lines) + "\n"
+
+
+def update_file(path: Path, section: str) -> None:
+    """Put ``section`` between the markers of ``path``, or write it as the whole file.
+
+    Args:
+        path: A Markdown file; when it has both markers, only what lies between them is replaced.
+        section: ``render``'s output (markers included).
+    """
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if START in text and END in text.split(START, 1)[1]:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(before + section.rstrip("\n") + after, encoding="utf-8")
+    else:
+        path.write_text(section, encoding="utf-8")

@@ -1,0 +1,93 @@
+"""The ways of scoring that the benchmark compares, and the command line that runs each one.
+
+Every way is one whole process, measured from its start to its exit. The Spark ways start their
+session with ``scoring.batch.session.get_session`` and the same master as the job, so every Spark
+process runs with the same settings. ``python -m bench.ways WAY ...`` runs one of the ways below that
+are not the job itself (``ours_*`` run the ``scoring`` console script, exactly as a user would).
+
+This module imports neither Spark nor ONNX Runtime: the benchmark's driver only builds commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import data
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way of scoring.
+
+    Attributes:
+        name: Its name in the tables and for ``--ways``.
+        summary: What it does, one line.
+        model: Which model it scores with: ``none``, ``gbt`` (the classifier) or ``mlp``.
+        subset: Whether it runs on the small row-at-a-time subset instead of the sizes.
+        provider: ONNX Runtime provider of the ``raw`` way: ``cpu`` or ``cuda``.
+    """
+
+    name: str
+    summary: str
+    model: str = "gbt"
+    subset: bool = False
+    provider: str = "cpu"
+
+
+WAYS: dict[str, Way] = {
+    way.name: way
+    for way in (
+        Way("floor", "Spark reads, adds a constant double column and writes parquet: no Python", "none"),
+        Way(
+            "raw", "pyarrow + ONNX Runtime (1 thread) in one process, no Spark: file by file, batch by batch"
+        ),
+        Way("zeros", "iterator pandas UDF, struct of the 20 features in, zeros out", "none"),
+        Way("plain", "iterator pandas UDF + ONNX Runtime (1 thread per task), model cached per worker"),
+        Way("predict_batch_udf", "pyspark.ml.functions.predict_batch_udf + ONNX Runtime (1 thread)"),
+        Way("spark_udf", "mlflow.pyfunc.spark_udf of models:/bench@sklearn, env_manager=local"),
+        Way("ours_onnx", "scoring score --model-uri models:/bench@onnx (the job, ONNX backend)"),
+        Way("ours_pyfunc", "scoring score --model-uri models:/bench@sklearn --backend pyfunc"),
+        Way("row_udf", "row-at-a-time @udf calling ONNX Runtime once per row", subset=True),
+    )
+}
+# The --gpu section: the raw way with an MLP, on each provider.
+GPU_WAYS: dict[str, Way] = {
+    way.name: way
+    for way in (
+        Way("mlp_raw_cpu", "raw way, MLP, ONNX Runtime CPUExecutionProvider", "mlp", provider="cpu"),
+        Way("mlp_raw_cuda", "raw way, MLP, ONNX Runtime CUDAExecutionProvider", "mlp", provider="cuda"),
+    )
+}
+ALL_WAYS = {**WAYS, **GPU_WAYS}
+
+
+def command(way: Way, models, input_root: Path, output: Path, master: str) -> list[str]:
+    """The command line of one run of ``way``.
+
+    Args:
+        way: The way.
+        models: The ``bench.model.Models`` to score with.
+        input_root: Root of the hive-partitioned input.
+        output: The run's fresh output directory.
+        master: Spark master of every Spark way.
+    """
+    date = data.DATE.isoformat()
+    if way.name.startswith("ours_"):
+        scoring = str(Path(sys.executable).with_name("scoring"))
+        uri = models.onnx_uri if way.name == "ours_onnx" else models.sklearn_uri
+        line = [scoring, "score", "--model-uri", uri, "--input", str(input_root), "--output", str(output)]
+        line += ["--date", date, "--id-column", data.ID_COLUMN, "--partition-column", data.PARTITION_COLUMN]
+        line += ["--master", master]
+        return line + (["--backend", "pyfunc"] if way.name == "ours_pyfunc" else [])
+    line = [sys.executable, "-m", "bench.ways", "raw" if way.name.startswith("mlp_raw") else way.name]
+    line += ["--input", str(input_root), "--output", str(output), "--master", master]
+    line += ["--provider", way.provider]
+    if way.model == "gbt":
+        line += ["--model", models.gbt_onnx]
+    elif way.model == "mlp":
+        line += ["--model", models.mlp_onnx]
+    if way.name == "spark_udf":
+        line += ["--model-uri", models.sklearn_uri]
+    return line
