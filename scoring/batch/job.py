@@ -29,7 +29,7 @@ from scoring.batch.quarantine import (
     with_duplicates_marked,
 )
 from scoring.batch.session import get_session
-from scoring.batch.udf import distribute_model, score_column
+from scoring.batch.udf import distribute_model, score_column, ship_classifier
 from scoring.config import JobConfig
 from scoring.dataset.manifest import build_manifest
 from scoring.dataset.publish import (
@@ -44,11 +44,12 @@ from scoring.dataset.publish import (
 from scoring.dataset.storage import exists, write_json
 from scoring.errors import InputError, OutputError
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
 from scoring.model.schema import check_columns
 
 if TYPE_CHECKING:
+    from pyspark import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,9 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             onnx_file=model.relative_onnx_file,
             scores=config.scores,
         )
-        output = probe_output(valid, model, spec)
+        output, predictor = probe_output(valid, model, spec)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-        scored = score_frame(valid, model, spec, output, carried)
+        scored = score_frame(valid, model, spec, output, carried, ship_classifier(spark, predictor))
 
         output_existed = exists(location.root)
         recover(location.root, location.partition)
@@ -185,10 +186,13 @@ def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) ->
     return with_duplicates_marked(checked, config.id_columns, order) if duplicates else checked
 
 
-def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> OutputSpec:
+def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> tuple[OutputSpec, Predictor]:
     """Score a few valid rows on the driver to learn the shape of the model's output.
 
     This also fails fast, before the job is spent, when the model cannot score this input at all.
+
+    Returns:
+        The output's shape, and the model as the driver loaded it (on the CPU).
 
     Raises:
         InputError: No row is valid.
@@ -198,7 +202,7 @@ def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> Ou
         raise InputError("no valid input rows to score: every row was rejected")
     # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
     predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
-    return OutputSpec.of(predictor.predict(sample))
+    return OutputSpec.of(predictor.predict(sample)), predictor
 
 
 def score_frame(
@@ -207,12 +211,16 @@ def score_frame(
     spec: ScorerSpec,
     output: OutputSpec,
     carried: list[str],
+    shipped: Broadcast | None = None,
 ) -> DataFrame:
-    """The scored rows: carried columns, the scores, and the model's name and version."""
+    """The scored rows: carried columns, the scores, and the model's name and version.
+
+    ``shipped`` is the native classifier broadcast by ``scoring.batch.udf.ship_classifier``.
+    """
     from pyspark.sql import functions as F
 
     features = F.struct(*typed_features(model.features))
-    scores = score_column(features, spec, output).alias("_scores")
+    scores = score_column(features, spec, output, shipped).alias("_scores")
     return valid.select(*carried, scores).select(
         *carried,
         "_scores.*",

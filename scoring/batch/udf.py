@@ -13,6 +13,7 @@ a quarter of the Python worker's time in that conversion, which is what the Arro
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -24,9 +25,10 @@ import pyarrow as pa
 from scoring import faults
 from scoring.batch import model_cache
 from scoring.model.output import OutputSpec, Scores, prediction_values, scores_frame
-from scoring.model.predictors import Predictor, ScorerSpec, load_predictor
+from scoring.model.predictors import Predictor, PyfuncPredictor, ScorerSpec, load_predictor
 
 if TYPE_CHECKING:
+    from pyspark import Broadcast
     from pyspark.sql import Column, SparkSession
     from pyspark.sql.types import StructType
 
@@ -60,32 +62,55 @@ def output_schema(output: OutputSpec) -> StructType:
     return T.StructType(fields)
 
 
-def score_column(features: Column, spec: ScorerSpec, output: OutputSpec) -> Column:
+def ship_classifier(spark: SparkSession, predictor: Predictor) -> Broadcast | None:
+    """Broadcast the driver's loaded native classifier, so workers unpickle it instead of loading it.
+
+    Returns:
+        The broadcast pickle, or None when the predictor has no native classifier or its pickle is
+        too big to broadcast (then every worker loads the model from its files).
+    """
+    classifier = getattr(predictor, "classifier", None)
+    if classifier is None:
+        return None
+    shipped = pickle.dumps(classifier, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(shipped) > MAX_SHIPPED_BYTES:
+        return None
+    return spark.sparkContext.broadcast(shipped)
+
+
+# A classifier bigger than this when pickled is loaded by each worker from the model's files.
+MAX_SHIPPED_BYTES = 512 * 1024 * 1024
+
+
+def score_column(
+    features: Column, spec: ScorerSpec, output: OutputSpec, shipped: Broadcast | None = None
+) -> Column:
     """A column of scores for a struct column of features.
 
     Args:
         features: A struct of the model's features, in order and cast to the signature's types.
         spec: How workers load the model.
         output: The shape of the model's output.
+        shipped: The native classifier, pickled and broadcast by ``ship_classifier``.
     """
     from pyspark.sql import functions as F
 
     schema = output_schema(output)
     if hasattr(F, "arrow_udf"):  # Spark >= 4.1
 
-        def score_arrow(batches: Iterator[pa.StructArray]) -> Iterator[pa.StructArray]:
-            predictor = worker_predictor(spec)
+        def score_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+            predictor = worker_predictor(spec, shipped)
             after_batch = faults.worker_fault()
             for batch in batches:
                 frame = pa.Table.from_struct_array(batch).to_pandas()
                 yield scores_arrow(predictor.predict(frame), output)
                 after_batch()
 
-        udf = F.arrow_udf(score_arrow, returnType=schema, functionType=F.ArrowUDFType.SCALAR_ITER)
+        udf = F.arrow_udf(score_arrow, returnType=schema)  # the type hints say: iterator of arrays
     else:
 
         def score_pandas(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            predictor = worker_predictor(spec)
+            predictor = worker_predictor(spec, shipped)
             after_batch = faults.worker_fault()
             for frame in batches:
                 yield scores_frame(predictor.predict(frame), output)
@@ -117,11 +142,14 @@ def scores_arrow(scores: Scores, output: OutputSpec) -> pa.StructArray:
 _ARROW_PREDICTION = {"double": pa.float64(), "long": pa.int64(), "string": pa.string()}
 
 
-def worker_predictor(spec: ScorerSpec) -> Predictor:
+def worker_predictor(spec: ScorerSpec, shipped: Broadcast | None = None) -> Predictor:
     """The model for ``spec``, loaded on first use in this Python worker and cached after."""
 
     def load() -> Predictor:
         from pyspark import SparkFiles
+
+        if shipped is not None:
+            return PyfuncPredictor.of_classifier(pickle.loads(shipped.value), spec.scores)
 
         path = spec.model_path if os.path.isabs(spec.model_path) else SparkFiles.get(spec.model_path)
         return load_predictor(spec, path, _gpu_ordinal())

@@ -109,6 +109,25 @@ class PyfuncPredictor:
         self._classifier = native_classifier(self._model)
         self._scores = scores
 
+    @classmethod
+    def of_classifier(cls, classifier: object, scores: str = "auto") -> PyfuncPredictor:
+        """A predictor over a native classifier already loaded (see ``classifier``)."""
+        predictor = cls.__new__(cls)
+        predictor._model = None
+        predictor._classifier = classifier
+        predictor._scores = scores
+        return predictor
+
+    @property
+    def classifier(self) -> object | None:
+        """The native classifier that scores, or None when pyfunc's ``predict`` does.
+
+        It is a plain picklable object: the batch job loads the MLflow model once, on the driver, and
+        ships this to its Python workers, so that no worker pays MLflow's load (seconds per worker for
+        a skops-saved scikit-learn model) nor imports MLflow.
+        """
+        return self._classifier
+
     def predict(self, frame: pd.DataFrame) -> Scores:
         """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         if self._classifier is not None:
