@@ -93,7 +93,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
     add("--partition-column", default="date", help="partition column of the output and input (default: date)")
     add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
-    add("--batch-size", default=10_000, type=_positive_int, help="rows per Arrow batch (default: 10000)")
+    add("--batch-size", default=50_000, type=_positive_int, help="rows per Arrow batch (default: 50000)")
     add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models, else pyfunc")
     add("--device", default="auto", choices=DEVICES, help="ONNX device; auto: CUDA where the node has it")
     add(

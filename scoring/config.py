@@ -41,7 +41,7 @@ class JobConfig:
     id_columns: tuple[str, ...] = ("id",)
     partition_column: str = "date"
     keep_columns: tuple[str, ...] = ()
-    batch_size: int = 10_000
+    batch_size: int = 50_000
     backend: str = "auto"
     device: str = "auto"
     scores: str = "auto"

@@ -28,7 +28,7 @@ from scoring.batch.quarantine import (
     typed_features,
     with_duplicates_marked,
 )
-from scoring.batch.session import get_session
+from scoring.batch.session import start_session
 from scoring.batch.udf import distribute_model, score_column, ship_classifier
 from scoring.config import JobConfig
 from scoring.dataset.manifest import build_manifest
@@ -67,9 +67,8 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
 
     Args:
         config: The run's arguments.
-        spark: The session to run on; by default the active one, or a new one on ``config.master``.
-            It is started only once the model is resolved, so a bad model reference fails in
-            seconds.
+        spark: The session to run on; by default the active one, or a new one on ``config.master``,
+            started while the model resolves (a bad model reference still fails in seconds).
 
     Returns:
         The published partition's manifest.
@@ -80,12 +79,13 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     started_at = dt.datetime.now(dt.UTC)
     location = OutputLocation.new_run(config.output, f"{config.partition_column}={config.partition_value}")
     carried = _carried_columns(config)
+    session = (lambda: spark) if spark is not None else start_session(config.master)
     with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
         model = resolve_model(config.model_uri, download_dir, config.features)
         backend = choose_backend(config.backend, model.is_onnx, model.has_pyfunc)
         log.info("model %s resolved to %s (%s backend)", model.uri, model.pinned_uri, backend)
 
-        spark = spark or get_session(config.master)
+        spark = session()
         spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
         source = read_input(spark, config.input, config.partition_column, config.date)
         check_columns(column_types(source.schema), model.features, carried, config.input)

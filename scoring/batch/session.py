@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,3 +56,35 @@ def get_session(
     if master is not None:
         builder = builder.master(master)
     return builder.getOrCreate()
+
+
+def start_session(master: str | None = None) -> Callable[[], SparkSession]:
+    """Start ``get_session(master)`` in the background; the function returned waits for it.
+
+    A JVM takes seconds to start, and so does resolving a model in a registry: the job does both at
+    once. A model that fails to resolve still fails the job at once; the half-started JVM exits with
+    the process (Spark's gateway quits when its parent's pipe closes).
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return lambda: active
+    outcome: dict[str, object] = {}
+
+    def start() -> None:
+        try:
+            outcome["session"] = get_session(master)
+        except BaseException as e:  # handed to the waiting caller, who raises it
+            outcome["error"] = e
+
+    thread = threading.Thread(target=start, name="spark-session-start", daemon=True)
+    thread.start()
+
+    def wait() -> SparkSession:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome["session"]  # type: ignore[return-value]
+
+    return wait
