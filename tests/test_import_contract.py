@@ -56,7 +56,7 @@ def test_the_tree_keeps_the_contract(package_copy):
         ),
         ("dataset/manifest.py", "from scoring import cli", "scoring.dataset.manifest -> scoring.cli"),
         ("batch/job.py", "import boto3", "scoring.batch is not allowed to import boto3"),
-        ("batch/quarantine.py", "from scoring.batch import inputs", "No cycles are allowed in scoring.batch"),
+        ("batch/model_cache.py", "from scoring.batch import udf", "No cycles are allowed in scoring.batch"),
         ("errors.py", "from scoring import config", "scoring.errors -> scoring.config"),
         (
             "helpers.py",
