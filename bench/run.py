@@ -34,6 +34,7 @@ import psutil
 
 from bench import data, measure, report
 from bench.ways import GPU_WAYS, WAYS, Way, command
+from scoring.cli import positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = ("pyspark", "onnxruntime", "mlflow", "scikit-learn", "skl2onnx", "pyarrow", "pandas", "numpy")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1_000_000, 4_000_000),
         help="input rows, comma-separated (default: 1000000,4000000)",
     )
-    add("--rounds", type=_positive, default=3, help="runs of every way at every size (default: 3)")
+    add("--rounds", type=positive_int, default=3, help="runs of every way at every size (default: 3)")
     add(
         "--ways",
         type=_ways,
@@ -64,12 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of the rounds' shuffles (default: 0)")
     add(
         "--row-udf-rows",
-        type=_positive,
+        type=positive_int,
         default=50_000,
         help="rows of row_udf's own dataset (default: 50000)",
     )
     add(
-        "--train-rows", type=_positive, default=20_000, help="rows the models are trained on (default: 20000)"
+        "--train-rows",
+        type=positive_int,
+        default=20_000,
+        help="rows the models are trained on (default: 20000)",
     )
     add(
         "--gpu",
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="Spark setting for every Spark process, ours included (through PYSPARK_SUBMIT_ARGS); repeatable",
     )
-    add("--timeout", type=_positive, default=3600, help="seconds before a run is killed and failed")
+    add("--timeout", type=positive_int, default=3600, help="seconds before a run is killed and failed")
     add("--markdown", type=Path, help="put the report between the markers of this file (or write it there)")
     return parser
 
@@ -314,13 +318,3 @@ def _ways(value: str) -> tuple[str, ...]:
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"unknown ways {unknown}; known: {', '.join(WAYS)}")
     return names
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number

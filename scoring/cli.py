@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="train, register and score a synthetic dataset, offline")
     demo.add_argument("--workdir", default="demo-workdir", help="where the demo writes everything")
-    demo.add_argument("--rows", type=_positive_int, default=300_000, help="rows per date")
+    demo.add_argument("--rows", type=positive_int, default=300_000, help="rows per date")
     demo.add_argument("--master", default=None, help="Spark master (default: local[*])")
     demo.set_defaults(run=_run_demo)
     return parser
@@ -93,7 +93,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
     add("--partition-column", default="date", help="partition column of the output and input (default: date)")
     add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
-    add("--batch-size", default=50_000, type=_positive_int, help="rows per Arrow batch (default: 50000)")
+    add("--batch-size", default=50_000, type=positive_int, help="rows per Arrow batch (default: 50000)")
     add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models, else pyfunc")
     add("--device", default="auto", choices=DEVICES, help="ONNX device; auto: CUDA where the node has it")
     add(
@@ -104,7 +104,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
         "only; probability: fail for a model without probabilities",
     )
     add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
-    add("--threads", type=_positive_int, help="ONNX threads per task (default: spark.task.cpus)")
+    add("--threads", type=positive_int, help="ONNX threads per task (default: spark.task.cpus)")
     add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
     add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
     add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
@@ -129,7 +129,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="parquet file or directory to check parity on (default: the model's input example)",
     )
-    add("--sample-rows", default=10_000, type=_positive_int, help="rows of --input to check (default: 10000)")
+    add("--sample-rows", default=10_000, type=positive_int, help="rows of --input to check (default: 10000)")
     add("--quantize", action="store_true", help="also quantize (int8 weights); keep the quantized model")
     add("--tolerance", default=1e-5, type=_non_negative, help="largest difference accepted (default: 1e-5)")
     add("--dtype", default="auto", choices=DTYPES, help="auto: double when a feature is double or long")
@@ -255,7 +255,8 @@ def _non_negative(value: str) -> float:
     return number
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """An argparse type: an integer of at least 1."""
     try:
         number = int(value)
     except ValueError:
