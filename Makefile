@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean dag-demo bench
+.PHONY: install demo test lint clean dag-demo bench protos
 
 install: $(VENV)/.installed
 
@@ -45,3 +45,7 @@ ROUNDS ?= 3
 BENCH_FLAGS ?=
 bench: install
 	$(PY) -m bench --sizes $(SIZES) --rounds $(ROUNDS) --markdown BENCHMARKS.md $(BENCH_FLAGS)
+
+# Regenerates the gRPC messages and stubs of scoring/serve/pb/ from protos/ (grpcio-tools; commit the result).
+protos: install
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/scoring/serve/pb/*.proto

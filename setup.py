@@ -24,6 +24,15 @@ setup(
         "demo": ["scikit-learn>=1.5", "skl2onnx>=1.17"],
         # `scoring convert`: scikit-learn models to ONNX (XGBoost and LightGBM also need onnxmltools).
         "convert": ["skl2onnx>=1.17", "onnx>=1.16"],
+        # `scoring serve`: the model over HTTP and gRPC (no pyspark on that path).
+        "serve": [
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "grpcio>=1.60",
+            "grpcio-health-checking>=1.60",
+            "protobuf>=6.31",
+            "prometheus-client>=0.20",
+        ],
     },
     entry_points={"console_scripts": ["scoring=scoring.cli:main"]},
 )

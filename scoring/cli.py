@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_arguments(convert)
     convert.set_defaults(run=_run_convert)
 
+    serve = commands.add_parser(
+        "serve", help="serve the model over HTTP and gRPC through the batch job's checks and predictors"
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(run=_run_serve)
+
     demo = commands.add_parser("demo", help="train, register and score a synthetic dataset, offline")
     demo.add_argument("--workdir", default="demo-workdir", help="where the demo writes everything")
     demo.add_argument("--rows", type=positive_int, default=300_000, help="rows per date")
@@ -141,6 +147,33 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``scoring serve``; the API key comes from ``SCORING_API_KEY``, never a flag.
+
+    Args:
+        parser: The subcommand's parser.
+    """
+    add = parser.add_argument
+    add("--model-uri", required=True, help="the model reference, resolved and pinned as the job does")
+    add("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
+    add("--port", default=8080, type=_port, help="HTTP port (default: 8080; 0: any free port)")
+    add("--grpc-port", default=8081, type=_port, help="gRPC port (default: 8081; 0: any free port)")
+    add("--no-grpc", action="store_true", help="serve HTTP only")
+    add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models")
+    add("--device", default="auto", choices=DEVICES, help="ONNX Runtime device (default: auto)")
+    add("--threads", default=1, type=positive_int, help="ONNX Runtime threads per model call (default: 1)")
+    add("--scores", default="auto", choices=SCORES, help="what to answer, as the job's --scores")
+    add("--max-records", default=10_000, type=positive_int, help="most records per request (default: 10000)")
+    add("--max-body-bytes", default=8 << 20, type=positive_int, help="largest body (default: 8 MiB)")
+    add("--batch-rows", default=256, type=positive_int, help="most rows per model call (default: 256)")
+    add(
+        "--batch-wait-ms",
+        default=1.0,
+        type=_non_negative,
+        help="longest a request waits to share a model call (default: 1 ms; 0: no waiting)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     """The job configuration for parsed ``score`` arguments."""
     return JobConfig(
@@ -208,6 +241,27 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from scoring.serve.served_model import ServeSettings
+    from scoring.serve.server import serve
+
+    settings = ServeSettings(
+        model_uri=args.model_uri,
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+        scores=args.scores,
+        max_records=args.max_records,
+        max_body_bytes=args.max_body_bytes,
+        batch_rows=args.batch_rows,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        api_key=os.environ.get("SCORING_API_KEY") or None,
+    )
+    return serve(settings, args.host, args.port, None if args.no_grpc else args.grpc_port)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from scoring.demo import run_demo
 
@@ -253,6 +307,16 @@ def _non_negative(value: str) -> float:
     if not number >= 0.0:  # NaN included
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
     return number
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {value!r}")
+    return port
 
 
 def positive_int(value: str) -> int:

@@ -1,9 +1,10 @@
 """Per-row input validation: which rows the model may score, and why the others may not.
 
 A bad row is neither scored nor dropped: it goes to the rejects dataset with a machine-readable
-``reject_reason`` of the form ``CODE:COLUMN`` (the first check it fails, in the order of ``REASONS``
-and of the model's features). Everything here is a Spark expression, evaluated with the scan; no row
-crosses to Python to be checked.
+``reject_reason`` of the form ``CODE:COLUMN``: the first check it fails, in the order of
+``scoring.model.rows.REASONS`` and of the model's features. ``scoring.model.rows`` runs the same checks
+on online records. Everything here is a Spark expression, evaluated with the scan; no row crosses to
+Python to be checked.
 """
 
 from __future__ import annotations
@@ -18,15 +19,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType, StructType
 
-REASONS = {
-    "null_id": "an id column is null",
-    "null_feature": "a feature is null",
-    "not_castable": "a feature's value cannot be cast to the signature's type (bad text, overflow)",
-    "nan_feature": "a feature is NaN",
-    "infinite_feature": "a feature is +inf or -inf",
-    "out_of_range": "a feature is outside the range the model declares",
-    "duplicate_id": "another row has the same id; one row per id is scored",
-}
 
 _FLOATING = ("float", "double")
 

@@ -1,0 +1,217 @@
+"""The row checks of the batch quarantine, for records that arrive one request at a time.
+
+The batch job checks rows with Spark expressions (``scoring.batch.quarantine``); an online request
+brings JSON values or tensors instead of a parquet column, so the same checks are written here in
+numpy, with the same reason codes (``REASONS``) in the same order: for each feature in model order,
+null, not castable, NaN, infinite, out of range. A record's reason is the first check it fails, as
+the batch job would write it in ``reject_reason`` (``CODE:COLUMN``).
+
+Casts follow the batch job's: text parses to numbers and booleans, integral numbers feed integer
+features, and what the batch job refuses for a whole column (a number for a boolean or a text
+feature, a fractional number for an integer feature) is ``not_castable`` for the one record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scoring.model.signature import NUMPY_TYPES, Feature
+
+# Reason codes of rejected rows, in the order the checks run; the batch quarantine writes the same.
+REASONS = {
+    "null_id": "an id column is null",
+    "null_feature": "a feature is null",
+    "not_castable": "a feature's value cannot be cast to the signature's type (bad text, overflow)",
+    "nan_feature": "a feature is NaN",
+    "infinite_feature": "a feature is +inf or -inf",
+    "out_of_range": "a feature is outside the range the model declares",
+    "duplicate_id": "another row has the same id; one row per id is scored",
+}
+
+_FLOATING = ("float", "double")
+_INTEGER_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+# Text Spark casts to a boolean (trimmed, any case).
+_TRUE = frozenset({"t", "true", "y", "yes", "1"})
+_FALSE = frozenset({"f", "false", "n", "no", "0"})
+_INTEGER_TEXT = re.compile(r"[+-]?\d+")
+# Python's float() also takes "1_000", which Spark does not.
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one record cannot be scored.
+
+    Attributes:
+        row: The record's position in its request.
+        reason: ``CODE:COLUMN``, as the batch job writes it in ``reject_reason``.
+    """
+
+    row: int
+    reason: str
+
+    @property
+    def code(self) -> str:
+        """The reason code, a key of ``REASONS``."""
+        return self.reason.split(":", 1)[0]
+
+    @property
+    def field(self) -> str:
+        """The feature the record failed on."""
+        return self.reason.split(":", 1)[1]
+
+    def describe(self) -> str:
+        """One line naming the record, the field and the reason, never the value."""
+        return f"record {self.row}: {self.reason} ({REASONS[self.code]})"
+
+
+def typed_records(
+    records: Sequence[Mapping[str, object]], features: Sequence[Feature]
+) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """The features of JSON-like records, cast to the signature's types, and the records that fail.
+
+    A missing field is a null. Fields that are not features are ignored.
+
+    Returns:
+        One column per feature in model order (a failed record's value is a placeholder), and one
+        problem per failed record, in record order.
+    """
+    columns = {f.name: [record.get(f.name) for record in records] for f in features}
+    return typed_columns(columns, features, len(records))
+
+
+def typed_columns(
+    columns: Mapping[str, Sequence[object] | np.ndarray], features: Sequence[Feature], rows: int
+) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """Like ``typed_records``, for values given column by column (tensors, ``dataframe_split``).
+
+    A feature missing from ``columns`` is null in every row.
+    """
+    reasons = np.full(rows, None, dtype=object)
+    typed = {}
+    for feature in features:
+        values, failed = check_column(columns.get(feature.name, [None] * rows), feature)
+        # The first check a row fails is its reason: earlier features win.
+        reasons = np.where(pd.isna(reasons), failed, reasons)
+        typed[feature.name] = values
+    problems = [RowProblem(int(i), reasons[i]) for i in np.flatnonzero(pd.notna(reasons))]
+    return pd.DataFrame(typed), problems
+
+
+def check_column(values: Sequence[object] | np.ndarray, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """One feature's values cast to its numpy type, and each value's reason (None when it passes).
+
+    Raises:
+        ValueError: ``values`` is a multi-dimensional array.
+    """
+    if not isinstance(values, np.ndarray):
+        # JSON numbers for a floating feature (the common request): one conversion, no loop.
+        plain = feature.type in _FLOATING and {type(v) for v in values} <= {float, int}
+        if plain and len(values):
+            values = np.array(values, dtype=np.float64)
+        else:  # one object per record, even where a value is itself a list
+            values = np.fromiter(values, dtype=object, count=len(values))
+    if values.ndim != 1:
+        raise ValueError(f"feature {feature.name!r}: expected one value per record")
+    if values.dtype.kind in "fiu" and feature.type in _FLOATING:
+        # A numeric tensor for a floating feature: no per-value work.
+        with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf, as in Spark
+            typed = values.astype(NUMPY_TYPES[feature.type])
+        failed = np.full(len(typed), None, dtype=object)
+    else:
+        typed, failed = _cast_values(values, feature)
+    return typed, _value_checks(typed, failed, feature)
+
+
+def _cast_values(values: np.ndarray, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """Cast value by value: the slow path, for JSON values of any type."""
+    cast = _CASTS[feature.type]
+    failed = np.full(len(values), None, dtype=object)
+    out = []
+    for i, value in enumerate(values.tolist()):
+        if value is None:
+            failed[i] = f"null_feature:{feature.name}"
+            out.append(_PLACEHOLDER[feature.type])
+            continue
+        converted = cast(value, feature.type)
+        if converted is None:
+            failed[i] = f"not_castable:{feature.name}"
+            out.append(_PLACEHOLDER[feature.type])
+        else:
+            out.append(converted)
+    dtype = NUMPY_TYPES[feature.type]
+    typed = np.array(out, dtype=np.float64 if feature.type in _FLOATING else dtype)
+    # Floats narrow after the checks above, so that a double beyond float32's range becomes inf, as
+    # Spark's cast makes it.
+    with np.errstate(over="ignore"):
+        return typed.astype(dtype), failed
+
+
+def _value_checks(typed: np.ndarray, failed: np.ndarray, feature: Feature) -> np.ndarray:
+    """Add the NaN, infinity and range checks to the cast's reasons, in the batch job's order."""
+    checks: list[tuple[np.ndarray, str]] = []
+    if feature.type in _FLOATING:
+        checks.append((np.isnan(typed), "nan_feature"))
+        checks.append((np.isinf(typed), "infinite_feature"))
+    if feature.type not in ("string", "boolean"):
+        if feature.min is not None:
+            checks.append((typed < feature.min, "out_of_range"))
+        if feature.max is not None:
+            checks.append((typed > feature.max, "out_of_range"))
+    for mask, code in checks:
+        failed = np.where(pd.isna(failed) & mask, f"{code}:{feature.name}", failed)
+    return failed
+
+
+def _as_float(value: object, _: str) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) < 2**1024 else None
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value.strip())
+    return None
+
+
+def _as_integer(value: object, kind: str) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else None
+    elif isinstance(value, str):
+        value = int(value.strip()) if _INTEGER_TEXT.fullmatch(value.strip()) else None
+    if not isinstance(value, int):
+        return None
+    low, high = _INTEGER_BOUNDS[kind]
+    return value if low <= value <= high else None
+
+
+def _as_boolean(value: object, _: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return True if text in _TRUE else False if text in _FALSE else None
+    return None
+
+
+def _as_string(value: object, _: str) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+_CASTS = {
+    "float": _as_float,
+    "double": _as_float,
+    "integer": _as_integer,
+    "long": _as_integer,
+    "boolean": _as_boolean,
+    "string": _as_string,
+}
+_PLACEHOLDER = {"float": 0.0, "double": 0.0, "integer": 0, "long": 0, "boolean": False, "string": ""}

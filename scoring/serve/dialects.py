@@ -1,0 +1,122 @@
+"""The original API's and MLflow's request and response shapes, as pure functions.
+
+Each parser turns a decoded JSON body into what ``ScoringService`` scores (records, or columns) and
+raises ``BadRequest`` naming what is malformed; each formatter turns ``Scored`` into the dialect's
+answer. The HTTP app and the gRPC servicers only wire these to their transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from scoring.model.signature import Feature
+from scoring.serve.errors import BadRequest
+from scoring.serve.service import Scored
+
+# MLflow's scoring protocol (``mlflow models serve``): the keys a JSON body may use.
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def original_record(body: object, where: str = "body") -> tuple[object, Mapping[str, object]]:
+    """``{"id": ..., "features": {name: value}}`` -> the id (None when absent) and the features."""
+    if not isinstance(body, Mapping):
+        raise BadRequest(f'{where}: expected an object with "features"')
+    features = body.get("features")
+    if not isinstance(features, Mapping):
+        raise BadRequest(f'{where}: "features" must be an object of feature name to value')
+    return body.get("id"), features
+
+
+def original_batch(body: object) -> tuple[list[object], list[Mapping[str, object]]]:
+    """A list of ``original_record`` bodies -> their ids and their features."""
+    if isinstance(body, Mapping) and isinstance(body.get("records"), list):
+        body = body["records"]
+    if not isinstance(body, list):
+        raise BadRequest('body: expected a list of {"id": ..., "features": {...}} objects')
+    pairs = [original_record(item, f"record {i}") for i, item in enumerate(body)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def original_predictions(ids: Sequence[object], scored: Scored) -> list[dict]:
+    """One ``{"id", "prediction", "probability"}`` object per record (no probability for regressors)."""
+    prediction, probability = scored.values()
+    if probability is None:
+        return [{"id": i, "prediction": p} for i, p in zip(ids, prediction, strict=True)]
+    return [
+        {"id": i, "prediction": p, "probability": q}
+        for i, p, q in zip(ids, prediction, probability, strict=True)
+    ]
+
+
+def model_fields(scored: Scored) -> dict:
+    """The model that scored, as every answer of the original API names it."""
+    return {"model_name": scored.served.model.name, "model_version": scored.served.model.version}
+
+
+def mlflow_request(
+    body: object, features: Sequence[Feature]
+) -> tuple[list[Mapping[str, object]] | None, dict[str, list] | None, int]:
+    """An ``/invocations`` JSON body -> (records, None, rows) or (None, columns, rows).
+
+    Accepts what ``mlflow models serve`` accepts as JSON: ``dataframe_split`` (columns and rows),
+    ``dataframe_records`` (a list of objects), ``instances`` and ``inputs`` (a list of objects, a
+    list of rows in the signature's column order, or an object of columns).
+    """
+    if not isinstance(body, Mapping):
+        raise BadRequest(f"body: expected a JSON object with one of {', '.join(MLFLOW_FORMATS)}")
+    given = [key for key in MLFLOW_FORMATS if key in body]
+    if len(given) != 1:
+        raise BadRequest(f"body: expected exactly one of {', '.join(MLFLOW_FORMATS)}")
+    key, value = given[0], body[given[0]]
+    if key == "dataframe_split":
+        return _split_frame(value, features)
+    if key == "dataframe_records":
+        return _records(value, key), None, len(value)
+    return _instances(value, key, features)
+
+
+def mlflow_response(scored: Scored) -> dict:
+    """``{"predictions": [...]}`` as MLflow answers, with the probabilities and the model beside it."""
+    prediction, probability = scored.values()
+    answer: dict = {"predictions": prediction}
+    if probability is not None:
+        answer["probabilities"] = probability
+    return {**answer, **model_fields(scored)}
+
+
+def _split_frame(value: object, features: Sequence[Feature]) -> tuple[None, dict[str, list], int]:
+    if not isinstance(value, Mapping) or not isinstance(value.get("data"), list):
+        raise BadRequest('dataframe_split: expected {"columns": [...], "data": [[...], ...]}')
+    data = value["data"]
+    columns = value.get("columns") or [f.name for f in features]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise BadRequest('dataframe_split: "columns" must be a list of column names')
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise BadRequest(f"dataframe_split: row {i} has not one value per column ({len(columns)})")
+    return None, {name: [row[j] for row in data] for j, name in enumerate(columns)}, len(data)
+
+
+def _records(value: object, key: str) -> list[Mapping[str, object]]:
+    if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+        raise BadRequest(f"{key}: expected a list of objects of feature name to value")
+    return value
+
+
+def _instances(
+    value: object, key: str, features: Sequence[Feature]
+) -> tuple[list[Mapping[str, object]] | None, dict[str, list] | None, int]:
+    if isinstance(value, Mapping):  # columns: {name: [values]}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise BadRequest(f"{key}: columns must be lists of the same length")
+        return None, {name: list(v) for name, v in value.items()}, lengths.pop()
+    if isinstance(value, list) and all(isinstance(r, Mapping) for r in value):
+        return value, None, len(value)
+    if isinstance(value, list) and all(isinstance(r, list) for r in value):
+        names = [f.name for f in features]
+        for i, row in enumerate(value):
+            if len(row) != len(names):
+                raise BadRequest(f"{key}: row {i} has {len(row)} values; the model has {len(names)} features")
+        return None, {name: [row[j] for row in value] for j, name in enumerate(names)}, len(value)
+    raise BadRequest(f"{key}: expected a list of objects, a list of rows, or an object of columns")

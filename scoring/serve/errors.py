@@ -1,0 +1,92 @@
+"""What a request can get wrong, and the status each protocol answers it with.
+
+Every dialect (the original API, MLflow's, the Open Inference Protocol; HTTP and gRPC) raises these,
+and the HTTP app and the gRPC servicers map them to a status in one place each. Messages name the field
+and the reason, never a value from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scoring.model.rows import RowProblem
+
+# At most this many bad records are listed in one error; the count says how many there were.
+LISTED_PROBLEMS = 20
+
+
+class RequestError(Exception):
+    """A request the service refuses; ``http_status`` and ``grpc_code`` say how it answers."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict:
+        """The error body of the original API."""
+        return {"error": self.message}
+
+
+class BadRequest(RequestError):
+    """The body is not JSON, or not in the dialect's shape."""
+
+
+class InvalidRecords(RequestError):
+    """Records fail the batch quarantine's row checks: 422, with the batch job's reason codes."""
+
+    http_status = 422
+
+    def __init__(self, problems: Sequence[RowProblem]) -> None:
+        listed = "; ".join(p.describe() for p in problems[:LISTED_PROBLEMS])
+        more = f"; and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
+        super().__init__(f"{len(problems)} record(s) cannot be scored: {listed}{more}")
+        self.problems = list(problems)
+
+    def to_json(self) -> dict:
+        """The message and, per bad record, its position, field and reason code."""
+        return {
+            "error": self.message,
+            "rejects": [
+                {"record": p.row, "field": p.field, "reason": p.code, "reject_reason": p.reason}
+                for p in self.problems[:LISTED_PROBLEMS]
+            ],
+            "rejected": len(self.problems),
+        }
+
+
+class TooLarge(RequestError):
+    """The body or the number of records is over the configured limit."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Unauthorized(RequestError):
+    """The API key is missing or wrong."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class NotFound(RequestError):
+    """The request names a model this server does not serve."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ModelFailed(RequestError):
+    """The model raised while scoring valid records; the input is not repeated."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+
+class NotReady(RequestError):
+    """No model is loaded yet."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"

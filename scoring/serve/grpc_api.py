@@ -1,0 +1,463 @@
+"""The gRPC side of the service: ``scoring.v1.PredictionService``, the Open Inference Protocol, health.
+
+Three services on one ``grpc.server``, over the same ``ScoringService`` as HTTP:
+
+* ``scoring.v1.PredictionService`` (``Predict``, ``PredictBatch``): the original API, records of
+  ``FeatureValue`` (a oneof; unset is null) in, ``prediction``, ``probability`` (binary) or
+  ``class_probabilities`` (multiclass) and the model out.
+* ``inference.GRPCInferenceService``: the Open Inference Protocol v2, as KServe and Triton define it, so
+  ``tritonclient.grpc`` talks to it unchanged. Input tensors come as typed ``contents`` or as
+  ``raw_input_contents``; answers are always ``raw_output_contents``, which is what tritonclient's
+  ``as_numpy`` reads.
+* ``grpc.health.v1.Health``: ``SERVING`` for ``""`` and both services while a model is loaded.
+
+One server interceptor (``_Observed``) times and counts every unary RPC and turns what a servicer raises
+into the RPC's status: a ``RequestError`` into its ``grpc_code`` with its message (which names fields and
+reasons, never values), anything else into ``INTERNAL`` with a generic message, logged without the input.
+A message over ``max_body_bytes`` is refused by grpc itself with ``RESOURCE_EXHAUSTED`` before any
+servicer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from scoring.serve import oip
+from scoring.serve.dialects import model_fields, original_predictions
+from scoring.serve.errors import BadRequest, RequestError
+from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
+from scoring.serve.service import Scored, ScoringService
+
+log = logging.getLogger(__name__)
+
+PREDICTION_SERVICE = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+# What the health service answers for: the server as a whole ("") and each service by name.
+HEALTH_NAMES = ("", PREDICTION_SERVICE, INFERENCE_SERVICE)
+PROTOCOL = "grpc"
+# The generic answer to an unexpected error: its message could hold request values.
+INTERNAL_MESSAGE = "internal error while scoring the request"
+
+# The field of InferTensorContents that carries each datatype, and the numpy type that field holds.
+_CONTENTS = {
+    "BOOL": ("bool_contents", np.bool_),
+    "INT8": ("int_contents", np.int32),
+    "INT16": ("int_contents", np.int32),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint32),
+    "UINT16": ("uint_contents", np.uint32),
+    "UINT32": ("uint_contents", np.uint32),
+    "UINT64": ("uint64_contents", np.uint64),
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+    "BYTES": ("bytes_contents", np.object_),
+}
+_LENGTH = struct.Struct("<I")
+
+
+def start_grpc_server(
+    service: ScoringService, host: str, port: int, max_workers: int = 16
+) -> tuple[grpc.Server, int]:
+    """Serve ``service`` over gRPC on ``host:port`` (0: any free port) and start it.
+
+    Args:
+        service: The scoring service (loaded or not: until it is, scoring answers ``UNAVAILABLE`` and
+            health ``NOT_SERVING``).
+        host: The address to bind.
+        port: The port to bind; 0 picks a free one.
+        max_workers: Threads answering RPCs; each waits on the dynamic batcher while its records are
+            scored, so this bounds the requests one model call can gather over gRPC.
+
+    Returns:
+        The started server and the port it is bound to.
+
+    Raises:
+        RuntimeError: The address cannot be bound (in use, or not an address of this machine).
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scoring-grpc"),
+        interceptors=[_Observed(service)],
+        options=[
+            ("grpc.max_receive_message_length", service.settings.max_body_bytes),
+            # Without this, a second server on a port already served binds it too (SO_REUSEPORT) and
+            # the kernel splits the connections between them; a taken port must be an error.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    prediction_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    health_pb2_grpc.add_HealthServicer_to_server(_Health(service), server)
+    address = f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:  # grpcio >= 1.61 raises; older versions returned 0
+        raise RuntimeError(f"cannot serve gRPC on {address}: {e}") from e
+    if bound == 0:
+        raise RuntimeError(f"cannot serve gRPC on {address}")
+    server.start()
+    log.info("gRPC serving on %s:%d", host, bound)
+    return server, bound
+
+
+class _Observed(grpc.ServerInterceptor):
+    """Times and counts each unary RPC, and maps what its servicer raises to the RPC's status.
+
+    Streaming RPCs (only health's ``Watch``) pass through: they last as long as the client watches and
+    are not requests to count or time. Unknown methods are not counted either, so that a client cannot
+    grow the route label without bound.
+    """
+
+    def __init__(self, service: ScoringService) -> None:
+        self._metrics = service.metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wrap the method's handler when it is unary."""
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, handler_call_details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, behavior: Callable, route: str) -> Callable:
+        def observed(request: object, context: grpc.ServicerContext) -> object:
+            start = time.perf_counter()
+            status = grpc.StatusCode.OK
+            try:
+                response = behavior(request, context)
+                # A servicer may set a status without raising (health's Check for an unknown service).
+                status = context.code() or grpc.StatusCode.OK
+                return response
+            except RequestError as e:
+                status = getattr(grpc.StatusCode, e.grpc_code)
+                context.abort(status, e.message)
+            except Exception as e:
+                aborted = context.code()
+                if aborted not in (None, grpc.StatusCode.OK):
+                    # The servicer called context.abort itself (it raises a bare Exception): keep its status.
+                    status = aborted
+                    raise
+                status = grpc.StatusCode.INTERNAL
+                # The type only: an exception's message can quote the request's values.
+                log.error("gRPC %s failed: %s", route, type(e).__name__)
+                log.debug("gRPC %s traceback", route, exc_info=True)
+                context.abort(status, INTERNAL_MESSAGE)
+            finally:
+                self._metrics.observe(PROTOCOL, route, status.name, time.perf_counter() - start)
+
+        return observed
+
+
+def _authorize(service: ScoringService, context: grpc.ServicerContext) -> None:
+    """Check the API key a call presents as ``x-api-key: KEY`` or ``authorization: Bearer KEY``.
+
+    Raises:
+        Unauthorized: A key is configured and the call does not present it.
+    """
+    if not service.settings.api_key:
+        return
+    presented = None
+    for key, value in context.invocation_metadata() or ():
+        # gRPC metadata keys arrive lower-cased.
+        if key == "x-api-key":
+            presented = value
+            break
+        if key == "authorization" and value[:7].lower() == "bearer ":
+            presented = value[7:].strip()
+            break
+    service.authorize(presented if isinstance(presented, str) else None)
+
+
+class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
+    """``scoring.v1.PredictionService``: the original API's records, as protobuf messages."""
+
+    def __init__(self, service: ScoringService) -> None:
+        self._service = service
+
+    def Predict(
+        self, request: prediction_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> prediction_pb2.PredictResponse:
+        """Score one record."""
+        _authorize(self._service, context)
+        scored = self._score([request])
+        (prediction,) = _predictions([request.id], scored)
+        return prediction
+
+    def PredictBatch(
+        self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
+    ) -> prediction_pb2.PredictBatchResponse:
+        """Score a batch of records in one call."""
+        _authorize(self._service, context)
+        scored = self._score(request.records)
+        return prediction_pb2.PredictBatchResponse(
+            predictions=_predictions([r.id for r in request.records], scored), **model_fields(scored)
+        )
+
+    def _score(self, records: Sequence[prediction_pb2.PredictRequest]) -> Scored:
+        scored = self._service.submit_records([feature_record(r.features) for r in records]).result()
+        self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
+        return scored
+
+
+def feature_record(features: Mapping[str, prediction_pb2.FeatureValue]) -> dict[str, object]:
+    """A ``features`` map as the JSON-like record the row checks take (an unset value is None)."""
+    return {name: _plain(value) for name, value in features.items()}
+
+
+def _plain(value: prediction_pb2.FeatureValue) -> object:
+    kind = value.WhichOneof("kind")
+    return None if kind is None else getattr(value, kind)
+
+
+def feature_value(value: object) -> prediction_pb2.FeatureValue:
+    """A prediction (float, int or str, as ``Scored.values`` gives it) as a ``FeatureValue``."""
+    if value is None:
+        return prediction_pb2.FeatureValue()
+    if isinstance(value, bool):  # before int: a bool is an int
+        return prediction_pb2.FeatureValue(bool_value=value)
+    if isinstance(value, int):
+        return prediction_pb2.FeatureValue(int_value=value)
+    if isinstance(value, float):
+        return prediction_pb2.FeatureValue(number_value=value)
+    return prediction_pb2.FeatureValue(string_value=str(value))
+
+
+def _predictions(ids: Sequence[str], scored: Scored) -> list[prediction_pb2.PredictResponse]:
+    model = model_fields(scored)
+    answers = []
+    for item in original_predictions(ids, scored):
+        answer = prediction_pb2.PredictResponse(
+            id=item["id"], prediction=feature_value(item["prediction"]), **model
+        )
+        probability = item.get("probability")
+        if isinstance(probability, list):
+            answer.class_probabilities.extend(probability)
+        elif probability is not None:
+            answer.probability = probability
+        answers.append(answer)
+    return answers
+
+
+class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService``: the Open Inference Protocol v2 over gRPC.
+
+    Liveness, readiness and server metadata need no API key (Kubernetes probes and discovery); model
+    metadata and inference do.
+    """
+
+    def __init__(self, service: ScoringService) -> None:
+        self._service = service
+
+    def ServerLive(self, request, context) -> inference_pb2.ServerLiveResponse:
+        """Live as long as the process answers."""
+        return inference_pb2.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request, context) -> inference_pb2.ServerReadyResponse:
+        """Ready once a model is loaded."""
+        return inference_pb2.ServerReadyResponse(ready=self._service.ready)
+
+    def ModelReady(
+        self, request: inference_pb2.ModelReadyRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.ModelReadyResponse:
+        """Ready when the named model (and version, if given) is the one loaded."""
+        if not self._service.ready:
+            return inference_pb2.ModelReadyResponse(ready=False)
+        try:
+            oip.check_model(self._service.served, request.name, request.version)
+        except RequestError:  # another model, or the model was unloaded meanwhile: not ready
+            return inference_pb2.ModelReadyResponse(ready=False)
+        return inference_pb2.ModelReadyResponse(ready=True)
+
+    def ServerMetadata(self, request, context) -> inference_pb2.ServerMetadataResponse:
+        """The server's name, version and protocol extensions."""
+        return inference_pb2.ServerMetadataResponse(**oip.server_metadata())
+
+    def ModelMetadata(
+        self, request: inference_pb2.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.ModelMetadataResponse:
+        """The model's versions, platform, and input and output tensors."""
+        _authorize(self._service, context)
+        served = self._service.served
+        oip.check_model(served, request.name, request.version)
+        metadata = oip.model_metadata(served)
+        tensor = inference_pb2.ModelMetadataResponse.TensorMetadata
+        return inference_pb2.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=[tensor(**t) for t in metadata["inputs"]],
+            outputs=[tensor(**t) for t in metadata["outputs"]],
+        )
+
+    def ModelInfer(
+        self, request: inference_pb2.ModelInferRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.ModelInferResponse:
+        """Score the rows of the input tensors; answer ``prediction`` (and ``probability``) as raw bytes."""
+        _authorize(self._service, context)
+        served = self._service.served
+        # The model first: a request for another model is NOT_FOUND whatever its tensors hold.
+        oip.check_model(served, request.model_name, request.model_version)
+        tensors = input_tensors(request)
+        columns, rows = oip.columns_from_tensors(tensors, served.features)
+        scored = self._service.submit_columns(columns, rows).result()
+        self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
+        outputs = oip.output_tensors(scored, [o.name for o in request.outputs] or None)
+        fields = model_fields(scored)
+        response = inference_pb2.ModelInferResponse(
+            model_name=fields["model_name"], model_version=fields["model_version"], id=request.id
+        )
+        for tensor in outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            response.raw_output_contents.append(raw_bytes(tensor))
+        return response
+
+
+def input_tensors(request: inference_pb2.ModelInferRequest) -> list[oip.Tensor]:
+    """The request's input tensors, decoded from ``raw_input_contents`` or from their ``contents``.
+
+    Raises:
+        BadRequest: A tensor's datatype is unknown, or its data does not fit its datatype and shape.
+    """
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadRequest(
+            f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs; one per input"
+        )
+    return [_input_tensor(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
+
+
+def _input_tensor(tensor: inference_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None) -> oip.Tensor:
+    where = f"input {tensor.name!r}"
+    datatype = tensor.datatype
+    if datatype not in oip.DATATYPES:
+        raise BadRequest(f"{where}: unknown datatype {datatype!r}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise BadRequest(f"{where}: shape {list(shape)} has a negative dimension")
+    count = int(np.prod(shape, dtype=np.int64))
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise BadRequest(f"{where}: both contents and raw_input_contents; send one of them")
+        data = _from_raw(raw, datatype, count, where)
+    else:
+        data = _from_contents(tensor.contents, datatype, where)
+    if data.size != count:
+        raise BadRequest(f"{where}: {data.size} values for shape {list(shape)}")
+    return oip.Tensor(tensor.name, datatype, shape, data)
+
+
+def _from_raw(raw: bytes, datatype: str, count: int, where: str) -> np.ndarray:
+    if datatype == "BYTES":
+        return _unpack_bytes(raw, where)
+    dtype = np.dtype(oip.DATATYPES[datatype])
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(
+            f"{where}: {len(raw)} raw bytes; {datatype} of {count} elements takes {count * dtype.itemsize}"
+        )
+    # The protocol's raw layout is little-endian; astype gives a native, writable copy.
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+
+
+def _from_contents(contents: inference_pb2.InferTensorContents, datatype: str, where: str) -> np.ndarray:
+    if datatype not in _CONTENTS:
+        raise BadRequest(f"{where}: {datatype} can only be sent as raw_input_contents")
+    field, held = _CONTENTS[datatype]
+    values = getattr(contents, field)
+    if datatype == "BYTES":
+        return np.array([_text(v, where) for v in values], dtype=object)
+    data = np.array(values, dtype=held)
+    target = oip.DATATYPES[datatype]
+    if target is not held:
+        # INT8/16 and UINT8/16 travel in 32-bit fields: a value that does not fit is refused, not wrapped.
+        narrowed = data.astype(target)
+        if not np.array_equal(narrowed.astype(held), data):
+            raise BadRequest(f"{where}: a value does not fit {datatype}")
+        data = narrowed
+    return data
+
+
+def _unpack_bytes(raw: bytes, where: str) -> np.ndarray:
+    """BYTES elements laid out as the protocol says: each a 4-byte little-endian length, then its bytes."""
+    items = []
+    offset = 0
+    view = memoryview(raw)
+    while offset < len(raw):
+        if offset + _LENGTH.size > len(raw):
+            raise BadRequest(f"{where}: raw BYTES cut short in an element's length")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += _LENGTH.size
+        if offset + length > len(raw):
+            raise BadRequest(f"{where}: raw BYTES cut short in an element")
+        items.append(_text(bytes(view[offset : offset + length]), where))
+        offset += length
+    return np.array(items, dtype=object)
+
+
+def _text(value: bytes, where: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{where}: a BYTES element is not UTF-8 text") from None
+
+
+def raw_bytes(tensor: oip.Tensor) -> bytes:
+    """An output tensor's elements in the protocol's raw layout (row-major, little-endian)."""
+    if tensor.datatype == "BYTES":
+        parts = []
+        for item in tensor.data.reshape(-1).tolist():
+            encoded = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(_LENGTH.pack(len(encoded)))
+            parts.append(encoded)
+        return b"".join(parts)
+    dtype = np.dtype(oip.DATATYPES[tensor.datatype]).newbyteorder("<")
+    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
+
+
+class _Health(health.HealthServicer):
+    """The standard health service, answering from the scoring service's readiness at each call.
+
+    ``SERVING`` while a model is loaded, ``NOT_SERVING`` before the first load and after ``close``
+    (graceful shutdown), for the server (``""``) and both services; other names are ``NOT_FOUND``.
+    """
+
+    def __init__(self, service: ScoringService) -> None:
+        super().__init__()
+        self._service = service
+        self._status: int | None = None
+
+    def _sync(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._service.ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if status != self._status:
+            # set() also wakes the Watch streams of each name: only on a change, to keep Check cheap.
+            for name in HEALTH_NAMES:
+                self.set(name, status)
+            self._status = status
+
+    def Check(self, request, context):
+        """The status of ``request.service``, as of now."""
+        self._sync()
+        return super().Check(request, context)
+
+    def Watch(self, request, context, send_response_callback=None):
+        """Stream the status of ``request.service`` (as of now, then as Check calls see it change)."""
+        self._sync()
+        return super().Watch(request, context, send_response_callback)

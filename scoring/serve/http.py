@@ -1,0 +1,279 @@
+"""The HTTP side: FastAPI routes for the three dialects, each wired to the one scoring path.
+
+Routes only decode the body, call a dialect's parser and ``ScoringService``, and encode the answer;
+the request checks, the batching and the output convention live below them. Bodies are decoded with
+``json`` rather than pydantic models, so that a validation error never echoes a request's values.
+
+* The original API: ``GET /health``, ``GET /ready``, ``POST /predict``, ``POST /predict/batch``,
+  ``GET /model/info``.
+* MLflow's scoring protocol: ``POST /invocations`` (``dataframe_split``, ``dataframe_records``,
+  ``instances``, ``inputs``).
+* The Open Inference Protocol v2: ``/v2/health/live``, ``/v2/health/ready``, ``/v2``,
+  ``/v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../infer``.
+* Operations: ``GET /metrics`` and ``POST /admin/reload``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from scoring.errors import ScoringError, first_line
+from scoring.serve import dialects, oip
+from scoring.serve.errors import BadRequest, RequestError, TooLarge
+from scoring.serve.service import Scored, ScoringService
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("scoring.serve.access")
+
+
+def create_app(service: ScoringService) -> FastAPI:
+    """The ASGI app over ``service``; ``scoring.serve.server`` runs it on uvicorn."""
+    app = FastAPI(title="scoring", summary="The batch job's model, online", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse(error.to_json(), status_code=error.http_status)
+
+    @app.get("/health")
+    async def health() -> Response:
+        """Liveness: the process answers."""
+        return _json({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """Readiness: a model is loaded (503 until then)."""
+        if not service.ready:
+            return _json({"status": "loading"}, 503)
+        return _json({"status": "ready", **_model(service)})
+
+    @app.get("/model/info")
+    async def model_info(request: Request) -> Response:
+        """The served model: name, pinned version, run, signature, backend, classes."""
+        _authorize(service, request)
+        return _json(service.served.info())
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        """One record: ``{"id": ..., "features": {...}}`` -> id, prediction, probability, model."""
+        _authorize(service, request)
+        record_id, features = dialects.original_record(await _body(request))
+        scored = await service.submit_records([features]).wait()
+        _count(request, service, scored)
+        return _json(
+            {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored)}
+        )
+
+    @app.post("/predict/batch")
+    async def predict_batch(request: Request) -> Response:
+        """A list of records -> ``{"predictions": [...], "model_name", "model_version"}``."""
+        _authorize(service, request)
+        ids, records = dialects.original_batch(await _body(request))
+        scored = await service.submit_records(records).wait()
+        _count(request, service, scored)
+        return _json(
+            {"predictions": dialects.original_predictions(ids, scored), **dialects.model_fields(scored)}
+        )
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol, as ``mlflow models serve`` speaks it (JSON bodies)."""
+        _authorize(service, request)
+        if "json" not in request.headers.get("content-type", "application/json"):
+            raise BadRequest("content type: /invocations here takes application/json")
+        records, columns, rows = dialects.mlflow_request(await _body(request), service.served.features)
+        pending = (
+            service.submit_records(records) if records is not None else service.submit_columns(columns, rows)
+        )
+        scored = await pending.wait()
+        _count(request, service, scored)
+        return _json(dialects.mlflow_response(scored))
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> Response:
+        return _json({"ready": service.ready}, 200 if service.ready else 503)
+
+    @app.get("/v2")
+    async def v2_server() -> Response:
+        return _json(oip.server_metadata())
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model(request: Request, name: str, version: str | None = None) -> Response:
+        _authorize(service, request)
+        oip.check_model(service.served, name, version)
+        return _json(oip.model_metadata(service.served))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_ready(name: str, version: str | None = None) -> Response:
+        oip.check_model(service.served, name, version)
+        return _json({"name": name, "ready": service.ready})
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
+        """Named input tensors (one per feature, or one [N, F]) -> prediction and probability."""
+        _authorize(service, request)
+        oip.check_model(service.served, name, version)
+        body = await _body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise BadRequest('body: expected {"inputs": [tensor, ...]}')
+        tensors = [oip.tensor_from_json(t, f"inputs[{i}]") for i, t in enumerate(body["inputs"])]
+        columns, rows = oip.columns_from_tensors(tensors, service.served.features)
+        scored = await service.submit_columns(columns, rows).wait()
+        requested = [o.get("name") for o in body.get("outputs") or () if isinstance(o, dict)]
+        outputs = [oip.tensor_to_json(t) for t in oip.output_tensors(scored, requested or None)]
+        _count(request, service, scored)
+        answer = {"model_name": scored.served.model.name, "model_version": scored.served.model.version}
+        if body.get("id") is not None:
+            answer["id"] = body["id"]
+        return _json({**answer, "outputs": outputs})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus exposition of ``scoring.serve.metrics``."""
+        content, content_type = service.metrics.render()
+        return Response(content, media_type=content_type)
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        """Resolve the model reference again and swap to its version; needs the API key."""
+        if not service.settings.api_key:
+            return _json({"error": "POST /admin/reload is off: the server has no SCORING_API_KEY"}, 403)
+        _authorize(service, request)
+        try:
+            outcome = await asyncio.to_thread(service.load)
+        except ScoringError as e:
+            log.error("reload failed, still serving %s: %s", service.served.model.version, e)
+            return _json({"error": f"reload failed: {first_line(str(e))}", **_model(service)}, 500)
+        return _json({**outcome, **_model(service)})
+
+    return BodyLimit(AccessLog(app, service), service.settings.max_body_bytes)
+
+
+class AccessLog:
+    """ASGI middleware: one structured log line and the metrics per request, no feature values."""
+
+    def __init__(self, app, service: ScoringService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Time the request, then count it and log it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.service.metrics.observe("http", route, status["code"], seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    json.dumps(
+                        {
+                            "protocol": "http",
+                            "method": scope["method"],
+                            "route": route,
+                            "status": status["code"],
+                            "ms": round(seconds * 1000, 3),
+                            "records": scope.get("state", {}).get("records"),
+                            "model_version": scope.get("state", {}).get("model_version"),
+                        }
+                    )
+                )
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Refuse a declared length over the limit at once, a streamed one when it gets there."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _send_too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise TooLarge(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _send_too_large(send, limit: int) -> None:
+    body = json.dumps({"error": f"request body over {limit} bytes"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _body(request: Request) -> object:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(
+            f"body is not JSON ({e.msg if isinstance(e, json.JSONDecodeError) else 'bad UTF-8'})"
+        ) from e
+
+
+def _authorize(service: ScoringService, request: Request) -> None:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token if scheme.lower() == "bearer" else None
+    service.authorize(key)
+
+
+def _count(request: Request, service: ScoringService, scored: Scored) -> None:
+    request.state.records = scored.rows
+    request.state.model_version = scored.served.model.version
+    service.metrics.records.labels("http").inc(scored.rows)
+
+
+def _model(service: ScoringService) -> dict:
+    return {"model_name": service.served.model.name, "model_version": service.served.model.version}
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    # json.dumps once, with no pydantic encoding pass: the answer is plain JSON values already.
+    return Response(
+        json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json"
+    )

@@ -1,0 +1,50 @@
+"""Prometheus metrics of the service, in a registry of its own (``GET /metrics`` renders it)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Request latency buckets, in seconds: the service aims at single milliseconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    """Requests by protocol, route and status, their latency, model-call batch sizes and the model."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "scoring_requests",
+            "Requests answered, by protocol, route and status",
+            ["protocol", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scoring_request_seconds",
+            "Time to answer a request, by protocol and route",
+            ["protocol", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "scoring_records_scored", "Records scored, by protocol", ["protocol"], registry=self.registry
+        )
+        self.batch_rows = Histogram(
+            "scoring_batch_rows", "Rows per model call (dynamic batching)", buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.model = Info("scoring_model", "The model version being served", registry=self.registry)
+        self.reloads = Counter(
+            "scoring_reloads", "Model reloads, by outcome", ["outcome"], registry=self.registry
+        )
+
+    def observe(self, protocol: str, route: str, status: str | int, seconds: float) -> None:
+        """Count one answered request."""
+        self.requests.labels(protocol, route, str(status)).inc()
+        self.latency.labels(protocol, route).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""gRPC messages and stubs, generated from protos/scoring/serve/pb/*.proto by `make protos`: do not edit."""

@@ -1,0 +1,165 @@
+"""One model, resolved and pinned exactly as the batch job pins it, loaded for serving.
+
+The reference is resolved once (an alias becomes a version), its artifacts downloaded to a directory
+of this server's, and the predictor loaded from there: the very ``scoring.model`` code the batch job's
+Python workers run. A reload resolves the reference again and loads a new ``ServedModel``; the old one
+keeps serving the requests that started on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scoring.model.output import OutputSpec, Scores, prediction_values
+from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
+from scoring.model.resolve import ResolvedModel, resolve_model
+from scoring.model.rows import typed_records
+from scoring.model.signature import Feature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server loads its model and bounds its requests.
+
+    Attributes:
+        model_uri: The model reference (see ``scoring.model.resolve.SUPPORTED_URIS``).
+        backend: ``auto``, ``pyfunc`` or ``onnx``.
+        device: ``auto``, ``cpu`` or ``cuda`` (ONNX only).
+        threads: ONNX Runtime intra-op threads per model call.
+        scores: ``auto``, ``label`` or ``probability``, as the job's ``--scores``.
+        max_records: Most records in one request.
+        max_body_bytes: Largest request body (HTTP) or message (gRPC).
+        batch_rows: Most rows the dynamic batcher puts in one model call.
+        batch_wait_s: Longest a request waits for others to share its model call.
+        api_key: When set, scoring and admin requests must present it.
+    """
+
+    model_uri: str
+    backend: str = "auto"
+    device: str = "auto"
+    threads: int = 1
+    scores: str = "auto"
+    max_records: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    batch_rows: int = 256
+    batch_wait_s: float = 0.001
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A pinned, loaded model and the shape of its output.
+
+    Attributes:
+        model: The resolved reference (name, pinned version, run, features).
+        backend: ``pyfunc`` or ``onnx``.
+        predictor: Scores typed feature frames.
+        output: The shape of its scores, learnt from a probe row at load.
+        download_dir: This server's copy of the artifacts; removed by ``discard``.
+    """
+
+    model: ResolvedModel
+    backend: str
+    predictor: Predictor
+    output: OutputSpec
+    download_dir: str
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        """The model's input columns, in order."""
+        return self.model.features
+
+    def info(self) -> dict:
+        """What ``GET /model/info`` answers: the model, its pinned version, signature and output."""
+        return {
+            "name": self.model.name,
+            "version": self.model.version,
+            "uri": self.model.uri,
+            "pinned_uri": self.model.pinned_uri,
+            "run_id": self.model.run_id,
+            "backend": self.backend,
+            "signature": {
+                "inputs": [
+                    {"name": f.name, "type": f.type, "min": f.min, "max": f.max} for f in self.features
+                ],
+                "outputs": _output_columns(self.output),
+            },
+            **self.output.to_json(),
+        }
+
+    def discard(self) -> None:
+        """Remove this server's copy of the artifacts (the predictor holds what it loaded)."""
+        shutil.rmtree(self.download_dir, ignore_errors=True)
+
+
+def load_served_model(settings: ServeSettings) -> ServedModel:
+    """Resolve, pin, download and load the model, and probe the shape of its output.
+
+    Raises:
+        ModelError: The reference cannot be resolved, or the model cannot score a probe record.
+    """
+    download_dir = tempfile.mkdtemp(prefix="scoring-serve-")
+    try:
+        model = resolve_model(settings.model_uri, download_dir)
+        backend = choose_backend(settings.backend, model.is_onnx, model.has_pyfunc)
+        spec = ScorerSpec(
+            model_path=model.local_path,
+            fingerprint=model.fingerprint,
+            backend=backend,
+            device=settings.device,
+            threads=settings.threads,
+            features=model.features,
+            onnx_file=model.relative_onnx_file,
+            scores=settings.scores,
+        )
+        predictor = load_predictor(spec, model.local_path)
+        output = OutputSpec.of(predictor.predict(probe_frame(model.features)))
+    except BaseException:
+        shutil.rmtree(download_dir, ignore_errors=True)
+        raise
+    log.info("model %s pinned to %s (%s backend)", model.uri, model.pinned_uri, backend)
+    return ServedModel(model, backend, predictor, output, download_dir)
+
+
+def probe_frame(features: tuple[Feature, ...]) -> pd.DataFrame:
+    """One valid record (each feature at its declared minimum, else zero) to learn the output's shape."""
+    record = {f.name: _probe_value(f) for f in features}
+    frame, problems = typed_records([record], features)
+    assert not problems, problems  # a value at its own declared bound always passes the checks
+    return frame
+
+
+def _probe_value(feature: Feature) -> object:
+    if feature.type == "string":
+        return ""
+    if feature.type == "boolean":
+        return False
+    low = (
+        feature.min if feature.min is not None else min(0.0, feature.max if feature.max is not None else 0.0)
+    )
+    return int(np.ceil(low)) if feature.type in ("integer", "long") else low
+
+
+def _output_columns(output: OutputSpec) -> list[dict]:
+    columns = [{"name": "prediction", "type": output.prediction_type}]
+    if output.probability == "binary":
+        columns.append({"name": "probability", "type": "double"})
+    elif output.probability == "multiclass":
+        columns.append({"name": "probability", "type": "array<double>"})
+    return columns
+
+
+def scores_json(scores: Scores, output: OutputSpec) -> tuple[list, list | None]:
+    """Predictions and probabilities as JSON values, typed as the batch job writes them."""
+    prediction = prediction_values(scores.prediction, output.prediction_type).tolist()
+    if output.probability is None or scores.probability is None:
+        return prediction, None
+    return prediction, scores.probability.astype(np.float64).tolist()

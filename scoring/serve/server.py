@@ -1,0 +1,90 @@
+"""``scoring serve``: one process, one pinned model, HTTP on uvicorn and gRPC on grpcio.
+
+Signals: SIGHUP re-resolves the model reference and swaps to its version (as ``POST /admin/reload``
+does); SIGTERM and SIGINT stop taking requests, let those in flight finish, then exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+from scoring.errors import ScoringError
+from scoring.serve.served_model import ServeSettings
+from scoring.serve.service import ScoringService
+
+log = logging.getLogger(__name__)
+
+# Seconds in-flight requests get to finish after SIGTERM.
+SHUTDOWN_GRACE_S = 10.0
+
+
+def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) -> int:
+    """Load the model, then serve it until SIGTERM or SIGINT.
+
+    Args:
+        settings: The model and the request limits.
+        host: The address both servers bind.
+        port: The HTTP port (0: any free port; the log line says which).
+        grpc_port: The gRPC port (0: any free port), or None for no gRPC.
+
+    Returns:
+        The exit code: 0 after a graceful shutdown.
+
+    Raises:
+        ScoringError: The model cannot be resolved or loaded.
+    """
+    import uvicorn
+
+    from scoring.serve.http import create_app
+
+    service = ScoringService(settings)
+    service.load()
+    grpc_server = None
+    try:
+        listener = socket.create_server((host, port), reuse_port=False)
+        http_port = listener.getsockname()[1]
+        where = f"http://{host}:{http_port}"
+        if grpc_port is not None:
+            from scoring.serve.grpc_api import start_grpc_server
+
+            grpc_server, bound = start_grpc_server(service, host, grpc_port)
+            where += f" and grpc {host}:{bound}"
+        config = uvicorn.Config(
+            create_app(service),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        _reload_on_sighup(service)
+        # uvicorn re-raises the signal that stopped it once it has shut down; ours lets the rest of the
+        # shutdown (gRPC, the batcher) run and the process exit 0 instead of dying by the signal.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        served = service.served
+        log.info(
+            "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
+        )
+        server.run(sockets=[listener])
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(SHUTDOWN_GRACE_S).wait()
+        service.close()
+    log.info("stopped")
+    return 0
+
+
+def _reload_on_sighup(service: ScoringService) -> None:
+    def reload() -> None:
+        try:
+            outcome = service.load()
+        except ScoringError as e:
+            log.error("reload failed, still serving version %s: %s", service.served.model.version, e)
+            return
+        log.info("reload: %s", outcome)
+
+    # Loading takes seconds: not in the signal handler, which runs on the event loop's thread.
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="scoring-reload").start())

@@ -1,0 +1,73 @@
+"""Real servers for the serve tests: ``scoring serve`` in a subprocess, on free ports of 127.0.0.1.
+
+A module, not a conftest: ``tests/conftest.py`` is imported as ``conftest`` by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Load and pin the model, start both servers: seconds, but the first MLflow import is slow here.
+START_TIMEOUT_S = 120
+_READY = re.compile(
+    r"serving (\S+) version (\S+) \((\w+)\) on http://([\d.]+):(\d+)(?: and grpc ([\d.]+:\d+))?"
+)
+
+
+@dataclass
+class Server:
+    """A running ``scoring serve`` process and where it listens."""
+
+    process: subprocess.Popen
+    http: str
+    grpc: str | None
+    lines: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        return "\n".join(self.lines)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code once it has shut down gracefully."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def start_server(model_uri: str, *flags: str, env: dict[str, str] | None = None) -> Server:
+    """Start ``scoring serve`` on ports 0 and wait for its "serving ..." line."""
+    command = [str(Path(sys.executable).with_name("scoring")), "serve", "--model-uri", model_uri,
+               "--port", "0", "--grpc-port", "0", *flags]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+    found: dict = {}
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            match = _READY.search(line)
+            if match and not ready.is_set():
+                found["match"] = match
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(START_TIMEOUT_S) or "match" not in found:
+        process.kill()
+        raise AssertionError("scoring serve did not start:\n" + "\n".join(lines))
+    match = found["match"]
+    return Server(process, f"http://{match[4]}:{match[5]}", match[6], lines)
