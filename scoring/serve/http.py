@@ -29,7 +29,6 @@ from scoring.serve.errors import BadRequest, RequestError, TooLarge
 from scoring.serve.service import Scored, ScoringService
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("scoring.serve.access")
 
 
 def create_app(service: ScoringService) -> FastAPI:
@@ -162,7 +161,7 @@ def create_app(service: ScoringService) -> FastAPI:
 
 
 class AccessLog:
-    """ASGI middleware: one structured log line and the metrics per request, no feature values."""
+    """ASGI middleware: the metrics and the access-log line of each request (``Metrics.observe``)."""
 
     def __init__(self, app, service: ScoringService) -> None:
         self.app = app
@@ -184,23 +183,16 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            seconds = time.perf_counter() - started
+            state = scope.get("state", {})
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.service.metrics.observe("http", route, status["code"], seconds)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    json.dumps(
-                        {
-                            "protocol": "http",
-                            "method": scope["method"],
-                            "route": route,
-                            "status": status["code"],
-                            "ms": round(seconds * 1000, 3),
-                            "records": scope.get("state", {}).get("records"),
-                            "model_version": scope.get("state", {}).get("model_version"),
-                        }
-                    )
-                )
+            self.service.metrics.observe(
+                "http",
+                route,
+                status["code"],
+                time.perf_counter() - started,
+                state.get("records"),
+                state.get("model_version"),
+            )
 
 
 class BodyLimit:
