@@ -200,6 +200,7 @@ class OnnxPredictor:
         self._inputs = self._session.get_inputs()
         self._output_names = [f"onnx output {o.name}" for o in self._session.get_outputs()]
         self._scores = scores
+        self._classes = graph_classes(path)
 
     @property
     def providers(self) -> list[str]:
@@ -209,7 +210,7 @@ class OnnxPredictor:
     def predict(self, frame: pd.DataFrame) -> Scores:
         """Score a batch; ``scoring.model.output`` says how outputs are mapped."""
         outputs = self._session.run(None, self._feeds(frame))
-        classes = next((tuple(sorted(o[0])) for o in outputs if _is_zipmap(o)), None)
+        classes = next((tuple(sorted(o[0])) for o in outputs if _is_zipmap(o)), self._classes)
         scores = scores_from_outputs([_dense(o) for o in outputs], len(frame), self._output_names, classes)
         return select_scores(scores, self._scores)
 
@@ -225,6 +226,33 @@ class OnnxPredictor:
             column = frame[source.name].to_numpy(dtype=NUMPY_TYPES[_onnx_scalar_type(graph_input.type)])
             feeds[graph_input.name] = column.reshape(-1, 1) if len(graph_input.shape) == 2 else column
         return feeds
+
+
+# ONNX-ML classifier operators, whose class labels (in probability order) are node attributes.
+_CLASSIFIER_OPS = ("TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier")
+
+
+def graph_classes(path: str) -> tuple | None:
+    """The class labels of an ONNX classifier graph, in the order of its probability columns.
+
+    A graph exported without a ZipMap (``zipmap=False``) gives plain probability tensors; its labels
+    are the classifier node's integer or string ``classlabels_*`` attribute. None when the graph
+    has no such node, or when the ``onnx`` package is not installed (a node may have ONNX Runtime only).
+    """
+    try:
+        import onnx
+    except ImportError:
+        return None
+    graph = onnx.load(path, load_external_data=False).graph
+    for node in graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type in _CLASSIFIER_OPS:
+            for attribute in node.attribute:
+                # Tree ensembles name them classlabels_int64s; linear and SVM classifiers classlabels_ints.
+                if attribute.name in ("classlabels_int64s", "classlabels_ints") and attribute.ints:
+                    return tuple(int(c) for c in attribute.ints)
+                if attribute.name == "classlabels_strings" and attribute.strings:
+                    return tuple(c.decode() for c in attribute.strings)
+    return None
 
 
 def onnx_providers(device: str, device_id: int = 0) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,6 +147,9 @@ def test_multiclass_onnx_with_one_input_per_column(spark, tmp_path):
     out = pd.read_parquet(tmp_path / "out" / f"date={DATE}").sort_values("id")
     np.testing.assert_allclose(np.stack(out["probability"].to_numpy()), model.predict_proba(x), atol=1e-5)
     assert (out["prediction"].to_numpy() == model.predict(x)).all()
+    # No ZipMap in this export: the class labels come from the classifier node of the graph.
+    manifest = json.loads((tmp_path / "out" / f"date={DATE}" / "_manifest.json").read_text())
+    assert manifest["model"]["scores"]["classes"] == [_plain(c) for c in model.classes_]
 
 
 def test_regression_pyfunc_writes_prediction_only(spark, tmp_path):
@@ -168,3 +173,7 @@ def test_regression_pyfunc_writes_prediction_only(spark, tmp_path):
     out = pd.read_parquet(tmp_path / "out" / f"date={DATE}").sort_values("id")
     assert "probability" not in out.columns
     np.testing.assert_allclose(out["prediction"], model.predict(x), rtol=1e-6)
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value

@@ -389,3 +389,13 @@ def test_reload_swaps_versions_under_load_without_a_failed_request(registry, ser
     assert "stopped" in server.log()
     access = [line for line in server.lines if "scoring.serve.access" in line]
     assert access and all(str(record["features"]["income"]) not in line for line in access)
+
+
+def test_model_info_names_the_pinned_model(server, http, registry):
+    info = http.get("/model/info").json()
+    assert (info["name"], info["version"], info["backend"]) == ("credit-risk", registry["onnx"], "onnx")
+    assert info["pinned_uri"] == f"models:/credit-risk/{registry['onnx']}" and info["run_id"]
+    assert [f["name"] for f in info["signature"]["inputs"]] == FEATURES
+    assert info["classes"] == [0, 1] and info["probability"] == "binary"
+    v2 = http.get("/v2/models/credit-risk").json()
+    assert v2["versions"] == [registry["onnx"]] and [i["name"] for i in v2["inputs"]] == FEATURES
