@@ -34,7 +34,7 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         The exit code: 0 after a graceful shutdown.
 
     Raises:
-        ScoringError: The model cannot be resolved or loaded.
+        ScoringError: The model cannot be resolved or loaded, or a port cannot be bound.
     """
     import uvicorn
 
@@ -44,13 +44,19 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
     service.load()
     grpc_server = None
     try:
-        listener = socket.create_server((host, port), reuse_port=False)
+        try:
+            listener = socket.create_server((host, port))
+        except OSError as e:
+            raise ScoringError(f"cannot serve HTTP on {host}:{port}: {e.strerror}") from e
         http_port = listener.getsockname()[1]
         where = f"http://{host}:{http_port}"
         if grpc_port is not None:
             from scoring.serve.grpc_api import start_grpc_server
 
-            grpc_server, bound = start_grpc_server(service, host, grpc_port)
+            try:
+                grpc_server, bound = start_grpc_server(service, host, grpc_port)
+            except RuntimeError as e:
+                raise ScoringError(str(e)) from e
             where += f" and grpc {host}:{bound}"
         config = uvicorn.Config(
             create_app(service),

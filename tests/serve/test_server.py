@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -399,3 +400,15 @@ def test_model_info_names_the_pinned_model(server, http, registry):
     assert info["classes"] == [0, 1] and info["probability"] == "binary"
     v2 = http.get("/v2/models/credit-risk").json()
     assert v2["versions"] == [registry["onnx"]] and [i["name"] for i in v2["inputs"]] == FEATURES
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(registry, server):
+    port = server.http.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("scoring")), "serve",
+         "--model-uri", "models:/credit-risk@champion", "--port", port, "--no-grpc"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and len(errors) == 1 and f"cannot serve HTTP on 127.0.0.1:{port}" in errors[0]
+    assert "Traceback" not in done.stderr
