@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from scoring.model.signature import NUMPY_TYPES, Feature
 
@@ -72,14 +71,15 @@ class RowProblem:
 
 def typed_records(
     records: Sequence[Mapping[str, object]], features: Sequence[Feature]
-) -> tuple[pd.DataFrame, list[RowProblem]]:
+) -> tuple[dict[str, np.ndarray], list[RowProblem]]:
     """The features of JSON-like records, cast to the signature's types, and the records that fail.
 
     A missing field is a null. Fields that are not features are ignored.
 
     Returns:
-        One column per feature in model order (a failed record's value is a placeholder), and one
-        problem per failed record, in record order.
+        One array per feature, in model order (a failed record's value is a placeholder; the
+        predictors take them as ``pd.DataFrame(columns)``), and one problem per failed record, in
+        record order.
     """
     columns = {f.name: [record.get(f.name) for record in records] for f in features}
     return typed_columns(columns, features, len(records))
@@ -87,85 +87,105 @@ def typed_records(
 
 def typed_columns(
     columns: Mapping[str, Sequence[object] | np.ndarray], features: Sequence[Feature], rows: int
-) -> tuple[pd.DataFrame, list[RowProblem]]:
+) -> tuple[dict[str, np.ndarray], list[RowProblem]]:
     """Like ``typed_records``, for values given column by column (tensors, ``dataframe_split``).
 
     A feature missing from ``columns`` is null in every row.
     """
-    reasons = np.full(rows, None, dtype=object)
+    # Per row, the index in `reasons` of the first check it failed (-1: none yet); earlier features
+    # and earlier checks win, as in the batch job's coalesce.
+    first = np.full(rows, -1, dtype=np.int64)
+    reasons: list[str] = []
     typed = {}
     for feature in features:
-        values, failed = check_column(columns.get(feature.name, [None] * rows), feature)
-        # The first check a row fails is its reason: earlier features win.
-        reasons = np.where(pd.isna(reasons), failed, reasons)
+        values, checks = check_column(columns.get(feature.name, [None] * rows), feature)
+        for failed, reason in checks:
+            if failed is None or not failed.any():  # the common case, and the cheap test
+                continue
+            hit = failed & (first < 0)
+            if hit.any():
+                first[hit] = len(reasons)
+                reasons.append(reason)
         typed[feature.name] = values
-    problems = [RowProblem(int(i), reasons[i]) for i in np.flatnonzero(pd.notna(reasons))]
-    return pd.DataFrame(typed), problems
+    problems = [RowProblem(int(i), reasons[first[i]]) for i in np.flatnonzero(first >= 0)]
+    return typed, problems
 
 
-def check_column(values: Sequence[object] | np.ndarray, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
-    """One feature's values cast to its numpy type, and each value's reason (None when it passes).
+def check_column(
+    values: Sequence[object] | np.ndarray, feature: Feature
+) -> tuple[np.ndarray, list[tuple[np.ndarray | None, str]]]:
+    """One feature's values cast to its numpy type, and its checks in the batch job's order.
+
+    Returns:
+        The typed values (a placeholder where a value fails), and (mask of the rows that fail, or
+        None when none can, ``CODE:COLUMN``) for each check: null, not castable, NaN, infinite, out
+        of range.
 
     Raises:
         ValueError: ``values`` is a multi-dimensional array.
     """
-    if not isinstance(values, np.ndarray):
-        # JSON numbers for a floating feature (the common request): one conversion, no loop.
-        plain = feature.type in _FLOATING and {type(v) for v in values} <= {float, int}
-        if plain and len(values):
-            values = np.array(values, dtype=np.float64)
-        else:  # one object per record, even where a value is itself a list
-            values = np.fromiter(values, dtype=object, count=len(values))
+    values = _as_array(values, feature)
     if values.ndim != 1:
         raise ValueError(f"feature {feature.name!r}: expected one value per record")
     if values.dtype.kind in "fiu" and feature.type in _FLOATING:
-        # A numeric tensor for a floating feature: no per-value work.
-        with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf, as in Spark
-            typed = values.astype(NUMPY_TYPES[feature.type])
-        failed = np.full(len(typed), None, dtype=object)
+        typed, null, bad = _narrowed(values, NUMPY_TYPES[feature.type]), None, None
+    elif values.dtype.kind in "iu" and feature.type in _INTEGER_BOUNDS:
+        low, high = _INTEGER_BOUNDS[feature.type]
+        null, bad = None, (values < low) | (values > high)
+        typed = np.where(bad, 0, values).astype(NUMPY_TYPES[feature.type])
+    elif values.dtype.kind == "b" and feature.type == "boolean":
+        typed, null, bad = values, None, None
     else:
-        typed, failed = _cast_values(values, feature)
-    return typed, _value_checks(typed, failed, feature)
+        typed, null, bad = _cast_values(values, feature)
+    name = feature.name
+    checks = [(null, f"null_feature:{name}"), (bad, f"not_castable:{name}")]
+    if feature.type in _FLOATING:
+        checks += [(np.isnan(typed), f"nan_feature:{name}"), (np.isinf(typed), f"infinite_feature:{name}")]
+    if feature.type not in ("string", "boolean"):
+        if feature.min is not None:
+            checks.append((typed < feature.min, f"out_of_range:{name}"))
+        if feature.max is not None:
+            checks.append((typed > feature.max, f"out_of_range:{name}"))
+    return typed, checks
 
 
-def _cast_values(values: np.ndarray, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
-    """Cast value by value: the slow path, for JSON values of any type."""
+def _as_array(values: Sequence[object] | np.ndarray, feature: Feature) -> np.ndarray:
+    """JSON values as an array: numbers of one kind in one conversion, anything else as objects."""
+    if isinstance(values, np.ndarray):
+        return values
+    if len(values):
+        kinds = {type(v) for v in values}
+        if feature.type in _FLOATING and kinds <= {float, int}:
+            return np.array(values, dtype=np.float64)
+        if feature.type in _INTEGER_BOUNDS and kinds == {int} and all(-(2**63) <= v < 2**63 for v in values):
+            return np.array(values, dtype=np.int64)
+    # One object per record, even where a value is itself a list.
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _cast_values(values: np.ndarray, feature: Feature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cast value by value (JSON values of any type): typed values, null mask, not-castable mask."""
     cast = _CASTS[feature.type]
-    failed = np.full(len(values), None, dtype=object)
+    null = np.zeros(len(values), dtype=bool)
+    bad = np.zeros(len(values), dtype=bool)
     out = []
     for i, value in enumerate(values.tolist()):
-        if value is None:
-            failed[i] = f"null_feature:{feature.name}"
-            out.append(_PLACEHOLDER[feature.type])
-            continue
-        converted = cast(value, feature.type)
+        converted = None if value is None else cast(value, feature.type)
         if converted is None:
-            failed[i] = f"not_castable:{feature.name}"
+            (null if value is None else bad)[i] = True
             out.append(_PLACEHOLDER[feature.type])
         else:
             out.append(converted)
     dtype = NUMPY_TYPES[feature.type]
-    typed = np.array(out, dtype=np.float64 if feature.type in _FLOATING else dtype)
-    # Floats narrow after the checks above, so that a double beyond float32's range becomes inf, as
-    # Spark's cast makes it.
-    with np.errstate(over="ignore"):
-        return typed.astype(dtype), failed
-
-
-def _value_checks(typed: np.ndarray, failed: np.ndarray, feature: Feature) -> np.ndarray:
-    """Add the NaN, infinity and range checks to the cast's reasons, in the batch job's order."""
-    checks: list[tuple[np.ndarray, str]] = []
     if feature.type in _FLOATING:
-        checks.append((np.isnan(typed), "nan_feature"))
-        checks.append((np.isinf(typed), "infinite_feature"))
-    if feature.type not in ("string", "boolean"):
-        if feature.min is not None:
-            checks.append((typed < feature.min, "out_of_range"))
-        if feature.max is not None:
-            checks.append((typed > feature.max, "out_of_range"))
-    for mask, code in checks:
-        failed = np.where(pd.isna(failed) & mask, f"{code}:{feature.name}", failed)
-    return failed
+        return _narrowed(np.array(out, dtype=np.float64), dtype), null, bad
+    return np.array(out, dtype=dtype), null, bad
+
+
+def _narrowed(values: np.ndarray, dtype: type) -> np.ndarray:
+    # A double beyond float32's range becomes inf, as Spark's cast makes it.
+    with np.errstate(over="ignore"):
+        return values.astype(dtype)
 
 
 def _as_float(value: object, _: str) -> float | None:

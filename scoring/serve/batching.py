@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -25,17 +25,25 @@ from scoring.model.output import Scores
 _STOP = object()
 
 
+# One request's typed features: an array per feature, in model order (``scoring.model.rows``).
+Columns = Mapping[str, np.ndarray]
+
+
 @dataclass
 class _Job:
-    frame: pd.DataFrame
+    columns: Columns
     future: Future = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values())))
 
 
 class Batcher:
     """A queue in front of a scoring function, drained by one thread.
 
     Args:
-        score: Scores one frame of typed features (the predictor's ``predict``).
+        score: Scores a frame of typed features (the predictor's ``predict``).
         max_rows: Most rows in one call; a request bigger than this is scored alone.
         max_wait_s: Longest a request waits for others to join its batch.
         on_batch: Called with the rows of each model call (the metrics' batch-size histogram).
@@ -58,18 +66,18 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="scoring-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, frame: pd.DataFrame) -> Future:
-        """Queue ``frame`` to be scored; the future's result is its ``Scores``, row for row.
+    def submit(self, columns: Columns) -> Future:
+        """Queue one request's features to be scored; the future's result is its ``Scores``, row for row.
 
-        After ``close`` the frame is scored at once in the caller's thread, so a request that took
-        this batcher just before a reload still gets its scores from the model it started with.
+        After ``close`` they are scored at once in the caller's thread, so a request that took this
+        batcher just before a reload still gets its scores from the model it started with.
         """
         with self._lock:
             if not self._closed:
-                job = _Job(frame)
+                job = _Job(columns)
                 self._queue.put(job)
                 return job.future
-        job = _Job(frame)
+        job = _Job(columns)
         self._run_batch([job])
         return job.future
 
@@ -89,22 +97,22 @@ class Batcher:
             carried = None
             if job is _STOP:
                 return
-            batch, rows = [job], len(job.frame)
+            batch, rows = [job], job.rows
             deadline = time.monotonic() + self._max_wait_s
             while rows < self._max_rows:
                 try:
                     more = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
                 except queue.Empty:
                     break
-                if more is _STOP or rows + len(more.frame) > self._max_rows:
+                if more is _STOP or rows + more.rows > self._max_rows:
                     carried = more
                     break
                 batch.append(more)
-                rows += len(more.frame)
+                rows += more.rows
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        frame = batch[0].frame if len(batch) == 1 else _concat([j.frame for j in batch])
+        frame = _frame([j.columns for j in batch])
         try:
             scores = self._score(frame)
         except BaseException as e:  # every caller of the batch gets the model's error
@@ -114,14 +122,20 @@ class Batcher:
         self._on_batch(len(frame))
         start = 0
         for job in batch:
-            stop = start + len(job.frame)
+            stop = start + job.rows
             job.future.set_result(_rows(scores, start, stop))
             start = stop
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Frames of the same columns, stacked: column by column, cheaper than ``pd.concat`` here."""
-    return pd.DataFrame({c: np.concatenate([f[c].to_numpy() for f in frames]) for c in frames[0].columns})
+def _frame(requests: list[Columns]) -> pd.DataFrame:
+    """The requests' columns stacked into one frame: one pandas construction per model call.
+
+    ``copy=False``: the arrays are the batch's own, and pandas' copy would cost more than the model
+    does for a few records.
+    """
+    if len(requests) == 1:
+        return pd.DataFrame(requests[0], copy=False)
+    return pd.DataFrame({c: np.concatenate([r[c] for r in requests]) for c in requests[0]}, copy=False)
 
 
 def _rows(scores: Scores, start: int, stop: int) -> Scores:

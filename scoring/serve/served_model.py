@@ -132,9 +132,9 @@ def load_served_model(settings: ServeSettings) -> ServedModel:
 def probe_frame(features: tuple[Feature, ...]) -> pd.DataFrame:
     """One valid record (each feature at its declared minimum, else zero) to learn the output's shape."""
     record = {f.name: _probe_value(f) for f in features}
-    frame, problems = typed_records([record], features)
+    columns, problems = typed_records([record], features)
     assert not problems, problems  # a value at its own declared bound always passes the checks
-    return frame
+    return pd.DataFrame(columns)
 
 
 def _probe_value(feature: Feature) -> object:

@@ -18,7 +18,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from scoring.model.output import Scores
 from scoring.model.rows import typed_columns, typed_records
@@ -197,14 +196,14 @@ class ScoringService:
             InvalidRecords: A record fails the batch job's row checks; nothing is scored.
         """
         live = self._take(len(records))
-        frame, problems = typed_records(records, live.served.features)
-        return self._submit(live, frame, problems)
+        columns, problems = typed_records(records, live.served.features)
+        return self._submit(live, columns, problems)
 
     def submit_columns(self, columns: Mapping[str, Sequence[object] | np.ndarray], rows: int) -> Pending:
         """Like ``submit_records``, for values given feature by feature (tensors, column-split frames)."""
         live = self._take(rows)
-        frame, problems = typed_columns(columns, live.served.features, rows)
-        return self._submit(live, frame, problems)
+        typed, problems = typed_columns(columns, live.served.features, rows)
+        return self._submit(live, typed, problems)
 
     def _take(self, rows: int) -> _Live:
         if rows == 0:
@@ -216,7 +215,7 @@ class ScoringService:
             raise NotReady("no model is loaded yet")
         return live
 
-    def _submit(self, live: _Live, frame: pd.DataFrame, problems: list) -> Pending:
+    def _submit(self, live: _Live, columns: dict[str, np.ndarray], problems: list) -> Pending:
         if problems:
             raise InvalidRecords(problems)
-        return Pending(live.served, live.batcher.submit(frame))
+        return Pending(live.served, live.batcher.submit(columns))

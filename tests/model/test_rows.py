@@ -26,12 +26,14 @@ def _reason(**changes) -> str | None:
 
 
 def test_good_values_cast_to_the_signature_types():
-    frame, problems = typed_records(
+    columns, problems = typed_records(
         [GOOD, {**GOOD, "age": "41", "income": " 2e3 ", "lines": 4.0, "active": "no", "extra": 1}], FEATURES
     )
     assert problems == []
-    assert frame.dtypes.astype(str).tolist() == ["int32", "float64", "float32", "int64", "bool", "object"]
-    assert frame.loc[1].tolist() == [41, 2000.0, np.float32(0.5), 4, False, "north"]
+    assert list(columns) == [f.name for f in FEATURES]
+    dtypes = [str(c.dtype) for c in columns.values()]
+    assert dtypes == ["int32", "float64", "float32", "int64", "bool", "object"]
+    assert [c[1] for c in columns.values()] == [41, 2000.0, np.float32(0.5), 4, False, "north"]
 
 
 def test_each_bad_value_gets_the_batch_reason():
@@ -77,8 +79,8 @@ def test_tensors_take_the_fast_path_and_the_same_checks():
         "active": np.array([True, False]),
         "region": np.array(["a", "b"], dtype=object),
     }
-    frame, problems = typed_columns(columns, FEATURES, 2)
+    typed, problems = typed_columns(columns, FEATURES, 2)
     assert [(p.row, p.reason) for p in problems] == [(1, "out_of_range:age")]
-    assert frame["income"].dtype == np.float64 and frame["age"].dtype == np.int32
+    assert typed["income"].dtype == np.float64 and typed["age"].dtype == np.int32
     _, problems = typed_columns({k: v for k, v in columns.items() if k != "lines"}, FEATURES, 2)
     assert [(p.row, p.reason) for p in problems] == [(0, "null_feature:lines"), (1, "out_of_range:age")]

@@ -29,8 +29,9 @@ class _Model:
         return Scores(x * 2, np.column_stack([x, -x]).astype(float), (("prediction", "predict"),))
 
 
-def _frame(*values: float) -> pd.DataFrame:
-    return pd.DataFrame({"x": np.array(values, dtype=np.float64)})
+def _frame(*values: float) -> dict[str, np.ndarray]:
+    """One request's typed columns."""
+    return {"x": np.array(values, dtype=np.float64)}
 
 
 def test_queued_requests_share_one_call_and_get_their_own_rows():
