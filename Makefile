@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean dag-demo bench protos
+.PHONY: install demo test lint clean dag-demo bench bench-online protos
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,14 @@ ROUNDS ?= 3
 BENCH_FLAGS ?=
 bench: install
 	$(PY) -m bench --sizes $(SIZES) --rounds $(ROUNDS) --markdown BENCHMARKS.md $(BENCH_FLAGS)
+
+# Online serving: `scoring serve` (ONNX, and pyfunc) and `mlflow models serve` on the same model, one at a
+# time on 127.0.0.1, under single-record load: latency at 200 req/s and throughput at 1, 8 and 64 clients,
+# HTTP and gRPC. Writes bench-workdir/online/results.json and the online section of BENCHMARKS.md. About 6
+# minutes on 2 cores (the first run also trains the model); e.g. `make bench-online ONLINE_FLAGS="--seconds 4"`.
+ONLINE_FLAGS ?=
+bench-online: install
+	$(PY) -m bench.online --markdown BENCHMARKS.md $(ONLINE_FLAGS)
 
 # Regenerates the gRPC messages and stubs of scoring/serve/pb/ from protos/ (grpcio-tools; commit the result).
 protos: install

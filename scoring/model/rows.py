@@ -183,6 +183,8 @@ def _cast_values(values: np.ndarray, feature: Feature) -> tuple[np.ndarray, np.n
 
 
 def _narrowed(values: np.ndarray, dtype: type) -> np.ndarray:
+    if dtype is not np.float32 or values.dtype == np.float32:
+        return values.astype(dtype, copy=False)
     # A double beyond float32's range becomes inf, as Spark's cast makes it.
     with np.errstate(over="ignore"):
         return values.astype(dtype)

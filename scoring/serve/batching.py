@@ -1,10 +1,11 @@
 """Dynamic batching: requests that arrive together share one model call, as Triton's batcher does.
 
 Each request's rows are queued; one thread takes the first, waits at most ``max_wait_s`` for more (up to
-``max_rows``), scores them in one call and hands every caller its slice. One ONNX Runtime call for 64
-records costs little more than for one, so under concurrency the model's cost per record falls with the
-batch, at the price of at most ``max_wait_s`` of added latency. A model scores each row on its own, so
-a record's scores do not depend on the records batched with it.
+``max_rows``), scores them in one call and hands every caller its slice. It waits only while requests
+do arrive together (the last call served several): a lone caller is not kept waiting for company. One
+ONNX Runtime call for 64 records costs little more than for one, so under concurrency the model's cost
+per record falls with the batch, at the price of at most ``max_wait_s`` of added latency. A model
+scores each row on its own, so a record's scores do not depend on the records batched with it.
 """
 
 from __future__ import annotations
@@ -92,13 +93,16 @@ class Batcher:
 
     def _run(self) -> None:
         carried: _Job | object | None = None  # a job that did not fit the last batch, or _STOP
+        shared = False  # whether the last model call served more than one request
         while True:
             job = carried if carried is not None else self._queue.get()
             carried = None
             if job is _STOP:
                 return
             batch, rows = [job], job.rows
-            deadline = time.monotonic() + self._max_wait_s
+            # Wait for company only while requests do arrive together: a lone caller is not kept
+            # waiting for others that never come (what is queued already still joins).
+            deadline = time.monotonic() + (self._max_wait_s if shared else 0.0)
             while rows < self._max_rows:
                 try:
                     more = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
@@ -109,6 +113,7 @@ class Batcher:
                     break
                 batch.append(more)
                 rows += more.rows
+            shared = len(batch) > 1
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:

@@ -40,7 +40,7 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
 
     from scoring.serve.http import create_app
 
-    service = ScoringService(settings)
+    service = ScoringService(settings, freeze_gc=True)
     service.load()
     grpc_server = None
     try:

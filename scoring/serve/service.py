@@ -10,6 +10,7 @@ when it starts, and finishes on it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import threading
@@ -93,6 +94,10 @@ class ScoringService:
         settings: What to serve and the request limits.
         metrics: Where requests and batches are counted (a fresh registry by default).
         loader: Resolves and loads the model (``load_served_model``; tests may wrap it).
+        freeze_gc: After each load, move every object alive to the collector's permanent generation
+            (``gc.freeze``), as a server process should: MLflow, pandas and the model are hundreds
+            of thousands of objects that never die, and a full collection over them (about 125 ms
+            here) stalls every request in flight.
     """
 
     def __init__(
@@ -100,10 +105,12 @@ class ScoringService:
         settings: ServeSettings,
         metrics: Metrics | None = None,
         loader: Callable[[ServeSettings], ServedModel] = load_served_model,
+        freeze_gc: bool = False,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._loader = loader
+        self._freeze_gc = freeze_gc
         self._live: _Live | None = None
         self._reload_lock = threading.Lock()
 
@@ -164,6 +171,10 @@ class ScoringService:
             previous = old.served.model.version
             old.batcher.close()
             old.served.discard()
+        if self._freeze_gc:
+            gc.collect()
+            gc.freeze()
+        if old is not None:
             log.info(
                 "model %s swapped from version %s to %s", served.model.name, previous, served.model.version
             )

@@ -84,3 +84,14 @@ def test_close_scores_what_is_queued_and_later_requests_inline():
     assert [f.result(0).prediction.tolist() for f in queued] == [[0], [2], [4]]
     late = batcher.submit(_frame(7))
     assert late.done() and late.result().prediction.tolist() == [14]
+
+
+def test_a_lone_request_is_not_kept_waiting_for_company():
+    model = _Model()
+    model.release.set()
+    # A minute of allowed wait: a lone caller still gets its answer at once, as nothing else came.
+    batcher = Batcher(model, max_rows=100, max_wait_s=60)
+    for i in range(3):
+        assert batcher.submit(_frame(i)).result(timeout=10).prediction.tolist() == [2 * i]
+    assert model.calls == [1, 1, 1]
+    batcher.close()
