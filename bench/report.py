@@ -7,6 +7,7 @@ of an existing file (or writes it alone).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -207,16 +208,20 @@ def render(results: Mapping) -> str:
 
 
 def update_file(path: Path, section: str) -> None:
-    """Put ``section`` between the markers of ``path``, or write it as the whole file.
+    """Put ``section`` between the batch markers of ``path`` (see ``put_section``)."""
+    put_section(path, START, END, section)
 
-    Args:
-        path: A Markdown file; when it has both markers, only what lies between them is replaced.
-        section: ``render``'s output (markers included).
+
+def put_section(path: Path, start: str, end: str, section: str) -> None:
+    """Put ``section`` (markers included) between the lines ``start`` and ``end`` of ``path``.
+
+    A marker counts only as a line of its own, so prose that quotes it is left alone. Without both
+    markers the section is appended (a missing file is created with it).
     """
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text.split(START, 1)[1]:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        path.write_text(before + section.rstrip("\n") + after, encoding="utf-8")
+    found = re.search(rf"^{re.escape(start)}$.*?^{re.escape(end)}$\n?", text, flags=re.M | re.S)
+    if found:
+        text = text[: found.start()] + section.rstrip("\n") + "\n" + text[found.end() :]
     else:
-        path.write_text(section, encoding="utf-8")
+        text += ("\n" if text and not text.endswith("\n") else "") + section
+    path.write_text(text, encoding="utf-8")

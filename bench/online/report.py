@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bench import report as batch_report
 from bench.report import table
 
 START = "<!-- online:begin -->"
@@ -273,19 +274,8 @@ def render(results: Mapping) -> str:
 
 
 def update_file(path: Path, section: str) -> None:
-    """Put ``section`` between the online markers of ``path``; without them, append it to the file.
-
-    Args:
-        path: A Markdown file (BENCHMARKS.md); only what lies between the markers is replaced.
-        section: ``render``'s output (markers included).
-    """
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text.split(START, 1)[1]:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        path.write_text(before + section.rstrip("\n") + after, encoding="utf-8")
-    else:
-        path.write_text(text + ("\n" if text and not text.endswith("\n") else "") + section, encoding="utf-8")
+    """Put ``section`` between the online markers of ``path``; without them, append it to the file."""
+    batch_report.put_section(path, START, END, section)
 
 
 def _code_note(results: Mapping) -> list[str]:

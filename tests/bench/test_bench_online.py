@@ -165,6 +165,12 @@ def test_update_file_leaves_the_batch_section_alone(tmp_path):
         doc.read_text()
         == f"# Benchmarks\n\n{batch}\n## Online\n\n{report.START}\nnew\n{report.END}\n\nafter\n"
     )
+    # A marker quoted in prose is not a marker: only lines of their own are.
+    quoted = tmp_path / "quoted.md"
+    prose = f"between `{report.START}` and `{report.END}`\n\n"
+    quoted.write_text(f"{prose}{report.START}\nold\n{report.END}\n")
+    report.update_file(quoted, f"{report.START}\nnew\n{report.END}\n")
+    assert quoted.read_text() == f"{prose}{report.START}\nnew\n{report.END}\n"
     # Without the markers the section is appended.
     other = tmp_path / "other.md"
     other.write_text("intro")
