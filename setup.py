@@ -32,6 +32,8 @@ setup(
             "grpcio-health-checking>=1.60",
             "protobuf>=6.31",
             "prometheus-client>=0.20",
+            # The class labels of an ONNX classifier exported without a ZipMap are read from its graph.
+            "onnx>=1.16",
         ],
     },
     entry_points={"console_scripts": ["scoring=scoring.cli:main"]},

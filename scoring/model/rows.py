@@ -37,9 +37,15 @@ _INTEGER_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 
 # Text Spark casts to a boolean (trimmed, any case).
 _TRUE = frozenset({"t", "true", "y", "yes", "1"})
 _FALSE = frozenset({"f", "false", "n", "no", "0"})
-_INTEGER_TEXT = re.compile(r"[+-]?\d+")
-# Python's float() also takes "1_000", which Spark does not.
-_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+# What Spark's cast reads as a number: ASCII digits only (float() and int() also take other scripts'
+# digits and "1_000"), "nan" without a sign. No nested quantifier: a long digit string is linear.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}", re.ASCII)
+_NUMBER_TEXT = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity)|nan",
+    re.IGNORECASE | re.ASCII,
+)
+# Spark trims ASCII whitespace and control characters (<= U+0020) around text it casts, nothing else.
+_TRIMMED = "".join(chr(c) for c in range(33))
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,12 @@ def check_column(
     if feature.type in _FLOATING:
         checks += [(np.isnan(typed), f"nan_feature:{name}"), (np.isinf(typed), f"infinite_feature:{name}")]
     if feature.type not in ("string", "boolean"):
+        # Compared as doubles, as Spark widens a float column to compare it with a double bound.
+        wide = typed.astype(np.float64, copy=False) if feature.type == "float" else typed
         if feature.min is not None:
-            checks.append((typed < feature.min, f"out_of_range:{name}"))
+            checks.append((wide < feature.min, f"out_of_range:{name}"))
         if feature.max is not None:
-            checks.append((typed > feature.max, f"out_of_range:{name}"))
+            checks.append((wide > feature.max, f"out_of_range:{name}"))
     return typed, checks
 
 
@@ -156,7 +164,10 @@ def _as_array(values: Sequence[object] | np.ndarray, feature: Feature) -> np.nda
     if len(values):
         kinds = {type(v) for v in values}
         if feature.type in _FLOATING and kinds <= {float, int}:
-            return np.array(values, dtype=np.float64)
+            try:
+                return np.array(values, dtype=np.float64)
+            except OverflowError:  # an integer beyond any double: the slow path calls it not castable
+                pass
         if feature.type in _INTEGER_BOUNDS and kinds == {int} and all(-(2**63) <= v < 2**63 for v in values):
             return np.array(values, dtype=np.int64)
     # One object per record, even where a value is itself a list.
@@ -197,8 +208,8 @@ def _as_float(value: object, _: str) -> float | None:
         return value
     if isinstance(value, int):
         return float(value) if abs(value) < 2**1024 else None
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-        return float(value.strip())
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(text := value.strip(_TRIMMED)):
+        return float(text)
     return None
 
 
@@ -208,7 +219,8 @@ def _as_integer(value: object, kind: str) -> int | None:
     if isinstance(value, float):
         value = int(value) if value.is_integer() else None
     elif isinstance(value, str):
-        value = int(value.strip()) if _INTEGER_TEXT.fullmatch(value.strip()) else None
+        text = value.strip(_TRIMMED)
+        value = int(text) if _INTEGER_TEXT.fullmatch(text) else None
     if not isinstance(value, int):
         return None
     low, high = _INTEGER_BOUNDS[kind]
@@ -219,7 +231,7 @@ def _as_boolean(value: object, _: str) -> bool | None:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        text = value.strip().lower()
+        text = value.strip(_TRIMMED).lower()
         return True if text in _TRUE else False if text in _FALSE else None
     return None
 

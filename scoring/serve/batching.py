@@ -117,14 +117,19 @@ class Batcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        frame = _frame([j.columns for j in batch])
+        """Score one batch; nothing raised here may stop the thread, or later callers would wait forever."""
+        # A caller that gave up (its request was cancelled) is dropped; the others can no longer be.
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
+            frame = _frame([j.columns for j in batch])
             scores = self._score(frame)
+            self._on_batch(len(frame))
         except BaseException as e:  # every caller of the batch gets the model's error
             for job in batch:
                 job.future.set_exception(e)
             return
-        self._on_batch(len(frame))
         start = 0
         for job in batch:
             stop = start + job.rows

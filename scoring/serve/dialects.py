@@ -60,7 +60,7 @@ def mlflow_request(
 
     Accepts what ``mlflow models serve`` accepts as JSON: ``dataframe_split`` (columns and rows),
     ``dataframe_records`` (a list of objects), ``instances`` and ``inputs`` (a list of objects, a
-    list of rows in the signature's column order, or an object of columns).
+    list of rows in the signature's column order, an object of columns, or one object of scalars).
     """
     if not isinstance(body, Mapping):
         raise BadRequest(f"body: expected a JSON object with one of {', '.join(MLFLOW_FORMATS)}")
@@ -106,6 +106,8 @@ def _records(value: object, key: str) -> list[Mapping[str, object]]:
 def _instances(
     value: object, key: str, features: Sequence[Feature]
 ) -> tuple[list[Mapping[str, object]] | None, dict[str, list] | None, int]:
+    if isinstance(value, Mapping) and not any(isinstance(v, list | Mapping) for v in value.values()):
+        return [value], None, 1  # one record of scalars, as MLflow reads it
     if isinstance(value, Mapping):  # columns: {name: [values]}
         lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
         if len(lengths) != 1 or -1 in lengths:

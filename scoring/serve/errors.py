@@ -64,6 +64,12 @@ class TooLarge(RequestError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class UnsupportedMediaType(RequestError):
+    """A body in a content type (or an extension of the protocol) this server does not read."""
+
+    http_status = 415
+
+
 class Unauthorized(RequestError):
     """The API key is missing or wrong."""
 

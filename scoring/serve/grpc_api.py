@@ -309,12 +309,12 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> inference_pb2.ModelInferResponse:
         """Score the rows of the input tensors; answer ``prediction`` (and ``probability``) as raw bytes."""
         _authorize(self._service, context)
-        served = self._service.served
+        live = self._service.live()  # once: the model checked, parsed for and scored by is one
         # The model first: a request for another model is NOT_FOUND whatever its tensors hold.
-        oip.check_model(served, request.model_name, request.model_version)
+        oip.check_model(live.served, request.model_name, request.model_version)
         tensors = input_tensors(request)
-        columns, rows = oip.columns_from_tensors(tensors, served.features)
-        scored = self._service.submit_columns(columns, rows).result()
+        columns, rows = oip.columns_from_tensors(tensors, live.served.features)
+        scored = self._service.submit_columns(columns, rows, live).result()
         self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
         outputs = oip.output_tensors(scored, [o.name for o in request.outputs] or None)
         fields = model_fields(scored)
@@ -342,7 +342,7 @@ def input_tensors(request: inference_pb2.ModelInferRequest) -> list[oip.Tensor]:
 
 
 def _input_tensor(tensor: inference_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None) -> oip.Tensor:
-    where = f"input {tensor.name!r}"
+    where = f"input {tensor.name[: oip.MAX_NAME]!r}"
     datatype = tensor.datatype
     if datatype not in oip.DATATYPES:
         raise BadRequest(f"{where}: unknown datatype {datatype!r}")

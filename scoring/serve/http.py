@@ -25,10 +25,13 @@ from fastapi.responses import JSONResponse, Response
 
 from scoring.errors import ScoringError, first_line
 from scoring.serve import dialects, oip
-from scoring.serve.errors import BadRequest, RequestError, TooLarge
+from scoring.serve.errors import BadRequest, RequestError, TooLarge, UnsupportedMediaType
 from scoring.serve.service import Scored, ScoringService
 
 log = logging.getLogger(__name__)
+
+# The Open Inference Protocol's binary tensor extension announces itself with this header.
+BINARY_HEADER = "inference-header-content-length"
 
 
 def create_app(service: ScoringService) -> FastAPI:
@@ -84,14 +87,26 @@ def create_app(service: ScoringService) -> FastAPI:
         """MLflow's scoring protocol, as ``mlflow models serve`` speaks it (JSON bodies)."""
         _authorize(service, request)
         if "json" not in request.headers.get("content-type", "application/json"):
-            raise BadRequest("content type: /invocations here takes application/json")
-        records, columns, rows = dialects.mlflow_request(await _body(request), service.served.features)
-        pending = (
-            service.submit_records(records) if records is not None else service.submit_columns(columns, rows)
-        )
+            raise UnsupportedMediaType("content type: /invocations here takes application/json")
+        live = service.live()
+        records, columns, rows = dialects.mlflow_request(await _body(request), live.served.features)
+        if records is not None:
+            pending = service.submit_records(records, live)
+        else:
+            pending = service.submit_columns(columns, rows, live)
         scored = await pending.wait()
         _count(request, service, scored)
         return _json(dialects.mlflow_response(scored))
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        """MLflow's health route: 200 once the model is loaded."""
+        return Response("\n", status_code=200 if service.ready else 503, media_type="application/json")
+
+    @app.get("/version")
+    async def version() -> Response:
+        """MLflow's version route: this server's version."""
+        return Response(oip.server_metadata()["version"], media_type="text/plain")
 
     @app.get("/v2/health/live")
     async def v2_live() -> Response:
@@ -123,13 +138,19 @@ def create_app(service: ScoringService) -> FastAPI:
     async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
         """Named input tensors (one per feature, or one [N, F]) -> prediction and probability."""
         _authorize(service, request)
-        oip.check_model(service.served, name, version)
+        live = service.live()
+        oip.check_model(live.served, name, version)
+        if BINARY_HEADER in request.headers:
+            raise UnsupportedMediaType(
+                "the binary tensor extension is not read here: send the tensors as JSON "
+                "(tritonclient.http: set_data_from_numpy(..., binary_data=False)), or use gRPC"
+            )
         body = await _body(request)
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
             raise BadRequest('body: expected {"inputs": [tensor, ...]}')
         tensors = [oip.tensor_from_json(t, f"inputs[{i}]") for i, t in enumerate(body["inputs"])]
-        columns, rows = oip.columns_from_tensors(tensors, service.served.features)
-        scored = await service.submit_columns(columns, rows).wait()
+        columns, rows = oip.columns_from_tensors(tensors, live.served.features)
+        scored = await service.submit_columns(columns, rows, live).wait()
         requested = [o.get("name") for o in body.get("outputs") or () if isinstance(o, dict)]
         outputs = [oip.tensor_to_json(t) for t in oip.output_tensors(scored, requested or None)]
         _count(request, service, scored)
@@ -157,7 +178,8 @@ def create_app(service: ScoringService) -> FastAPI:
             return _json({"error": f"reload failed: {first_line(str(e))}", **_model(service)}, 500)
         return _json({**outcome, **_model(service)})
 
-    return BodyLimit(AccessLog(app, service), service.settings.max_body_bytes)
+    # The access log outside the body limit: a 413 is counted and logged like any answer.
+    return AccessLog(BodyLimit(app, service.settings.max_body_bytes), service)
 
 
 class AccessLog:
@@ -240,9 +262,13 @@ async def _body(request: Request) -> object:
     raw = await request.body()
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"body is not JSON ({e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise BadRequest("body is not JSON (bad UTF-8)") from e
+    except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits, nesting too deep
         raise BadRequest(
-            f"body is not JSON ({e.msg if isinstance(e, json.JSONDecodeError) else 'bad UTF-8'})"
+            "body is JSON this server does not read (a number too long or nesting too deep)"
         ) from e
 
 

@@ -20,6 +20,8 @@ from scoring.serve.served_model import ServedModel
 from scoring.serve.service import Scored
 
 PROTOCOL_VERSION = "2"
+# The longest tensor or model name a message repeats back.
+MAX_NAME = 256
 
 # Open Inference Protocol datatypes and their numpy types.
 DATATYPES = {
@@ -66,9 +68,8 @@ def check_model(served: ServedModel, name: str, version: str | None = None) -> N
         NotFound: ``name`` or ``version`` is not the served model's.
     """
     if name != served.model.name or (version not in (None, "", served.model.version)):
-        raise NotFound(
-            f"model {name!r}" + (f" version {version!r}" if version else "") + " is not served here"
-        )
+        asked = f"model {name[:MAX_NAME]!r}" + (f" version {version[:MAX_NAME]!r}" if version else "")
+        raise NotFound(f"{asked} is not served here")
 
 
 def columns_from_tensors(
@@ -84,19 +85,24 @@ def columns_from_tensors(
     names = [f.name for f in features]
     if len(tensors) == 1 and len(tensors[0].shape) == 2 and tensors[0].shape[1] == len(names) > 1:
         matrix = tensors[0].data.reshape(tensors[0].shape)
-        return {name: matrix[:, j] for j, name in enumerate(names)}, tensors[0].shape[0]
+        return {name: _column(matrix[:, j]) for j, name in enumerate(names)}, tensors[0].shape[0]
     columns = {}
     for tensor in tensors:
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise BadRequest(
-                f"input {tensor.name!r}: shape {list(tensor.shape)}; a feature tensor is [N] or [N, 1], "
-                f"or send one [N, {len(names)}] tensor"
+                f"input {tensor.name[:MAX_NAME]!r}: shape {list(tensor.shape)}; a feature tensor is [N] or "
+                f"[N, 1], or send one [N, {len(names)}] tensor"
             )
-        columns[tensor.name] = tensor.data.reshape(-1)
+        columns[tensor.name] = _column(tensor.data.reshape(-1))
     rows = {len(c) for c in columns.values()}
     if len(rows) != 1:
         raise BadRequest("inputs: the input tensors have different numbers of rows")
     return columns, rows.pop()
+
+
+def _column(values: np.ndarray) -> np.ndarray | list:
+    """A typed tensor's column as it is; JSON values as a list, which the row checks cast one way."""
+    return values.tolist() if values.dtype == object else values
 
 
 def output_tensors(scored: Scored, requested: Sequence[str] | None = None) -> list[Tensor]:
@@ -158,20 +164,18 @@ def tensor_from_json(item: object, where: str) -> Tensor:
     if not isinstance(item, Mapping) or not all(k in item for k in ("name", "datatype", "shape", "data")):
         raise BadRequest(f"{where}: a tensor needs name, datatype, shape and data")
     name, datatype, shape = item["name"], item["datatype"], item["shape"]
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise BadRequest(f"{where}: a tensor's name must be a string of at most {MAX_NAME} characters")
     if datatype not in DATATYPES:
-        raise BadRequest(f"{where}: unknown datatype {datatype!r}")
+        raise BadRequest(f"{where}: unknown datatype; the protocol's are {', '.join(DATATYPES)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"{where}: shape must be a list of non-negative integers")
     data = np.asarray(item["data"], dtype=object).reshape(-1)
     if data.size != int(np.prod(shape)):
         raise BadRequest(f"{where}: {data.size} values for shape {shape}")
-    if datatype != "BYTES" and not any(v is None for v in data.tolist()):
-        # Typed now; a null stays an object value so that the row checks call it null_feature.
-        try:
-            data = data.astype(DATATYPES[datatype])
-        except (TypeError, ValueError, OverflowError):
-            data = data  # left as JSON values: the row checks name the field and the reason
-    return Tensor(str(name), datatype, tuple(shape), data)
+    # The JSON values as they came, not cast to the declared datatype: the row checks cast them as
+    # every other dialect's (a 1.5 for an integer feature is not_castable, not truncated to 1).
+    return Tensor(name, datatype, tuple(shape), data)
 
 
 def tensor_to_json(tensor: Tensor) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scoring.errors import ModelError
 from scoring.model.output import OutputSpec, Scores, prediction_values
 from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
@@ -130,10 +131,15 @@ def load_served_model(settings: ServeSettings) -> ServedModel:
 
 
 def probe_frame(features: tuple[Feature, ...]) -> pd.DataFrame:
-    """One valid record (each feature at its declared minimum, else zero) to learn the output's shape."""
+    """One valid record (each feature at its declared minimum, else zero) to learn the output's shape.
+
+    Raises:
+        ModelError: The model's declared ranges admit no value (a minimum above its maximum).
+    """
     record = {f.name: _probe_value(f) for f in features}
     columns, problems = typed_records([record], features)
-    assert not problems, problems  # a value at its own declared bound always passes the checks
+    if problems:
+        raise ModelError(f"the model's declared feature ranges admit no record: {problems[0].reason}")
     return pd.DataFrame(columns)
 
 
@@ -142,10 +148,17 @@ def _probe_value(feature: Feature) -> object:
         return ""
     if feature.type == "boolean":
         return False
-    low = (
-        feature.min if feature.min is not None else min(0.0, feature.max if feature.max is not None else 0.0)
-    )
-    return int(np.ceil(low)) if feature.type in ("integer", "long") else low
+    low, high = feature.min, feature.max
+    value = low if low is not None else min(0.0, high) if high is not None else 0.0
+    if feature.type in ("integer", "long"):
+        return int(np.ceil(value))
+    if feature.type == "float":
+        # The nearest float32 may fall just outside the bound; step inside it.
+        narrowed = np.float32(value)
+        if low is not None and float(narrowed) < low:
+            narrowed = np.nextafter(narrowed, np.float32(np.inf))
+        return float(narrowed)
+    return value
 
 
 def _output_columns(output: OutputSpec) -> list[dict]:

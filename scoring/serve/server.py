@@ -12,6 +12,7 @@ import socket
 import threading
 
 from scoring.errors import ScoringError
+from scoring.serve.errors import NotReady
 from scoring.serve.served_model import ServeSettings
 from scoring.serve.service import ScoringService
 
@@ -43,6 +44,7 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
     service = ScoringService(settings, freeze_gc=True)
     service.load()
     grpc_server = None
+    stopping: list = []  # the gRPC server's stop event, once a stop signal came
     try:
         try:
             listener = socket.create_server((host, port))
@@ -65,11 +67,23 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
             lifespan="off",
         )
-        server = uvicorn.Server(config)
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                # The moment a stop signal comes: readiness and gRPC health say NOT_SERVING, and gRPC
+                # drains beside HTTP rather than after it.
+                if not stopping:
+                    service.drain()
+                    stopping.append(grpc_server.stop(SHUTDOWN_GRACE_S) if grpc_server else None)
+                super().handle_exit(sig, frame)
+
+        server = Server(config)
         _reload_on_sighup(service)
         # uvicorn re-raises the signal that stopped it once it has shut down; ours lets the rest of the
-        # shutdown (gRPC, the batcher) run and the process exit 0 instead of dying by the signal.
+        # shutdown (gRPC, the batcher) run and the process exit 0 instead of dying by the signal (or,
+        # for SIGINT, by KeyboardInterrupt).
         signal.signal(signal.SIGTERM, lambda *_: None)
+        signal.signal(signal.SIGINT, lambda *_: None)
         served = service.served
         log.info(
             "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
@@ -77,7 +91,8 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         server.run(sockets=[listener])
     finally:
         if grpc_server is not None:
-            grpc_server.stop(SHUTDOWN_GRACE_S).wait()
+            # Stopped at the signal already (then this waits for it), or stopped now.
+            (stopping[0] if stopping and stopping[0] else grpc_server.stop(SHUTDOWN_GRACE_S)).wait()
         service.close()
     log.info("stopped")
     return 0
@@ -87,7 +102,7 @@ def _reload_on_sighup(service: ScoringService) -> None:
     def reload() -> None:
         try:
             outcome = service.load()
-        except ScoringError as e:
+        except (ScoringError, NotReady) as e:
             log.error("reload failed, still serving version %s: %s", service.served.model.version, e)
             return
         log.info("reload: %s", outcome)

@@ -48,7 +48,9 @@ class Scored:
 
 
 @dataclass(frozen=True)
-class _Live:
+class Live:
+    """The model serving new requests and its batcher; a request takes it once (``ScoringService.live``)."""
+
     served: ServedModel
     batcher: Batcher
 
@@ -111,17 +113,31 @@ class ScoringService:
         self.metrics = metrics or Metrics()
         self._loader = loader
         self._freeze_gc = freeze_gc
-        self._live: _Live | None = None
+        self._live: Live | None = None
+        self._closed = False
+        self._draining = False
         self._reload_lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
-        """Whether a model is loaded and serving."""
-        return self._live is not None
+        """Whether a model is loaded and the service is not shutting down (readiness probes)."""
+        return self._live is not None and not self._draining
+
+    def drain(self) -> None:
+        """Report not ready from now on (shutting down), while still answering what comes."""
+        self._draining = True
 
     @property
     def served(self) -> ServedModel:
-        """The model serving new requests.
+        """The model serving new requests (``live().served``)."""
+        return self.live().served
+
+    def live(self) -> Live:
+        """The model serving new requests, with its batcher.
+
+        A request that reads the model (its features, to parse its body; its name, to check it) takes
+        this once and hands it to ``submit_*``, so that a reload in between cannot parse it for one
+        model and score it with another.
 
         Raises:
             NotReady: No model is loaded yet.
@@ -129,7 +145,7 @@ class ScoringService:
         live = self._live
         if live is None:
             raise NotReady("no model is loaded yet")
-        return live.served
+        return live
 
     def load(self) -> dict:
         """Resolve the model reference again and serve what it points at now.
@@ -146,6 +162,8 @@ class ScoringService:
         """
         with self._reload_lock:
             old = self._live
+            if self._closed:
+                raise NotReady("the service is shutting down")
             try:
                 served = self._loader(self.settings)
             except Exception:
@@ -161,7 +179,7 @@ class ScoringService:
                 self.settings.batch_wait_s,
                 self.metrics.batch_rows.observe,
             )
-            self._live = _Live(served, batcher)
+            self._live = Live(served, batcher)
             self.metrics.model.info(
                 {"name": served.model.name, "version": served.model.version, "backend": served.backend}
             )
@@ -172,6 +190,8 @@ class ScoringService:
             old.batcher.close()
             old.served.discard()
         if self._freeze_gc:
+            # Unfrozen first, so that what only the old model held (in reference cycles) is freed.
+            gc.unfreeze()
             gc.collect()
             gc.freeze()
         if old is not None:
@@ -181,8 +201,10 @@ class ScoringService:
         return {"reloaded": True, "from": previous, "to": served.model.version}
 
     def close(self) -> None:
-        """Score what is queued and stop."""
-        live, self._live = self._live, None
+        """Score what is queued and stop; a reload still loading is discarded when it is done."""
+        with self._reload_lock:
+            self._closed = True
+            live, self._live = self._live, None
         if live is not None:
             live.batcher.close()
             live.served.discard()
@@ -199,34 +221,37 @@ class ScoringService:
         if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
             raise Unauthorized("missing or wrong API key")
 
-    def submit_records(self, records: Sequence[Mapping[str, object]]) -> Pending:
+    def submit_records(self, records: Sequence[Mapping[str, object]], live: Live | None = None) -> Pending:
         """Check JSON-like records (feature name -> value) and queue them to be scored.
+
+        Args:
+            records: The records.
+            live: The model the request took (``live()``); by default the one serving now.
 
         Raises:
             TooLarge: More records than ``max_records``.
             InvalidRecords: A record fails the batch job's row checks; nothing is scored.
         """
-        live = self._take(len(records))
+        live = self._take(len(records), live)
         columns, problems = typed_records(records, live.served.features)
         return self._submit(live, columns, problems)
 
-    def submit_columns(self, columns: Mapping[str, Sequence[object] | np.ndarray], rows: int) -> Pending:
+    def submit_columns(
+        self, columns: Mapping[str, Sequence[object] | np.ndarray], rows: int, live: Live | None = None
+    ) -> Pending:
         """Like ``submit_records``, for values given feature by feature (tensors, column-split frames)."""
-        live = self._take(rows)
+        live = self._take(rows, live)
         typed, problems = typed_columns(columns, live.served.features, rows)
         return self._submit(live, typed, problems)
 
-    def _take(self, rows: int) -> _Live:
+    def _take(self, rows: int, live: Live | None) -> Live:
         if rows == 0:
             raise BadRequest("no records to score")
         if rows > self.settings.max_records:
             raise TooLarge(f"{rows} records in one request; at most {self.settings.max_records}")
-        live = self._live
-        if live is None:
-            raise NotReady("no model is loaded yet")
-        return live
+        return live or self.live()
 
-    def _submit(self, live: _Live, columns: dict[str, np.ndarray], problems: list) -> Pending:
+    def _submit(self, live: Live, columns: dict[str, np.ndarray], problems: list) -> Pending:
         if problems:
             raise InvalidRecords(problems)
         return Pending(live.served, live.batcher.submit(columns))

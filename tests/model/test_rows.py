@@ -54,7 +54,19 @@ def test_each_bad_value_gets_the_batch_reason():
     assert _reason(active=1) == "not_castable:active"
     assert _reason(region=5) == "not_castable:region"
     assert _reason(active="maybe") == "not_castable:active"
+    assert _reason(age="\u0661\u0662") == "not_castable:age"  # Arabic-Indic digits: Spark reads ASCII only
+    assert _reason(income="\u00a01") == "not_castable:income"  # Spark trims <= U+0020 only
+    assert _reason(income="+nan") == "not_castable:income"
+    assert _reason(income=10**400) == "not_castable:income"
+    assert _reason(income="1" * 100_000 + "x") == "not_castable:income"  # and in linear time
+    assert _reason(lines="9" * 5_000) == "not_castable:lines"
     assert {p.split(":")[0] for p in REASONS} >= {"null_feature", "not_castable", "out_of_range"}
+
+
+def test_a_float_feature_is_compared_with_its_bounds_as_a_double():
+    # float32(0.1) is 0.100000001: above a maximum of 0.1 for Spark, which widens the float to compare.
+    _, problems = typed_records([{"x": 0.1}, {"x": 0.0999}], (Feature("x", "float", None, 0.1),))
+    assert [(p.row, p.reason) for p in problems] == [(0, "out_of_range:x")]
 
 
 def test_the_first_failed_check_in_model_order_wins():

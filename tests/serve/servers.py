@@ -29,16 +29,20 @@ class Server:
     http: str
     grpc: str | None
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def log(self) -> str:
         """Everything the server wrote to stderr so far."""
         return "\n".join(self.lines)
 
-    def stop(self) -> int:
-        """SIGTERM, then the exit code once it has shut down gracefully."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """``sig``, then the exit code once it has shut down, with all it wrote in ``lines``."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        return code
 
 
 def start_server(model_uri: str, *flags: str, env: dict[str, str] | None = None) -> Server:
@@ -65,9 +69,10 @@ def start_server(model_uri: str, *flags: str, env: dict[str, str] | None = None)
                 ready.set()
         ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not ready.wait(START_TIMEOUT_S) or "match" not in found:
         process.kill()
         raise AssertionError("scoring serve did not start:\n" + "\n".join(lines))
     match = found["match"]
-    return Server(process, f"http://{match[4]}:{match[5]}", match[6], lines)
+    return Server(process, f"http://{match[4]}:{match[5]}", match[6], lines, reader)

@@ -95,3 +95,19 @@ def test_a_lone_request_is_not_kept_waiting_for_company():
         assert batcher.submit(_frame(i)).result(timeout=10).prediction.tolist() == [2 * i]
     assert model.calls == [1, 1, 1]
     batcher.close()
+
+
+def test_a_cancelled_request_does_not_stop_the_batcher():
+    model = _Model()
+    batcher = Batcher(model, max_rows=100, max_wait_s=0.01)
+    first = batcher.submit(_frame(1))
+    assert model.entered.wait(5)
+    gone = batcher.submit(_frame(2))
+    assert gone.cancel()  # the caller went away while its request was queued
+    kept = batcher.submit(_frame(3))
+    model.release.set()
+    assert first.result(5).prediction.tolist() == [2]
+    assert kept.result(5).prediction.tolist() == [6]
+    assert batcher.submit(_frame(4)).result(5).prediction.tolist() == [8]  # the thread still runs
+    assert model.calls == [1, 1, 1]
+    batcher.close()

@@ -242,6 +242,13 @@ def test_each_bad_class_alone_on_every_dialect(server, http, rows):
         answer = http.post("/invocations", content=json.dumps({"dataframe_records": [record]}),
                            headers={"content-type": "application/json"})  # fmt: skip
         assert answer.status_code == 422 and answer.json()["rejects"][0]["reject_reason"] == reason
+        tensors = [_json_tensor(name, v) for name, v in record.items()]
+        answer = http.post("/v2/models/credit-risk/infer", content=json.dumps({"inputs": tensors}))
+        assert answer.status_code == 422 and answer.json()["rejects"][0]["reject_reason"] == reason
+    # A JSON tensor is cast as the other dialects cast: 1.5 for an integer feature is refused, not truncated.
+    tensors = [_json_tensor(name, 1.5 if name == "age" else v) for name, v in good.items()]
+    answer = http.post("/v2/models/credit-risk/infer", json={"inputs": tensors})
+    assert answer.status_code == 422 and answer.json()["rejects"][0]["reject_reason"] == "not_castable:age"
     missing = {k: v for k, v in good.items() if k != "tenure_months"}
     answer = http.post("/predict", json={"id": 1, "features": {**missing, "not_a_feature": 1}})
     assert answer.status_code == 422
@@ -260,8 +267,26 @@ def test_each_bad_class_alone_on_every_dialect(server, http, rows):
         == (http.post("/predict", json={"features": good}).json()["probability"])
     )
     assert http.post("/predict", content=b"{not json").status_code == 400
+    assert http.post("/predict", content=b'{"id": ' + b"9" * 5000 + b"}").status_code == 400
+    assert http.post("/predict", content=b"[" * 100_000).status_code == 400
+    # MLflow's other shapes: one record of scalars under "inputs", its health route, a CSV body refused.
+    one = http.post("/invocations", json={"inputs": good}).json()
+    assert one["predictions"] == [http.post("/predict", json={"features": good}).json()["prediction"]]
+    assert http.get("/ping").status_code == 200
+    assert http.post("/invocations", content=b"a,b", headers={"content-type": "text/csv"}).status_code == 415
+    binary = {"inference-header-content-length": "10"}
+    assert http.post("/v2/models/credit-risk/infer", content=b"{}", headers=binary).status_code == 415
     assert http.post("/v2/models/other/infer", json={"inputs": []}).status_code == 404
     assert http.post("/invocations", json={"neither": 1}).status_code == 400
+
+
+def _json_tensor(name: str, value: object) -> dict:
+    return {
+        "name": name,
+        "datatype": "BYTES" if isinstance(value, str) else "FP64",
+        "shape": [1],
+        "data": [value],
+    }
 
 
 def test_limits_answer_413(server, http, rows):
@@ -278,6 +303,8 @@ def test_limits_answer_413(server, http, rows):
         yield b'", "features": {}}'
 
     assert http.post("/predict", content=chunks()).status_code == 413
+    # Refused before routing, and still counted.
+    assert 'route="unmatched",status="413"' in http.get("/metrics").text
     assert http.post("/predict", json={"features": _plain(rows.head(1))[0]}).status_code == 200
 
 
@@ -412,3 +439,16 @@ def test_a_port_in_use_is_one_line_and_exit_1(registry, server):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1 and len(errors) == 1 and f"cannot serve HTTP on 127.0.0.1:{port}" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+def test_sigint_stops_as_sigterm_does(registry, server_factory):
+    import signal
+
+    server = server_factory("models:/credit-risk@champion")
+    with grpc.insecure_channel(server.grpc) as channel:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    assert server.stop(signal.SIGINT) == 0
+    assert "stopped" in server.log() and "Traceback" not in server.log()
