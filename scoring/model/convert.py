@@ -34,8 +34,9 @@ from scoring.errors import InputError, ModelError, first_line
 from scoring.model.output import OutputSpec, scores_frame
 from scoring.model.predictors import Predictor, ScorerSpec, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
+from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
-from scoring.model.signature import NUMPY_TYPES, Feature
+from scoring.model.signature import Feature
 
 # The ONNX opset of the exports: what the demo uses, and what every supported onnxruntime runs.
 TARGET_OPSET = 17
@@ -48,10 +49,6 @@ _EXTRA = "scoring convert needs skl2onnx and onnx: pip install 'scoring[convert]
 # Flavors whose native model skl2onnx (with onnxmltools' converters for the last two) can convert.
 _CONVERTIBLE_FLAVORS = ("sklearn", "xgboost", "lightgbm")
 _NUMERIC = ("boolean", "integer", "long", "float", "double")
-_INTEGER_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-# What Spark's cast of text to boolean accepts, as the job casts it.
-_BOOLEAN_TEXT = {"true": True, "t": True, "yes": True, "y": True, "1": True,
-                 "false": False, "f": False, "no": False, "n": False, "0": False}  # fmt: skip
 
 Echo = Callable[[str], None]
 
@@ -513,44 +510,11 @@ def example_sample(model: ResolvedModel) -> Sample:
 
 
 def _sample(frame: pd.DataFrame, features: Sequence[Feature], source: str | None) -> Sample:
-    typed, read = typed_rows(frame, features), len(frame)
+    typed, read = scorable_rows(frame, features), len(frame)
     if typed.empty:
         where = "the model's logged input example" if source is None else source
         raise InputError(f"none of the {read:,} rows read from {where} is scorable")
     return Sample(typed, source, read)
-
-
-def typed_rows(frame: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
-    """The rows the job would score, cast to the signature's types, in model order.
-
-    Rows the job rejects are left out: a null feature, text that does not cast, NaN or +/-inf, an
-    integer outside its type, a value outside the range the model declares.
-    """
-    columns, keep = {}, pd.Series(True, index=frame.index)
-    for feature in features:
-        raw = frame[feature.name]
-        if feature.type == "string":
-            values = raw
-        elif feature.type == "boolean":
-            values = (
-                raw if raw.dtype == bool else raw.map(lambda v: _BOOLEAN_TEXT.get(str(v).strip().lower()))
-            )
-        else:
-            values = pd.to_numeric(raw, errors="coerce")
-        valid = values.notna()
-        if feature.type in ("integer", "long", "float", "double"):
-            as_float = values.astype(np.float64)
-            valid &= np.isfinite(as_float)
-            if feature.type in _INTEGER_BOUNDS:
-                low, high = _INTEGER_BOUNDS[feature.type]
-                valid &= (as_float == np.floor(as_float)) & (as_float >= low) & (as_float <= high)
-            if feature.min is not None:
-                valid &= as_float >= feature.min
-            if feature.max is not None:
-                valid &= as_float <= feature.max
-        columns[feature.name], keep = values, keep & valid
-    typed = pd.DataFrame(columns).loc[keep]
-    return typed.astype({f.name: NUMPY_TYPES[f.type] for f in features}).reset_index(drop=True)
 
 
 def onnx_predictor(onnx_file: str | Path, features: Sequence[Feature]) -> Predictor:

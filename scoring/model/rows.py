@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from scoring.model.signature import NUMPY_TYPES, Feature
 
@@ -115,6 +116,26 @@ def typed_columns(
         typed[feature.name] = values
     problems = [RowProblem(int(i), reasons[first[i]]) for i in np.flatnonzero(first >= 0)]
     return typed, problems
+
+
+def scorable_rows(frame: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
+    """The rows of ``frame`` the batch job would score, their features cast, in model order.
+
+    For samples read with pyarrow (the pre-flight, ``scoring convert``'s parity check): the rows the
+    job would reject are left out rather than named.
+    """
+    columns = {f.name: _values(frame[f.name]) for f in features}
+    typed, problems = typed_columns(columns, features, len(frame))
+    keep = np.ones(len(frame), dtype=bool)
+    keep[[p.row for p in problems]] = False
+    return pd.DataFrame({name: values[keep] for name, values in typed.items()})
+
+
+def _values(column: pd.Series) -> np.ndarray | list:
+    """A pandas column as the row checks take it: a numpy array, or Python values with None for nulls."""
+    if column.dtype == object or isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
+        return [None if pd.isna(v) else v for v in column.tolist()] if column.hasnans else column.tolist()
+    return column.to_numpy()
 
 
 def check_column(

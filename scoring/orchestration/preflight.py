@@ -10,8 +10,6 @@ import datetime as dt
 import tempfile
 from collections.abc import Sequence
 
-import numpy as np
-import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -20,8 +18,8 @@ from scoring.errors import InputError, ModelError
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import pin_model_uri, resolve_model
+from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
-from scoring.model.signature import NUMPY_TYPES, Feature
 
 # Rows scored locally by the pre-flight check.
 SAMPLE_ROWS = 64
@@ -106,7 +104,8 @@ def check_input(
     with tempfile.TemporaryDirectory(prefix="scoring-preflight-") as download_dir:
         model = resolve_model(model_uri, download_dir)
         check_columns(arrow_column_types(dataset.schema), model.features, carried, partition)
-        sample = _typed_sample(dataset, model.features)
+        head = dataset.head(SAMPLE_ROWS, columns=[f.name for f in model.features]).to_pandas()
+        sample = scorable_rows(head, model.features)
         if sample.empty:
             raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
         spec = ScorerSpec(
@@ -134,13 +133,3 @@ def _partition_path(input_path: str, partition_column: str, date: dt.date) -> st
     if any(info.base_name.startswith(f"{partition_column}=") for info in listing):
         raise InputError(f"input {input_path}: no partition {partition_column}={date.isoformat()}")
     return input_path
-
-
-def _typed_sample(dataset: ds.Dataset, features: Sequence[Feature]) -> pd.DataFrame:
-    """The first rows' features as the model's types, without rows the job would reject."""
-    frame = dataset.head(SAMPLE_ROWS, columns=[f.name for f in features]).to_pandas()
-    for feature in features:
-        if feature.type in ("double", "float", "long", "integer"):
-            frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce")
-    frame = frame.replace([np.inf, -np.inf], np.nan).dropna()
-    return frame.astype({f.name: NUMPY_TYPES[f.type] for f in features})

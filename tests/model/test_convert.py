@@ -22,6 +22,7 @@ from scoring.errors import InputError, ModelError
 from scoring.model import convert
 from scoring.model.predictors import ScorerSpec, load_predictor
 from scoring.model.resolve import resolve_model
+from scoring.model.rows import scorable_rows
 from scoring.model.signature import Feature
 
 ROWS = 400
@@ -157,7 +158,7 @@ def test_registered_classifier_converts_and_registers_with_its_signature(
     source = resolve_model(source_uri, tmp_path)
     exported = resolve_model(registered, tmp_path)
     assert exported.is_onnx and exported.features == source.features  # ranges included
-    rows = convert.typed_rows(demo_features(customers[DATE]), source.features)
+    rows = scorable_rows(demo_features(customers[DATE]), source.features)
     spec = ScorerSpec(
         exported.local_path,
         exported.fingerprint,
@@ -351,7 +352,7 @@ def test_without_skl2onnx_the_error_names_the_extra(monkeypatch):
         convert.require_converter()
 
 
-def test_typed_rows_leave_out_what_the_job_rejects():
+def test_scorable_rows_leave_out_what_the_job_rejects():
     features = [Feature("a", "integer"), Feature("b", "double", min=0.0, max=1.0), Feature("c", "boolean")]
     frame = pd.DataFrame(
         {
@@ -360,7 +361,7 @@ def test_typed_rows_leave_out_what_the_job_rejects():
             "c": ["true", "no", "yes", "t", "f", "y", "maybe"],
         }
     )
-    typed = convert.typed_rows(frame, features)
+    typed = scorable_rows(frame, features)
     assert typed.to_dict("list") == {"a": [1], "b": [0.5], "c": [True]}
     assert typed.dtypes.tolist() == [np.int32, np.float64, np.bool_]
 
