@@ -6,8 +6,12 @@ of an existing file (or writes it alone).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import re
+import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -225,3 +229,18 @@ def put_section(path: Path, start: str, end: str, section: str) -> None:
     else:
         text += ("\n" if text and not text.endswith("\n") else "") + section
     path.write_text(text, encoding="utf-8")
+
+
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The command that made a run, as it can be typed again: ``python -m MODULE ARGS``."""
+    executable = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        executable = executable.relative_to(Path.cwd())
+    return shlex.join([str(executable), "-m", module, *argv])
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write ``content`` whole or not at all: to a partial file, then renamed over ``path``."""
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
+    partial.replace(path)

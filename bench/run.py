@@ -14,11 +14,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
-import json
 import os
 import platform
 import random
@@ -114,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = _environment(models.tracking_uri, args.spark_conf)
 
     results = {
-        "command": _command_line(argv),
+        "command": report.command_line("bench", argv),
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": 0.0,
         "machine": _machine(),
@@ -151,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record.update({"round": round_number, "order": position})
             results["measurements"].append(record)
             results["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
-            _write_json(workdir / "results.json", results)
+            report.write_json(workdir / "results.json", results)
             if record["status"] == "ok":
                 peak = record["peak_rss_bytes"] / report.MIB
                 print(f"bench: {tag}: {record['wall_s']:.1f} s, peak {peak:,.0f} MiB", flush=True)
@@ -160,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results["machine"]["load_after"] = _load()
     results["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    _write_json(workdir / "results.json", results)
+    report.write_json(workdir / "results.json", results)
     section = report.render(results)
     (workdir / "results.md").write_text(section, encoding="utf-8")
     if args.markdown:
@@ -287,19 +285,6 @@ def _spark_cores(master: str) -> int:
     if found is None or found.group(1) == "*":
         return os.cpu_count() or 1
     return int(found.group(1) or 1)
-
-
-def _command_line(argv: Sequence[str]) -> str:
-    executable = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        executable = executable.relative_to(Path.cwd())
-    return shlex.join([str(executable), "-m", "bench", *argv])
-
-
-def _write_json(path: Path, content: dict) -> None:
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
-    partial.replace(path)
 
 
 def _sizes(value: str) -> tuple[int, ...]:

@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench import report as batch_report
-from bench.report import table
+from bench.report import DASH, count, table, times
 
 START = "<!-- online:begin -->"
 END = "<!-- online:end -->"
-DASH = "-"
 GIB = 1024**3
 # The goals of issue 13.
 P99_GOAL_MS = 10.0
@@ -32,16 +31,6 @@ def ms(value: float | None) -> str:
     if value is None:
         return DASH
     return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
-
-
-def count(value: float | None) -> str:
-    """A whole number with thousands separators."""
-    return DASH if value is None else f"{value:,.0f}"
-
-
-def times(value: float | None) -> str:
-    """A ratio as ``x1.23``."""
-    return DASH if value is None else f"x{value:.2f}"
 
 
 def cores(value: float | None) -> str:

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -39,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from bench import model as bench_model
+from bench import report as bench_report
 from bench.online import bodies, load, report, servers
 from scoring.cli import positive_int
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     results = {
-        "command": _command_line(argv),
+        "command": bench_report.command_line("bench.online", argv),
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": 0.0,
         "machine": _machine(),
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "reason": record["reason"],
                         }
                     )
-            _write_json(workdir / "results.json", results)
+            bench_report.write_json(workdir / "results.json", results)
             continue
         record.update(
             command=shlex.join(server.command),
@@ -206,14 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     measured["warmup_errors"] = int(sum(warm.errors.values()))
                     results["measurements"].append(measured)
                     results["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
-                    _write_json(workdir / "results.json", results)
+                    bench_report.write_json(workdir / "results.json", results)
                     print(f"bench.online: {_tag(cell)}: {report.one_line(measured)}", flush=True)
         finally:
             record["exit_code"] = server.stop()
     results["machine"]["load_after"] = _load()
     results["code"]["scoring_sha256_after"] = _code()["scoring_sha256"]
     results["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    _write_json(workdir / "results.json", results)
+    bench_report.write_json(workdir / "results.json", results)
     section = report.render(results)
     (workdir / "results.md").write_text(section, encoding="utf-8")
     if args.markdown:
@@ -360,19 +360,6 @@ def _code() -> dict:
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def _command_line(argv: Sequence[str]) -> str:
-    executable = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        executable = executable.relative_to(Path.cwd())
-    return shlex.join([str(executable), "-m", "bench.online", *argv])
-
-
-def _write_json(path: Path, content: dict) -> None:
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
-    partial.replace(path)
 
 
 def _positive_float(value: str) -> float:

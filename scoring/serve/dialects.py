@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from scoring.model.signature import Feature
 from scoring.serve.errors import BadRequest
+from scoring.serve.served_model import ServedModel
 from scoring.serve.service import Scored
 
 # MLflow's scoring protocol (``mlflow models serve``): the keys a JSON body may use.
@@ -48,9 +49,9 @@ def original_predictions(ids: Sequence[object], scored: Scored) -> list[dict]:
     ]
 
 
-def model_fields(scored: Scored) -> dict:
-    """The model that scored, as every answer of the original API names it."""
-    return {"model_name": scored.served.model.name, "model_version": scored.served.model.version}
+def model_fields(served: ServedModel) -> dict:
+    """The model, as every answer of the original API names it."""
+    return {"model_name": served.model.name, "model_version": served.model.version}
 
 
 def mlflow_request(
@@ -81,7 +82,7 @@ def mlflow_response(scored: Scored) -> dict:
     answer: dict = {"predictions": prediction}
     if probability is not None:
         answer["probabilities"] = probability
-    return {**answer, **model_fields(scored)}
+    return {**answer, **model_fields(scored.served)}
 
 
 def _split_frame(value: object, features: Sequence[Feature]) -> tuple[None, dict[str, list], int]:

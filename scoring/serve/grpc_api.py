@@ -34,7 +34,7 @@ from scoring.serve import oip
 from scoring.serve.dialects import model_fields, original_predictions
 from scoring.serve.errors import BadRequest, RequestError
 from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
-from scoring.serve.service import Scored, ScoringService
+from scoring.serve.service import Scored, ScoringService, presented_key
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +169,8 @@ def _authorize(service: ScoringService, context: grpc.ServicerContext) -> None:
     Raises:
         Unauthorized: A key is configured and the call does not present it.
     """
-    if not service.settings.api_key:
-        return
-    presented = None
-    for key, value in context.invocation_metadata() or ():
-        # gRPC metadata keys arrive lower-cased.
-        if key == "x-api-key":
-            presented = value
-            break
-        if key == "authorization" and value[:7].lower() == "bearer ":
-            presented = value[7:].strip()
-            break
-    service.authorize(presented if isinstance(presented, str) else None)
+    # gRPC metadata keys arrive lower-cased.
+    service.authorize(presented_key(dict(context.invocation_metadata() or ())))
 
 
 class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
@@ -205,7 +195,7 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         _authorize(self._service, context)
         scored = self._score(request.records)
         return prediction_pb2.PredictBatchResponse(
-            predictions=_predictions([r.id for r in request.records], scored), **model_fields(scored)
+            predictions=_predictions([r.id for r in request.records], scored), **model_fields(scored.served)
         )
 
     def _score(self, records: Sequence[prediction_pb2.PredictRequest]) -> Scored:
@@ -238,7 +228,7 @@ def feature_value(value: object) -> prediction_pb2.FeatureValue:
 
 
 def _predictions(ids: Sequence[str], scored: Scored) -> list[prediction_pb2.PredictResponse]:
-    model = model_fields(scored)
+    model = model_fields(scored.served)
     answers = []
     for item in original_predictions(ids, scored):
         answer = prediction_pb2.PredictResponse(
@@ -317,7 +307,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         scored = self._service.submit_columns(columns, rows, live).result()
         self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
         outputs = oip.output_tensors(scored, [o.name for o in request.outputs] or None)
-        fields = model_fields(scored)
+        fields = model_fields(scored.served)
         response = inference_pb2.ModelInferResponse(
             model_name=fields["model_name"], model_version=fields["model_version"], id=request.id
         )

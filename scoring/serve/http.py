@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from scoring.errors import ScoringError, first_line
 from scoring.serve import dialects, oip
 from scoring.serve.errors import BadRequest, RequestError, TooLarge, UnsupportedMediaType
-from scoring.serve.service import Scored, ScoringService
+from scoring.serve.service import Scored, ScoringService, presented_key
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def create_app(service: ScoringService) -> FastAPI:
         """Readiness: a model is loaded (503 until then)."""
         if not service.ready:
             return _json({"status": "loading"}, 503)
-        return _json({"status": "ready", **_model(service)})
+        return _json({"status": "ready", **dialects.model_fields(service.served)})
 
     @app.get("/model/info")
     async def model_info(request: Request) -> Response:
@@ -68,7 +68,7 @@ def create_app(service: ScoringService) -> FastAPI:
         scored = await service.submit_records([features]).wait()
         _count(request, service, scored)
         return _json(
-            {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored)}
+            {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored.served)}
         )
 
     @app.post("/predict/batch")
@@ -78,9 +78,8 @@ def create_app(service: ScoringService) -> FastAPI:
         ids, records = dialects.original_batch(await _body(request))
         scored = await service.submit_records(records).wait()
         _count(request, service, scored)
-        return _json(
-            {"predictions": dialects.original_predictions(ids, scored), **dialects.model_fields(scored)}
-        )
+        predictions = dialects.original_predictions(ids, scored)
+        return _json({"predictions": predictions, **dialects.model_fields(scored.served)})
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
@@ -175,8 +174,9 @@ def create_app(service: ScoringService) -> FastAPI:
             outcome = await asyncio.to_thread(service.load)
         except ScoringError as e:
             log.error("reload failed, still serving %s: %s", service.served.model.version, e)
-            return _json({"error": f"reload failed: {first_line(str(e))}", **_model(service)}, 500)
-        return _json({**outcome, **_model(service)})
+            failed = {"error": f"reload failed: {first_line(str(e))}"}
+            return _json({**failed, **dialects.model_fields(service.served)}, 500)
+        return _json({**outcome, **dialects.model_fields(service.served)})
 
     # The access log outside the body limit: a 413 is counted and logged like any answer.
     return AccessLog(BodyLimit(app, service.settings.max_body_bytes), service)
@@ -273,21 +273,13 @@ async def _body(request: Request) -> object:
 
 
 def _authorize(service: ScoringService, request: Request) -> None:
-    key = request.headers.get("x-api-key")
-    if key is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        key = token if scheme.lower() == "bearer" else None
-    service.authorize(key)
+    service.authorize(presented_key(request.headers))
 
 
 def _count(request: Request, service: ScoringService, scored: Scored) -> None:
     request.state.records = scored.rows
     request.state.model_version = scored.served.model.version
     service.metrics.records.labels("http").inc(scored.rows)
-
-
-def _model(service: ScoringService) -> dict:
-    return {"model_name": service.served.model.name, "model_version": service.served.model.version}
 
 
 def _json(payload: object, status: int = 200) -> Response:

@@ -16,10 +16,9 @@ import numpy as np
 
 from scoring.model.signature import Feature
 from scoring.serve.errors import BadRequest, NotFound
-from scoring.serve.served_model import ServedModel
+from scoring.serve.served_model import ServedModel, score_arrays
 from scoring.serve.service import Scored
 
-PROTOCOL_VERSION = "2"
 # The longest tensor or model name a message repeats back.
 MAX_NAME = 256
 
@@ -111,7 +110,7 @@ def output_tensors(scored: Scored, requested: Sequence[str] | None = None) -> li
     Raises:
         BadRequest: A requested output is not one the model gives.
     """
-    prediction, probability = _arrays(scored)
+    prediction, probability = score_arrays(scored.scores, scored.served.output)
     rows = len(prediction)
     output = scored.served.output
     tensors = {
@@ -186,14 +185,3 @@ def tensor_to_json(tensor: Tensor) -> dict:
         "shape": list(tensor.shape),
         "data": tensor.data.reshape(-1).tolist(),
     }
-
-
-def _arrays(scored: Scored) -> tuple[np.ndarray, np.ndarray | None]:
-    from scoring.model.output import prediction_values
-
-    output = scored.served.output
-    prediction = prediction_values(scored.scores.prediction, output.prediction_type)
-    probability = scored.scores.probability
-    if output.probability is None or probability is None:
-        return prediction, None
-    return prediction, probability.astype(np.float64)

@@ -170,9 +170,15 @@ def _output_columns(output: OutputSpec) -> list[dict]:
     return columns
 
 
-def scores_json(scores: Scores, output: OutputSpec) -> tuple[list, list | None]:
-    """Predictions and probabilities as JSON values, typed as the batch job writes them."""
-    prediction = prediction_values(scores.prediction, output.prediction_type).tolist()
+def score_arrays(scores: Scores, output: OutputSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions and probabilities typed as the batch job writes them (no probabilities: None)."""
+    prediction = prediction_values(scores.prediction, output.prediction_type)
     if output.probability is None or scores.probability is None:
         return prediction, None
-    return prediction, scores.probability.astype(np.float64).tolist()
+    return prediction, scores.probability.astype(np.float64)
+
+
+def scores_json(scores: Scores, output: OutputSpec) -> tuple[list, list | None]:
+    """``score_arrays`` as JSON values."""
+    prediction, probability = score_arrays(scores, output)
+    return prediction.tolist(), None if probability is None else probability.tolist()

@@ -89,6 +89,19 @@ class Pending:
         return Scored(self._served, outcome)
 
 
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request presents: ``x-api-key: KEY`` or ``authorization: Bearer KEY``.
+
+    Args:
+        headers: HTTP headers or gRPC metadata, by lower-case name.
+    """
+    key = headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    return key if isinstance(key, str) else None
+
+
 class ScoringService:
     """The model being served, its batcher, its metrics, and the checks every request goes through.
 
