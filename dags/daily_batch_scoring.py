@@ -67,4 +67,7 @@ with DAG(
     preflight >> branch >> [local, artifacts]
     wait >> [terminate, validate]
     local >> validate
-    terminate.as_teardown(setups=cluster)
+    # stage_artifacts is a setup too: a teardown runs when one of its setups succeeded, so it ends the
+    # run's cluster even when create_cluster failed after EMR created it; on the local path both are
+    # skipped, and so is the teardown.
+    terminate.as_teardown(setups=[artifacts, cluster])

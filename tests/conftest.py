@@ -104,22 +104,23 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def aws():
-    """moto's AWS server on 127.0.0.1; AWS_* variables point boto3, pyarrow and Airflow at it."""
-    from moto.server import ThreadedMotoServer
+    """moto's AWS server on 127.0.0.1; AWS_* variables point boto3, pyarrow and Airflow at it.
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
+    Yields the server: ``aws.faults.lose_next("RunJobFlow")`` makes its next answer a 500 after
+    moto carried the request out.
+    """
+    from moto_aws import MotoServer
+
     names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    yield os.environ["AWS_ENDPOINT_URL"]
-    server.stop()
+    with MotoServer() as server:
+        os.environ.update(
+            AWS_ENDPOINT_URL=server.endpoint,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        yield server
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)

@@ -12,6 +12,8 @@ safety net when the teardown itself cannot run.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import gzip
 import hashlib
 import json
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from scoring.errors import ScoringError
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TAG = "scoring:idempotency-key"
+DAG_TAG = "dag_id"
+RUN_TAG = "run_id"
 FLAVOURS = ("cpu", "gpu")
 ALIVE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 REUSABLE_STEP_STATES = ("PENDING", "RUNNING", "COMPLETED")
@@ -47,7 +52,12 @@ def config_dir() -> Path:
 def idempotency_key(dag_id: str, run_id: str, date: str) -> str:
     """The key of one DAG run's work on one date, short and safe for EMR names and tags."""
     digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{date}".encode()).hexdigest()[:10]
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', dag_id)[:60]}.{date}.{digest}"
+    return f"{key_prefix(dag_id)}{date}.{digest}"
+
+
+def key_prefix(dag_id: str) -> str:
+    """What the idempotency keys of every run of ``dag_id`` start with."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', dag_id)[:60]}."
 
 
 def job_flow_config(
@@ -83,7 +93,7 @@ def job_flow_config(
     all_tags = {"application": "scoring", "flavour": flavour, **(tags or {}), IDEMPOTENCY_TAG: key}
     return {
         **config,
-        "Name": f"scoring {key}",
+        "Name": cluster_name(key),
         "LogUri": log_uri,
         "BootstrapActions": [
             {
@@ -96,6 +106,11 @@ def job_flow_config(
     }
 
 
+def step_name(key: str) -> str:
+    """The scoring step's name for a run's key."""
+    return f"score {key}"
+
+
 def scoring_step(key: str, job_uri: str, config: JobConfig) -> dict[str, Any]:
     """The ``command-runner.jar`` spark-submit step, with the job's usual flags.
 
@@ -104,7 +119,7 @@ def scoring_step(key: str, job_uri: str, config: JobConfig) -> dict[str, Any]:
     ends the cluster, so that a failed step's logs can still be read back first.
     """
     return {
-        "Name": f"score {key}",
+        "Name": step_name(key),
         "ActionOnFailure": "CONTINUE",
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
@@ -113,18 +128,132 @@ def scoring_step(key: str, job_uri: str, config: JobConfig) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveCluster:
+    """A cluster in a live state (it is paid for), with its tags."""
+
+    id: str
+    state: str
+    created: dt.datetime
+    tags: dict[str, str]
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key of the run that created it."""
+        return self.tags.get(IDEMPOTENCY_TAG)
+
+
+def cluster_name(key: str) -> str:
+    """The cluster name of a run's key (names filter ``ListClusters`` before its tags are read)."""
+    return f"scoring {key}"
+
+
+def live_clusters(emr: Any, name_prefix: str) -> list[LiveCluster]:
+    """The live clusters whose name starts with ``name_prefix``, oldest first."""
+    found = [
+        LiveCluster(
+            id=summary["Id"],
+            state=summary["Status"]["State"],
+            created=summary["Status"]["Timeline"]["CreationDateTime"],
+            tags={
+                t["Key"]: t["Value"]
+                for t in emr.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
+            },
+        )
+        for summary in _paginate(emr, "list_clusters", "Clusters", ClusterStates=ALIVE_CLUSTER_STATES)
+        if summary["Name"].startswith(name_prefix)
+    ]
+    return sorted(found, key=lambda c: (c.created, c.id))
+
+
+def run_clusters(emr: Any, key: str) -> list[LiveCluster]:
+    """The live clusters carrying the run's idempotency tag, oldest first (more than one is a duplicate)."""
+    return [c for c in live_clusters(emr, cluster_name(key)) if c.key == key]
+
+
 def find_or_create_cluster(emr: Any, key: str, request: dict[str, Any]) -> str:
-    """The id of the live cluster tagged with ``key``, or of a new one created from ``request``."""
-    for summary in _paginate(emr, "list_clusters", "Clusters", ClusterStates=ALIVE_CLUSTER_STATES):
-        if summary["Name"] != request["Name"]:
-            continue
-        tags = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
-        if {"Key": IDEMPOTENCY_TAG, "Value": key} in tags:
-            log.info("reusing cluster %s for %s", summary["Id"], key)
-            return summary["Id"]
-    cluster_id = emr.run_job_flow(**request)["JobFlowId"]
-    log.info("created cluster %s for %s", cluster_id, key)
-    return cluster_id
+    """The id of the live cluster tagged with ``key``, or of a new one created from ``request``.
+
+    EMR's ``RunJobFlow`` takes no idempotency token: when its answer is lost (a 5xx after the cluster
+    was created), botocore sends it again and EMR creates a second cluster. So the run's clusters are
+    listed again right after creating, and all but one are ended (``keep_one``).
+    """
+    found = run_clusters(emr, key)
+    if not found:
+        created = emr.run_job_flow(**request)["JobFlowId"]
+        log.info("created cluster %s for %s", created, key)
+        found = run_clusters(emr, key)
+        if created not in {c.id for c in found}:  # not listed yet: it is still this run's cluster
+            return created
+    elif len(found) == 1:
+        log.info("reusing cluster %s for %s", found[0].id, key)
+    return keep_one(emr, key, found)
+
+
+def keep_one(emr: Any, key: str, clusters: list[LiveCluster]) -> str:
+    """Keep one of the run's live clusters and end the others; the id kept.
+
+    The one kept is the oldest that holds this run's scoring step (a retry reuses that step), else
+    the oldest.
+    """
+    if len(clusters) == 1:
+        return clusters[0].id
+    with_step = [c for c in clusters if _has_step(emr, c.id, step_name(key))]
+    keeper = (with_step or clusters)[0]
+    why = "it holds this run's step" if with_step else "the oldest"
+    log.warning("%d live clusters carry %s: keeping %s (%s)", len(clusters), key, keeper.id, why)
+    for cluster in clusters:
+        if cluster.id != keeper.id:
+            end_cluster(emr, cluster.id, f"duplicate of {keeper.id}")
+    return keeper.id
+
+
+def stale_clusters(
+    emr: Any, dag_id: str, key: str, run_is_active: Callable[[str], bool]
+) -> list[LiveCluster]:
+    """Live clusters of earlier runs of ``dag_id`` whose run is over: their teardown never ran.
+
+    Args:
+        emr: The EMR client.
+        dag_id: The DAG whose clusters to look at (its ``dag_id`` tag).
+        key: This run's idempotency key: its own clusters are not stale.
+        run_is_active: Whether the DAG run of a ``run_id`` is still queued or running; a cluster
+            without a ``run_id`` tag counts as of a run that is over.
+    """
+    return [
+        cluster
+        for cluster in live_clusters(emr, cluster_name(key_prefix(dag_id)))
+        if cluster.tags.get(DAG_TAG) == dag_id
+        and cluster.key != key
+        and not (RUN_TAG in cluster.tags and run_is_active(cluster.tags[RUN_TAG]))
+    ]
+
+
+def end_run_clusters(emr: Any, key: str, cluster_id: str | None) -> list[str]:
+    """End the run's cluster and every other live cluster carrying its tag; the ids ended.
+
+    Args:
+        emr: The EMR client.
+        key: The run's idempotency key.
+        cluster_id: The id ``create_cluster`` returned, or None when it returned none (it failed
+            or was killed after ``RunJobFlow``): then any cluster with the tag is an orphan.
+    """
+    ended = []
+    if cluster_id is not None:
+        state = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+        if state in ALIVE_CLUSTER_STATES:
+            end_cluster(emr, cluster_id, "this run's cluster", logging.INFO)
+            ended.append(cluster_id)
+        else:
+            log.info("cluster %s of %s is already %s", cluster_id, key, state)
+    for cluster in run_clusters(emr, key):
+        if cluster.id != cluster_id:
+            why = f"duplicate of {cluster_id}" if cluster_id else "orphan of a failed create"
+            end_cluster(emr, cluster.id, why)
+            ended.append(cluster.id)
+    if not ended:
+        log.info("no live cluster carries %s", key)
+    return ended
 
 
 def find_or_add_step(emr: Any, cluster_id: str, step: dict[str, Any]) -> str:
@@ -196,10 +325,15 @@ def cancel_step(emr: Any, cluster_id: str, step_id: str) -> None:
     log.info("cancelled step %s on %s", step_id, cluster_id)
 
 
-def terminate_cluster(emr: Any, cluster_id: str) -> None:
-    """Terminate the cluster (idempotent: terminating a terminated cluster is a no-op)."""
+def end_cluster(emr: Any, cluster_id: str, why: str, level: int = logging.WARNING) -> None:
+    """Terminate the cluster, saying why in the log (terminating a terminated cluster is a no-op)."""
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
-    log.info("terminating cluster %s", cluster_id)
+    log.log(level, "terminating cluster %s: %s", cluster_id, why)
+
+
+def _has_step(emr: Any, cluster_id: str, name: str) -> bool:
+    steps = _paginate(emr, "list_steps", "Steps", ClusterId=cluster_id, StepStates=list(REUSABLE_STEP_STATES))
+    return any(step["Name"] == name for step in steps)
 
 
 def _paginate(client: Any, operation: str, field: str, **kwargs: Any) -> list[dict]:

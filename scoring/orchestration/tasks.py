@@ -50,6 +50,7 @@ def default_params() -> dict[str, Any]:
         "emr_log_uri": env("SCORING_EMR_LOG_URI", "s3://scoring-artifacts/emr-logs"),
         "aws_conn_id": env("SCORING_AWS_CONN_ID", "aws_default"),
         "step_poll_seconds": float(env("SCORING_STEP_POLL_SECONDS", "30")),
+        "terminate_stale": False,
     }
 
 
@@ -194,12 +195,14 @@ def stage(model: dict) -> dict:
 
 @fail_fast
 def create_cluster(artifacts: dict) -> str:
-    """Setup task: find this run's cluster, or create it."""
+    """Setup task: report clusters that earlier runs left alive, then find this run's cluster or create it."""
     from airflow.sdk import get_current_context
 
     context = get_current_context()
     params = context["params"]
-    key = run_key(context)
+    dag_id, key = context["dag"].dag_id, run_key(context)
+    client = emr_client(params)
+    report_stale_clusters(client, context, end=bool(params["terminate_stale"]))
     request = emr.job_flow_config(
         params["emr_flavour"],
         key=key,
@@ -207,9 +210,43 @@ def create_cluster(artifacts: dict) -> str:
         bootstrap_uri=artifacts["bootstrap"],
         wheel_uri=artifacts["wheel"],
         core_instance_count=params["emr_core_nodes"],
-        tags={"dag_id": context["dag"].dag_id, "date": partition_date(context).isoformat()},
+        tags={
+            emr.DAG_TAG: dag_id,
+            emr.RUN_TAG: context["run_id"],
+            "date": partition_date(context).isoformat(),
+        },
     )
-    return emr.find_or_create_cluster(emr_client(params), key, request)
+    return emr.find_or_create_cluster(client, key, request)
+
+
+def report_stale_clusters(client: Any, context: dict, end: bool) -> list[str]:
+    """Warn about live clusters of this DAG's earlier runs that are over; end them when ``end``.
+
+    Such a cluster is paid for until its idle timeout: its run's teardown never ran (the scheduler
+    died, the run was deleted). Clusters of runs still queued or running are left alone.
+    """
+    dag_id, ti = context["dag"].dag_id, context["ti"]
+
+    def run_is_active(run_id: str) -> bool:
+        return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
+
+    stale = emr.stale_clusters(client, dag_id, run_key(context), run_is_active)
+    for cluster in stale:
+        log.warning(
+            "cluster %s (%s) of an earlier run of %s is still alive: run %s, date %s, created %s; %s",
+            cluster.id,
+            cluster.state,
+            dag_id,
+            cluster.tags.get(emr.RUN_TAG, "unknown"),
+            cluster.tags.get("date", "unknown"),
+            cluster.created.isoformat(timespec="seconds"),
+            "ending it (param terminate_stale)" if end else "set the param terminate_stale to end it",
+        )
+        if end:
+            emr.end_cluster(
+                client, cluster.id, f"stale: its run {cluster.tags.get(emr.RUN_TAG, '(unknown)')} is over"
+            )
+    return [cluster.id for cluster in stale]
 
 
 @fail_fast
@@ -227,11 +264,17 @@ def add_step(cluster_id: str, artifacts: dict) -> str:
     return emr.find_or_add_step(emr_client(context["params"]), cluster_id, step)
 
 
-def terminate_cluster(cluster_id: str) -> None:
-    """Teardown task: terminate this run's cluster, whatever happened before."""
+def terminate_cluster(cluster_id: str | None) -> list[str]:
+    """Teardown task: end every live cluster of this run, whatever happened before; the ids ended.
+
+    ``cluster_id`` is None when ``create_cluster`` failed or was killed after EMR created a
+    cluster: the run's idempotency tag still finds it. Duplicates (a lost ``RunJobFlow`` answer
+    retried) are ended too, each logged with why.
+    """
     from airflow.sdk import get_current_context
 
-    emr.terminate_cluster(emr_client(get_current_context()["params"]), cluster_id)
+    context = get_current_context()
+    return emr.end_run_clusters(emr_client(context["params"]), run_key(context), cluster_id)
 
 
 @fail_fast

@@ -101,10 +101,99 @@ def test_retried_tasks_find_their_cluster_and_step(aws):
     assert emr.find_or_add_step(client, first, step) == step_id
     assert len(client.list_steps(ClusterId=first)["Steps"]) == 1
 
-    emr.terminate_cluster(client, first)
+    assert emr.end_run_clusters(client, KEY, first) == [first]
     assert client.describe_cluster(ClusterId=first)["Cluster"]["Status"]["State"] == "TERMINATED"
     # a terminated cluster is not reused: the next attempt gets a new one
     assert emr.find_or_create_cluster(client, KEY, request()) != first
+
+
+def alive(client, cluster_id: str) -> bool:
+    return (
+        client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+        in emr.ALIVE_CLUSTER_STATES
+    )
+
+
+def test_a_lost_run_job_flow_answer_leaves_one_cluster_not_two(aws, caplog):
+    """EMR creates a cluster, its answer is lost, botocore retries: the duplicate is ended at once."""
+    client = boto3.client("emr")
+    key = "lost-answer.2026-11-01.0123456789"
+    calls = aws.faults.calls["RunJobFlow"]
+    aws.faults.lose_next("RunJobFlow")
+
+    with caplog.at_level("INFO", logger=emr.__name__):
+        kept = emr.find_or_create_cluster(client, key, request(key=key))
+
+    assert aws.faults.calls["RunJobFlow"] - calls == 2  # the lost answer, then botocore's retry
+    assert [c.id for c in emr.run_clusters(client, key)] == [kept]
+    (duplicate,) = {c["Id"] for c in client.list_clusters()["Clusters"] if c["Name"] == f"scoring {key}"} - {
+        kept
+    }
+    assert not alive(client, duplicate)
+    assert f"terminating cluster {duplicate}: duplicate of {kept}" in caplog.text
+    assert emr.find_or_create_cluster(client, key, request(key=key)) == kept  # a retry reuses it
+    emr.end_run_clusters(client, key, kept)
+
+
+def test_the_duplicate_kept_is_the_one_holding_the_runs_step(aws):
+    client = boto3.client("emr")
+    key = "two-clusters.2026-11-01.0123456789"
+    older = client.run_job_flow(**request(key=key))["JobFlowId"]
+    newer = client.run_job_flow(**request(key=key))["JobFlowId"]
+    emr.find_or_add_step(client, newer, emr.scoring_step(key, "s3://a/score.py", CONFIG))
+
+    assert emr.find_or_create_cluster(client, key, request(key=key)) == newer
+    assert not alive(client, older) and alive(client, newer)
+    emr.end_run_clusters(client, key, newer)
+
+
+def test_teardown_ends_orphans_and_duplicates_and_never_fails_on_a_cluster_already_gone(aws, caplog):
+    client = boto3.client("emr")
+    key = "teardown.2026-11-01.0123456789"
+    other_key = "teardown.2026-11-02.0123456789"
+    orphan = client.run_job_flow(**request(key=key))["JobFlowId"]
+    other_run = client.run_job_flow(**request(key=other_key))["JobFlowId"]
+
+    with caplog.at_level("INFO", logger=emr.__name__):
+        assert emr.end_run_clusters(client, key, None) == [orphan]  # create_cluster returned no id
+        assert f"terminating cluster {orphan}: orphan of a failed create" in caplog.text
+        assert emr.end_run_clusters(client, key, orphan) == []  # already gone: nothing to do, no error
+        assert f"cluster {orphan} of {key} is already TERMINATED" in caplog.text
+    assert alive(client, other_run)  # another run's cluster is not this teardown's
+
+    ours, duplicate = (client.run_job_flow(**request(key=key))["JobFlowId"] for _ in range(2))
+    with caplog.at_level("INFO", logger=emr.__name__):
+        assert emr.end_run_clusters(client, key, ours) == [ours, duplicate]
+    assert f"terminating cluster {duplicate}: duplicate of {ours}" in caplog.text
+    assert not alive(client, ours) and not alive(client, duplicate)
+    emr.end_run_clusters(client, other_key, other_run)
+
+
+def test_stale_clusters_are_earlier_runs_of_the_dag_that_are_over(aws):
+    client = boto3.client("emr")
+    dag_id = "stale_test_dag"
+
+    def create(run_id: str, date: str, dag: str = dag_id, with_run_tag: bool = True) -> str:
+        key = emr.idempotency_key(dag, run_id, date)
+        tags = {emr.DAG_TAG: dag, **({emr.RUN_TAG: run_id} if with_run_tag else {})}
+        return client.run_job_flow(
+            **request(key=key)
+            | {"Tags": [*request(key=key)["Tags"], *({"Key": k, "Value": v} for k, v in tags.items())]}
+        )["JobFlowId"]
+
+    over = create("scheduled__2026-10-30T00:00:00+00:00", "2026-10-30")
+    untagged = create("manual__2026-10-29", "2026-10-29", with_run_tag=False)
+    running = create("scheduled__2026-10-31T00:00:00+00:00", "2026-10-31")
+    this_run = create("scheduled__2026-11-01T00:00:00+00:00", "2026-11-01")
+    other_dag = create("scheduled__2026-10-30T00:00:00+00:00", "2026-10-30", dag="another_dag")
+    key = emr.idempotency_key(dag_id, "scheduled__2026-11-01T00:00:00+00:00", "2026-11-01")
+
+    stale = emr.stale_clusters(client, dag_id, key, lambda run_id: run_id.startswith("scheduled__2026-10-31"))
+
+    assert {c.id for c in stale} == {over, untagged}
+    assert {c.id: c.tags.get(emr.RUN_TAG) for c in stale}[over] == "scheduled__2026-10-30T00:00:00+00:00"
+    for cluster in (over, untagged, running, this_run, other_dag):
+        emr.end_cluster(client, cluster, "test over")
 
 
 def test_failed_step_reports_its_stderr_tail_from_the_log_uri(aws):
