@@ -183,10 +183,10 @@ def emr_conf(date: dt.date, **overrides) -> dict:
     }
 
 
-def run_dag_on_fake_emr(dag, date: dt.date, fake: FakeEmr):
+def run_dag_on_fake_emr(dag, date: dt.date, fake: FakeEmr, **overrides):
     fake.start()
     try:
-        result = run_dag(dag, date, **emr_conf(date))
+        result = run_dag(dag, date, **emr_conf(date, **overrides))
     finally:
         fake.done.set()
         fake.join()
@@ -211,15 +211,17 @@ def clusters_for(date: dt.date) -> list[dict]:
 
 
 def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminates(
-    dag, spark, registry, bucket, tmp_path
+    dag, spark, registry, bucket, aws, tmp_path
 ):
     date = dt.date(2026, 11, 5)
     demo.write_partitioned(demo.make_customers(300, date, seed=3), tmp_path / "in", date)
     upload_input(tmp_path / "in")
     fake = FakeEmr(spark, tmp_path / "in", tmp_path)
+    created_before = aws.faults.calls["RunJobFlow"]
     run, states = run_dag_on_fake_emr(dag, date, fake)
 
     assert run.state == "success", states
+    assert aws.faults.calls["RunJobFlow"] - created_before == 1
     assert states["run_local"] == "skipped"
     (cluster,) = clusters_for(date)
     assert cluster["Status"]["State"] == "TERMINATED"
@@ -264,6 +266,90 @@ def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, regist
     (cluster,) = clusters_for(date)
     assert cluster["Status"]["State"] == "TERMINATED"
     assert "something upstream broke" in capsys.readouterr().out  # the step's stderr, in the task log
+
+
+def plant_stale_cluster(date: str) -> str:
+    """A live cluster of an earlier run of the DAG whose teardown never ran (that run is not in the DB)."""
+    run_id = f"scheduled__{date}T00:00:00+00:00"
+    request = emr.job_flow_config(
+        "cpu",
+        key=emr.idempotency_key(DAG_ID, run_id, date),
+        log_uri=f"s3://{BUCKET}/logs/",
+        bootstrap_uri=f"s3://{BUCKET}/bootstrap.sh",
+        wheel_uri=f"s3://{BUCKET}/scoring.whl",
+        tags={emr.DAG_TAG: DAG_ID, emr.RUN_TAG: run_id, "date": date},
+    )
+    return boto3.client("emr").run_job_flow(**request)["JobFlowId"]
+
+
+def cluster_state(cluster_id: str) -> str:
+    return boto3.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+
+
+def test_a_lost_run_job_flow_answer_costs_no_second_cluster_and_stale_ones_are_ended(
+    dag, spark, registry, bucket, aws, tmp_path, caplog
+):
+    """EMR created the cluster, its answer was lost (500) and botocore retried: two clusters existed."""
+    date = dt.date(2026, 11, 8)
+    demo.write_partitioned(demo.make_customers(60, date, seed=5), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    stale = plant_stale_cluster("2026-10-01")
+    created_before = aws.faults.calls["RunJobFlow"]
+    aws.faults.lose_next("RunJobFlow")
+    fake = FakeEmr(spark, tmp_path / "in", tmp_path)
+    run, states = run_dag_on_fake_emr(dag, date, fake, terminate_stale=True)
+
+    assert run.state == "success", states
+    assert aws.faults.calls["RunJobFlow"] - created_before == 2
+    clusters = clusters_for(date)
+    assert len(clusters) == 2 and {c["Status"]["State"] for c in clusters} == {"TERMINATED"}
+    assert len(fake.steps) == 1  # one step, on the cluster kept
+    kept = next(c["Id"] for c in clusters if boto3.client("emr").list_steps(ClusterId=c["Id"])["Steps"])
+    duplicate = next(c["Id"] for c in clusters if c["Id"] != kept)
+    log = caplog.text  # the tasks' log records
+    assert f"terminating cluster {duplicate}: duplicate of {kept}" in log
+    assert cluster_state(stale) == "TERMINATED"
+    assert f"cluster {stale} (WAITING) of an earlier run of {DAG_ID} is still alive" in log
+    assert f"terminating cluster {stale}: stale: its run scheduled__2026-10-01T00:00:00+00:00 is over" in log
+
+
+def test_create_killed_after_run_job_flow_its_teardown_ends_the_orphan(
+    dag, registry, bucket, tmp_path, monkeypatch, caplog
+):
+    """The kill arrives right after EMR answered: create_cluster returns no id and the run fails."""
+    from airflow.sdk.exceptions import AirflowTaskTerminated
+
+    from scoring.orchestration import tasks
+
+    date = dt.date(2026, 11, 9)
+    demo.write_partitioned(demo.make_customers(40, date, seed=6), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    stale = plant_stale_cluster("2026-10-02")
+    real_client = tasks.emr_client
+
+    def killed_after_run_job_flow(params):
+        def kill(**_):
+            raise AirflowTaskTerminated("killed by the test right after RunJobFlow")
+
+        client = real_client(params)
+        client.meta.events.register("after-call.emr.RunJobFlow", kill)
+        return client
+
+    monkeypatch.setattr(tasks, "emr_client", killed_after_run_job_flow)
+    run, states = run_dag(dag, date, **emr_conf(date))
+
+    assert run.state == "failed"
+    assert states["create_cluster"] == "failed" and states["add_step"] == "upstream_failed"
+    assert states["terminate_cluster"] == "success"
+    (orphan,) = clusters_for(date)
+    assert orphan["Status"]["State"] == "TERMINATED"
+    log = caplog.text  # the tasks' log records
+    assert f"terminating cluster {orphan['Id']}: orphan of a failed create" in log
+    # Stale clusters are reported, and left alone unless the param terminate_stale says otherwise.
+    assert f"cluster {stale} (WAITING) of an earlier run of {DAG_ID} is still alive" in log
+    assert "set the param terminate_stale to end it" in log
+    assert cluster_state(stale) == "WAITING"
+    emr.end_cluster(boto3.client("emr"), stale, "test over")
 
 
 def test_bad_model_alias_creates_no_cluster(dag, registry, bucket):
