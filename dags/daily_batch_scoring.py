@@ -11,7 +11,9 @@ for before both pass) -> `choose_compute`:
 - **emr**: `stage_artifacts` (wheel, job, bootstrap and the pinned model to a per-run S3 path) ->
   `create_cluster` (setup; CPU or GPU flavour from `emr/`) -> `add_step` (it scores the staged model:
   nodes need no registry) -> `wait_for_step` -> `terminate_cluster` (teardown: runs whatever
-  happened). A retried or cleared task finds its run's cluster and step by their
+  happened, and ends every live cluster tagged with the run's key: duplicates and orphans of a failed
+  create included). `create_cluster` warns about live clusters of earlier runs (`terminate_stale` ends them).
+  A retried or cleared task finds its run's cluster and step by their
   idempotency key instead of starting new ones; killing `wait_for_step` cancels the step.
 
 -> `validate_output` (manifest, counts, schema, values, score drift against the previous partition).

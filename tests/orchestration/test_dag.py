@@ -179,6 +179,7 @@ def emr_conf(date: dt.date, **overrides) -> dict:
         "artifacts_uri": f"s3://{BUCKET}/artifacts",
         "emr_log_uri": f"s3://{BUCKET}/logs/",
         "step_poll_seconds": 0.2,
+        "terminate_stale": False,  # explicit: dag.test() keeps an earlier run's conf in the DAG's params
         **overrides,
     }
 
