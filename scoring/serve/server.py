@@ -6,10 +6,12 @@ does); SIGTERM and SIGINT stop taking requests, let those in flight finish, then
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 
 from scoring.errors import ScoringError
 from scoring.serve.errors import NotReady
@@ -77,13 +79,18 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
                     stopping.append(grpc_server.stop(SHUTDOWN_GRACE_S) if grpc_server else None)
                 super().handle_exit(sig, frame)
 
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # The stop handlers are ours from before the "serving" line, so a signal that comes
+                # before uvicorn's loop starts still stops it. uvicorn's own would also re-raise the
+                # signal after shutdown, killing the process before gRPC and the batcher are closed
+                # (or, for SIGINT, with a KeyboardInterrupt) instead of exiting 0.
+                yield
+
         server = Server(config)
         _reload_on_sighup(service)
-        # uvicorn re-raises the signal that stopped it once it has shut down; ours lets the rest of the
-        # shutdown (gRPC, the batcher) run and the process exit 0 instead of dying by the signal (or,
-        # for SIGINT, by KeyboardInterrupt).
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        signal.signal(signal.SIGINT, lambda *_: None)
+        signal.signal(signal.SIGTERM, server.handle_exit)
+        signal.signal(signal.SIGINT, server.handle_exit)
         served = service.served
         log.info(
             "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
