@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from scoring.config import SCORES, JobConfig
 from scoring.errors import ScoringError
+from scoring.lineup import Lineup, LineupError, parse_challenger, parse_pairs
 from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
 from scoring.model.predictors import BACKENDS, DEVICES
 
@@ -88,10 +89,11 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add = parser.add_argument
     add(
         "--model-uri",
-        required=True,
-        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
-        "an MLflow model directory or a .onnx file; the registry is MLFLOW_TRACKING_URI's",
+        default=None,
+        help="the champion: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, an MLflow model "
+        "directory or a .onnx file; the registry is MLFLOW_TRACKING_URI's (or the models file's champion)",
     )
+    add_lineup_arguments(parser)
     add("--input", required=True, help="input parquet file or directory (hive-partitioned or not)")
     add("--output", required=True, help="root of the date-partitioned output dataset")
     if dated:
@@ -115,6 +117,53 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
     add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
     add("--skip-corrupt-files", action="store_true", help="skip unreadable input files, listing them")
+
+
+def add_lineup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the models scored beside the champion (``scoring.lineup``).
+
+    Args:
+        parser: The subcommand's parser (``score``, ``backfill``, ``serve``).
+    """
+    add = parser.add_argument
+    add("--models", default=None, metavar="FILE", help="a YAML/JSON models file (champion, challengers, "
+        "ensemble, ab); flags below add to it")  # fmt: skip
+    add("--challenger", action="append", default=[], metavar="NAME=URI", help="a model scored beside the "
+        "champion, in columns challenger_NAME_*; repeatable")  # fmt: skip
+    add("--ensemble", default=None, metavar="NAME=WEIGHT,...", help="a weighted mean of these models "
+        "(champion and challengers) in ensemble_probability / ensemble_prediction")  # fmt: skip
+    add("--ab", default=None, metavar="NAME=SHARE,...", help="an A/B split over these models: each row's "
+        "variant (a stable hash of its id and --ab-salt) decides its prediction")  # fmt: skip
+    add("--ab-salt", default=None, metavar="SALT", help="the A/B experiment's id, hashed with each row's id")
+    add("--decision-threshold", default=None, type=float, help="where a probability becomes a positive "
+        "decision, for the share a challenger flips (default: 0.5)")  # fmt: skip
+
+
+def lineup_from_args(args: argparse.Namespace) -> tuple[str, Lineup]:
+    """The champion's reference and the run's lineup, from the models file and the flags.
+
+    A flag adds to (challengers) or replaces (ensemble, split, salt, threshold) what the file says.
+
+    Raises:
+        LineupError: No champion, a champion named twice differently, or a lineup that is not valid.
+    """
+    champion, base = (None, Lineup()) if args.models is None else Lineup.from_file(args.models)
+    if args.model_uri and champion and args.model_uri != champion:
+        raise LineupError(f"--model-uri {args.model_uri} and the models file's champion {champion} differ")
+    champion = args.model_uri or champion
+    if not champion:
+        raise LineupError("no model: give --model-uri, or a models file with a champion")
+    ab = parse_pairs(args.ab, "--ab") if args.ab else base.ab
+    lineup = Lineup(
+        challengers=base.challengers + tuple(parse_challenger(c) for c in args.challenger),
+        ensemble=parse_pairs(args.ensemble, "--ensemble") if args.ensemble else base.ensemble,
+        ab=ab,
+        ab_salt=args.ab_salt if args.ab_salt is not None else base.ab_salt,
+        decision_threshold=base.decision_threshold
+        if args.decision_threshold is None
+        else args.decision_threshold,
+    )
+    return champion, lineup
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,9 +224,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    """The job configuration for parsed ``score`` arguments."""
+    """The job configuration for parsed ``score`` arguments.
+
+    Raises:
+        LineupError: The models named do not make a lineup (see ``lineup_from_args``).
+    """
+    champion, lineup = lineup_from_args(args)
     return JobConfig(
-        model_uri=args.model_uri,
+        model_uri=champion,
+        lineup=lineup,
         input=args.input,
         output=args.output,
         date=args.date,

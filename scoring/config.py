@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from scoring.lineup import Lineup
 
 # What a run writes (``--scores``): probabilities wherever the model gives them, the prediction only,
 # or probabilities required (see ``scoring.model.output.select_scores``).
@@ -32,6 +34,7 @@ class JobConfig:
         max_reject_fraction: Fail when more of the input than this is rejected.
         on_duplicate_id: ``reject`` all but one row of each id, or ``fail`` the job.
         skip_corrupt_files: Skip unreadable input files (listed in the manifest) instead of failing.
+        lineup: Challengers, ensemble and A/B split scored beside the champion (``model_uri``).
     """
 
     model_uri: str
@@ -51,6 +54,7 @@ class JobConfig:
     max_reject_fraction: float = 0.01
     on_duplicate_id: str = "reject"
     skip_corrupt_files: bool = False
+    lineup: Lineup = field(default_factory=Lineup)
 
     @property
     def partition_value(self) -> str:
@@ -61,6 +65,7 @@ class JobConfig:
         """The arguments as JSON-compatible values, for the manifest."""
         values = asdict(self)
         values["date"] = self.partition_value
+        values["lineup"] = self.lineup.to_json()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_cli_args(self) -> list[str]:
@@ -90,4 +95,4 @@ class JobConfig:
             args += ["--threads", str(self.threads)]
         if self.skip_corrupt_files:
             args.append("--skip-corrupt-files")
-        return args
+        return args + self.lineup.to_cli_args()

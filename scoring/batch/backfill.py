@@ -1,8 +1,9 @@
 """``scoring backfill``: score a range of dates in order, outside Airflow.
 
-The model is pinned once for the whole range (an alias moving mid-backfill changes nothing), dates
-already published by that model version are skipped unless forced, and a failed date does not stop
-the later ones: the report says which dates succeeded, were skipped and failed.
+The models (the champion and any challengers) are pinned once for the whole range (an alias moving
+mid-backfill changes nothing), dates already published by those model versions are skipped unless
+forced, and a failed date does not stop the later ones: the report says which dates succeeded, were
+skipped and failed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 
@@ -56,14 +58,20 @@ def run_backfill(config: JobConfig, start: dt.date, end: dt.date, force: bool = 
     dates = dates_between(start, end)
     with tempfile.TemporaryDirectory(prefix="scoring-backfill-") as download_dir:
         model = resolve_model(config.model_uri, download_dir, config.features)
-    pinned = dataclasses.replace(config, model_uri=model.pinned_uri)
+        challengers = tuple(
+            (name, resolve_model(uri, os.path.join(download_dir, name), config.features).pinned_uri)
+            for name, uri in config.lineup.challengers
+        )
+    pinned = dataclasses.replace(
+        config, model_uri=model.pinned_uri, lineup=dataclasses.replace(config.lineup, challengers=challengers)
+    )
     log.info("backfilling %s dates with %s (%s)", len(dates), model.pinned_uri, config.model_uri)
     spark = get_session(config.master)
     results = []
     for date in dates:
         partition = f"{normalize_uri(config.output)}/{config.partition_column}={date.isoformat()}"
         manifest = read_json(f"{partition}/{MANIFEST_FILE}") if is_published(partition) else None
-        if manifest and manifest["model"]["version"] == model.version and not force:
+        if manifest and _same_models(manifest, model.version, challengers) and not force:
             results.append(DateResult(date, "skipped", f"already published by version {model.version}"))
             continue
         try:
@@ -76,6 +84,12 @@ def run_backfill(config: JobConfig, start: dt.date, end: dt.date, force: bool = 
             DateResult(date, "scored", f"{counts['scored']} scored, {counts['rejected']} rejected")
         )
     return results
+
+
+def _same_models(manifest: dict, version: str, challengers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a published partition was scored by this champion version and these pinned challengers."""
+    published = [(c["name"], c["model"]["pinned_uri"]) for c in manifest.get("challengers", [])]
+    return manifest["model"]["version"] == version and published == list(challengers)
 
 
 def report(results: list[DateResult]) -> str:

@@ -15,10 +15,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scoring import faults
+from scoring.batch.agreement import agreement, variant_rows
 from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
 from scoring.batch.quarantine import (
     REJECT_REASON,
@@ -29,9 +32,9 @@ from scoring.batch.quarantine import (
     with_duplicates_marked,
 )
 from scoring.batch.session import start_session
-from scoring.batch.udf import distribute_model, score_column, ship_classifier
+from scoring.batch.udf import Member, distribute_model, score_column, ship_classifier
 from scoring.config import JobConfig
-from scoring.dataset.manifest import build_manifest
+from scoring.dataset.manifest import ScoredModel, build_manifest
 from scoring.dataset.publish import (
     MANIFEST_FILE,
     OutputLocation,
@@ -42,14 +45,16 @@ from scoring.dataset.publish import (
     staged_files,
 )
 from scoring.dataset.storage import exists, write_json
-from scoring.errors import InputError, OutputError
+from scoring.errors import InputError, ModelError, OutputError
+from scoring.lineup import CHAMPION
+from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
 from scoring.model.schema import check_columns
+from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
-    from pyspark import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -80,15 +85,16 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     location = OutputLocation.new_run(config.output, f"{config.partition_column}={config.partition_value}")
     carried = _carried_columns(config)
     session = (lambda: spark) if spark is not None else start_session(config.master)
+    lineup = config.lineup
     with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
-        model = resolve_model(config.model_uri, download_dir, config.features)
-        backend = choose_backend(config.backend, model.is_onnx, model.has_pyfunc)
-        log.info("model %s resolved to %s (%s backend)", model.uri, model.pinned_uri, backend)
+        models = resolve_models(config, download_dir)
+        champion = models[0].model
 
         spark = session()
         spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
         source = read_input(spark, config.input, config.partition_column, config.date)
-        check_columns(column_types(source.schema), model.features, carried, config.input)
+        features = union_features({m.name: m.model.features for m in models})
+        check_columns(column_types(source.schema), features, carried, config.input)
         partitioned = config.partition_column in source.columns
         inputs = count_input(
             source, config.input, location.partition if partitioned else None, config.skip_corrupt_files
@@ -97,25 +103,15 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             raise InputError(
                 f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
             )
-        checked = source.withColumn(
-            REJECT_REASON, reject_reason(source.schema, model.features, config.id_columns)
-        )
-        checked = check_duplicates(checked, config, [*carried, *model.feature_names])
+        checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
+        checked = check_duplicates(checked, config, [*carried, *(f.name for f in features)])
         valid = checked.where(checked[REJECT_REASON].isNull())
 
-        spec = ScorerSpec(
-            model_path=distribute_model(spark, model.local_path),
-            fingerprint=model.fingerprint,
-            backend=backend,
-            device=config.device,
-            threads=config.threads or int(spark.conf.get("spark.task.cpus", "1")),
-            features=model.features,
-            onnx_file=model.relative_onnx_file,
-            scores=config.scores,
-        )
-        output, predictor = probe_output(valid, model, spec)
+        threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
+        members = probe_members(spark, valid, features, models, config, threads)
+        outputs = {m.name: m.output for m in members}
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-        scored = score_frame(valid, model, spec, output, carried, ship_classifier(spark, predictor))
+        scored = score_frame(valid, features, members, models, config, carried)
 
         output_existed = exists(location.root)
         recover(location.root, location.partition)
@@ -126,16 +122,20 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 # Every row the scoring pass did not write was rejected: only then is the input
                 # read again, for the rejects.
                 if sum(n for _, n in files) < inputs.rows:
-                    rejects_frame(checked, carried, model).write.parquet(location.staged_rejects)
+                    rejects_frame(checked, carried, features).write.parquet(location.staged_rejects)
             reject_files = staged_files(location.staged_rejects)
             counts = reject_counts(location.staged_rejects)
             _check_conservation(inputs.rows, files, reject_files, location)
             _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
+            written = spark.read.parquet(location.staged) if lineup.several else None
             manifest = build_manifest(
                 config=config,
-                model=model,
-                backend=backend,
-                output=output,
+                model=champion,
+                backend=models[0].backend,
+                output=outputs[CHAMPION],
+                challengers=[ScoredModel(m.name, m.model, m.backend, outputs[m.name]) for m in models[1:]],
+                agreement=agreement(written, lineup, outputs) if written is not None else {},
+                variant_rows=variant_rows(written, lineup) if written is not None and lineup.ab else None,
                 run_id=location.run_id,
                 input_rows=inputs.rows,
                 input_files=inputs.files,
@@ -186,54 +186,138 @@ def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) ->
     return with_duplicates_marked(checked, config.id_columns, order) if duplicates else checked
 
 
-def probe_output(valid: DataFrame, model: ResolvedModel, spec: ScorerSpec) -> tuple[OutputSpec, Predictor]:
-    """Score a few valid rows on the driver to learn the shape of the model's output.
+@dataclass(frozen=True)
+class RunModel:
+    """One model of the run, pinned on the driver.
 
-    This also fails fast, before the job is spent, when the model cannot score this input at all.
+    Attributes:
+        name: ``champion`` or the challenger's name.
+        model: The resolved, pinned model.
+        backend: ``pyfunc`` or ``onnx``.
+    """
 
-    Returns:
-        The output's shape, and the model as the driver loaded it (on the CPU).
+    name: str
+    model: ResolvedModel
+    backend: str
+
+
+def resolve_models(config: JobConfig, download_dir: str) -> list[RunModel]:
+    """Resolve and pin every model of the run, the champion first.
+
+    ``--backend`` applies to the champion; each challenger gets its natural backend (ONNX Runtime for an
+    ONNX model, else pyfunc). Each model downloads into its own directory, whose name is unique to it.
+
+    Raises:
+        ModelError: A reference cannot be resolved, or the champion cannot use ``--backend``.
+    """
+    models = []
+    for name in config.lineup.names:
+        uri = config.lineup.uri(name, config.model_uri)
+        where = download_dir if name == CHAMPION else os.path.join(download_dir, name)
+        try:
+            model = resolve_model(uri, where, config.features)
+        except ModelError as e:
+            raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+        backend = choose_backend(
+            config.backend if name == CHAMPION else "auto", model.is_onnx, model.has_pyfunc
+        )
+        log.info("%s %s resolved to %s (%s backend)", name, model.uri, model.pinned_uri, backend)
+        models.append(RunModel(name, model, backend))
+    return models
+
+
+def probe_members(
+    spark: SparkSession,
+    valid: DataFrame,
+    features: tuple[Feature, ...],
+    models: list[RunModel],
+    config: JobConfig,
+    threads: int,
+) -> list[Member]:
+    """Ship every model to the executors and score a few valid rows with each on the driver.
+
+    The probe learns the shape of each model's output, and fails fast, before the job is spent, when
+    a model cannot score this input at all or the models cannot be combined as the lineup says.
 
     Raises:
         InputError: No row is valid.
+        ModelError: A model cannot score the sample, or ``check_lineup`` refuses the lineup.
     """
-    sample = valid.select(*typed_features(model.features)).limit(PROBE_ROWS).toPandas()
+    sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
     if sample.empty:
         raise InputError("no valid input rows to score: every row was rejected")
-    # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
-    predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
-    return OutputSpec.of(predictor.predict(sample)), predictor
+    probed = []
+    for run_model in models:
+        model = run_model.model
+        spec = ScorerSpec(
+            model_path=model.local_path,
+            fingerprint=model.fingerprint,
+            backend=run_model.backend,
+            device=config.device,
+            threads=threads,
+            features=model.features,
+            onnx_file=model.relative_onnx_file,
+            scores=config.scores,
+        )
+        # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
+        predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
+        probed.append(
+            (run_model, spec, predictor, OutputSpec.of(predictor.predict(sample[model.feature_names])))
+        )
+    check_lineup(config.lineup, {m.name: output for m, _, _, output in probed})
+    # Files are added to the SparkContext only now that the run will score: a file added by a run
+    # that then fails is still fetched by the next run's tasks in this context (a backfill's next
+    # date, a notebook's next job), and this run's temporary directory is gone by then.
+    return [
+        Member(
+            m.name,
+            dataclasses.replace(spec, model_path=distribute_model(spark, m.model.local_path)),
+            output,
+            tuple(m.model.feature_names),
+            ship_classifier(spark, predictor),
+        )
+        for m, spec, predictor, output in probed
+    ]
 
 
 def score_frame(
     valid: DataFrame,
-    model: ResolvedModel,
-    spec: ScorerSpec,
-    output: OutputSpec,
+    features: tuple[Feature, ...],
+    members: list[Member],
+    models: list[RunModel],
+    config: JobConfig,
     carried: list[str],
-    shipped: Broadcast | None = None,
 ) -> DataFrame:
-    """The scored rows: carried columns, the scores, and the model's name and version.
+    """The scored rows: carried columns, every score column, and the scoring model's name and version.
 
-    ``shipped`` is the native classifier broadcast by ``scoring.batch.udf.ship_classifier``.
+    Under an A/B split, ``model_name`` and ``model_version`` are those of the row's variant's model.
     """
     from pyspark.sql import functions as F
 
-    features = F.struct(*typed_features(model.features))
-    scores = score_column(features, spec, output, shipped).alias("_scores")
+    lineup = config.lineup
+    keys = [f"_key{i}" for i in range(len(config.id_columns))] if lineup.ab else []
+    ids = [F.col(c).alias(k) for c, k in zip(config.id_columns, keys, strict=False)]
+    struct = F.struct(*typed_features(features), *ids)
+    scores = score_column(struct, members, lineup, keys).alias("_scores")
+    by_name = {m.name: m.model for m in models}
+    name, version = F.lit(by_name[CHAMPION].name), F.lit(by_name[CHAMPION].version)
+    if lineup.ab:
+        # The variant's model, looked up in a literal map: variant -> name, variant -> version.
+        variants = [v for v, _ in lineup.ab]
+        name = F.create_map(*(F.lit(x) for v in variants for x in (v, by_name[v].name)))[F.col("variant")]
+        version = F.create_map(*(F.lit(x) for v in variants for x in (v, by_name[v].version)))[
+            F.col("variant")
+        ]
     return valid.select(*carried, scores).select(
-        *carried,
-        "_scores.*",
-        F.lit(model.name).alias("model_name"),
-        F.lit(model.version).alias("model_version"),
+        *carried, "_scores.*", name.alias("model_name"), version.alias("model_version")
     )
 
 
-def rejects_frame(checked: DataFrame, carried: list[str], model: ResolvedModel) -> DataFrame:
+def rejects_frame(checked: DataFrame, carried: list[str], features: tuple[Feature, ...]) -> DataFrame:
     """The rejected rows: carried columns, the features as they were in the input, and the reason."""
     from pyspark.sql import functions as F
 
-    columns = list(dict.fromkeys([*carried, *model.feature_names]))
+    columns = list(dict.fromkeys([*carried, *(f.name for f in features)]))
     return checked.where(F.col(REJECT_REASON).isNotNull()).select(*columns, REJECT_REASON)
 
 
@@ -263,7 +347,12 @@ def _check_conservation(
 def _carried_columns(config: JobConfig) -> list[str]:
     """Id and keep columns, in order and without repeats, checked against the job's own columns."""
     carried = list(dict.fromkeys([*config.id_columns, *config.keep_columns]))
+    lineup = config.lineup
+    written = [*SCORE_COLUMNS, *MODEL_COLUMNS, REJECT_REASON, config.partition_column]
+    written += [f"{challenger_prefix(n)}{c}" for n, _ in lineup.challengers for c in SCORE_COLUMNS]
+    written += ["ensemble_probability", "ensemble_prediction"] if lineup.ensemble else []
+    written += ["variant"] if lineup.ab else []
     for name in carried:
-        if name in (*SCORE_COLUMNS, *MODEL_COLUMNS, REJECT_REASON, config.partition_column):
+        if name in written:
             raise InputError(f"column {name!r} cannot be carried to the output: the job writes it itself")
     return carried

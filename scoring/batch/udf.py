@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,12 +25,16 @@ import pyarrow as pa
 
 from scoring import faults
 from scoring.batch import model_cache
-from scoring.model.output import OutputSpec, Scores, prediction_values, scores_frame
+from scoring.lineup import Lineup
+from scoring.model.combine import Column, lineup_columns, lineup_values
+from scoring.model.output import OutputSpec
 from scoring.model.predictors import Predictor, PyfuncPredictor, ScorerSpec, load_predictor
+from scoring.model.variants import variant_key
 
 if TYPE_CHECKING:
     from pyspark import Broadcast
-    from pyspark.sql import Column, SparkSession
+    from pyspark.sql import Column as SparkColumn
+    from pyspark.sql import SparkSession
     from pyspark.sql.types import StructType
 
 
@@ -49,17 +54,32 @@ def distribute_model(spark: SparkSession, local_path: str) -> str:
     return os.path.basename(local_path)
 
 
-def output_schema(output: OutputSpec) -> StructType:
-    """The Spark struct the UDF returns: ``prediction`` and, for classifiers, ``probability``."""
+def output_schema(columns: Sequence[Column]) -> StructType:
+    """The Spark struct the UDF returns: the run's score columns (``scoring.model.combine``)."""
     from pyspark.sql import types as T
 
-    prediction = {"double": T.DoubleType, "long": T.LongType, "string": T.StringType}
-    fields = [T.StructField("prediction", prediction[output.prediction_type]())]
-    if output.probability == "binary":
-        fields.append(T.StructField("probability", T.DoubleType()))
-    elif output.probability == "multiclass":
-        fields.append(T.StructField("probability", T.ArrayType(T.DoubleType())))
-    return T.StructType(fields)
+    types = {"double": T.DoubleType(), "long": T.LongType(), "string": T.StringType(),
+             "array<double>": T.ArrayType(T.DoubleType())}  # fmt: skip
+    return T.StructType([T.StructField(c.name, types[c.type]) for c in columns])
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the run as the workers score it.
+
+    Attributes:
+        name: ``champion`` or the challenger's name.
+        spec: How workers load it.
+        output: The shape of its scores.
+        features: Its feature columns, in its order (a subset of the run's, which are the union).
+        shipped: Its native classifier, pickled and broadcast by ``ship_classifier``.
+    """
+
+    name: str
+    spec: ScorerSpec
+    output: OutputSpec
+    features: tuple[str, ...]
+    shipped: Broadcast | None = None
 
 
 def ship_classifier(spark: SparkSession, predictor: Predictor) -> Broadcast | None:
@@ -83,37 +103,51 @@ MAX_SHIPPED_BYTES = 512 * 1024 * 1024
 
 
 def score_column(
-    features: Column, spec: ScorerSpec, output: OutputSpec, shipped: Broadcast | None = None
-) -> Column:
-    """A column of scores for a struct column of features.
+    features: SparkColumn, members: Sequence[Member], lineup: Lineup, keys: Sequence[str] = ()
+) -> SparkColumn:
+    """A struct column of every score column of the run, for a struct column of features.
 
     Args:
-        features: A struct of the model's features, in order and cast to the signature's types.
-        spec: How workers load the model.
-        output: The shape of the model's output.
-        shipped: The native classifier, pickled and broadcast by ``ship_classifier``.
+        features: A struct of the run's features (the union of the models'), cast to the signatures'
+            types, followed by the id columns ``keys`` names when the run has an A/B split.
+        members: Every model of the run, the champion first.
+        lineup: How the models' scores combine (``scoring.model.combine``).
+        keys: The fields of ``features`` that hold the row's id, for its A/B variant.
     """
     from pyspark.sql import functions as F
 
-    schema = output_schema(output)
+    outputs = {m.name: m.output for m in members}
+    columns = lineup_columns(lineup, outputs)
+    schema = output_schema(columns)
+
+    def score(frame: pd.DataFrame, predictors: dict[str, Predictor]) -> dict[str, np.ndarray]:
+        ids = None
+        if keys:
+            ids = [variant_key(row) for row in zip(*(frame[k].tolist() for k in keys), strict=True)]
+        scores = {m.name: predictors[m.name].predict(_model_frame(frame, m.features)) for m in members}
+        return lineup_values(lineup, outputs, scores, ids)
+
+    def load() -> dict[str, Predictor]:
+        return {m.name: worker_predictor(m.spec, m.shipped) for m in members}
+
     if hasattr(F, "arrow_udf"):  # Spark >= 4.1
 
         def score_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-            predictor = worker_predictor(spec, shipped)
+            predictors = load()
             after_batch = faults.worker_fault()
             for batch in batches:
                 frame = pa.Table.from_struct_array(batch).to_pandas()
-                yield scores_arrow(predictor.predict(frame), output)
+                yield values_arrow(score(frame, predictors), columns)
                 after_batch()
 
         udf = F.arrow_udf(score_arrow, returnType=schema)  # the type hints say: iterator of arrays
     else:
 
         def score_pandas(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            predictor = worker_predictor(spec, shipped)
+            predictors = load()
             after_batch = faults.worker_fault()
             for frame in batches:
-                yield scores_frame(predictor.predict(frame), output)
+                yield values_frame(score(frame, predictors), columns)
                 after_batch()
 
         udf = F.pandas_udf(score_pandas, returnType=schema)  # the type hints say: iterator of frames
@@ -122,24 +156,34 @@ def score_column(
     return udf.asNondeterministic()(features)
 
 
-def scores_arrow(scores: Scores, output: OutputSpec) -> pa.StructArray:
-    """Scores as the Arrow struct of ``output_schema(output)``, the Arrow UDF's return value."""
-    prediction = prediction_values(scores.prediction, output.prediction_type)
-    arrays = [pa.array(prediction, type=_ARROW_PREDICTION[output.prediction_type])]
-    names = ["prediction"]
-    if output.probability == "binary":
-        arrays.append(pa.array(scores.probability.astype(np.float64)))
-        names.append("probability")
-    elif output.probability == "multiclass":
-        matrix = np.ascontiguousarray(scores.probability, dtype=np.float64)
-        flat = pa.array(matrix.reshape(-1))
-        offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
-        arrays.append(pa.ListArray.from_arrays(offsets, flat))
-        names.append("probability")
-    return pa.StructArray.from_arrays(arrays, names=names)
+def _model_frame(frame: pd.DataFrame, features: tuple[str, ...]) -> pd.DataFrame:
+    """One model's columns of the batch; the batch itself when they are all of it, in order (no copy)."""
+    return frame if tuple(frame.columns) == features else frame[list(features)]
 
 
-_ARROW_PREDICTION = {"double": pa.float64(), "long": pa.int64(), "string": pa.string()}
+def values_arrow(values: dict[str, np.ndarray], columns: Sequence[Column]) -> pa.StructArray:
+    """Score columns (``scoring.model.combine.lineup_values``) as the Arrow UDF's struct."""
+    arrays = []
+    for column in columns:
+        data = values[column.name]
+        if column.type == "array<double>":
+            matrix = np.ascontiguousarray(data, dtype=np.float64)
+            flat = pa.array(matrix.reshape(-1))
+            offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
+            arrays.append(pa.ListArray.from_arrays(offsets, flat))
+        else:
+            arrays.append(pa.array(data, type=_ARROW_TYPES[column.type]))
+    return pa.StructArray.from_arrays(arrays, names=[c.name for c in columns])
+
+
+def values_frame(values: dict[str, np.ndarray], columns: Sequence[Column]) -> pd.DataFrame:
+    """Score columns as the pandas UDF's frame (Spark 3.5): a matrix becomes one list per row."""
+    return pd.DataFrame(
+        {c.name: list(values[c.name]) if c.type == "array<double>" else values[c.name] for c in columns}
+    )
+
+
+_ARROW_TYPES = {"double": pa.float64(), "long": pa.int64(), "string": pa.string()}
 
 
 def worker_predictor(spec: ScorerSpec, shipped: Broadcast | None = None) -> Predictor:

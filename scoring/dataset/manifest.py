@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from scoring import __version__
 from scoring.config import JobConfig
@@ -11,6 +13,16 @@ from scoring.model.output import OutputSpec
 from scoring.model.resolve import ResolvedModel
 
 MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """A model that scored the partition beside the champion: its name in the run, pin and output."""
+
+    name: str
+    model: ResolvedModel
+    backend: str
+    output: OutputSpec
 
 
 def build_manifest(
@@ -30,6 +42,9 @@ def build_manifest(
     started_at: dt.datetime,
     finished_at: dt.datetime,
     spark_version: str,
+    challengers: Sequence[ScoredModel] = (),
+    agreement: Mapping[str, dict] | None = None,
+    variant_rows: Mapping[str, int] | None = None,
 ) -> dict:
     """The manifest of one published partition.
 
@@ -49,21 +64,29 @@ def build_manifest(
         started_at: When the run started (UTC).
         finished_at: When the data was written (UTC).
         spark_version: Version of Spark that ran the job.
+        challengers: The models scored beside the champion, in the run's order.
+        agreement: Each challenger's agreement with the champion (``scoring.batch.agreement``).
+        variant_rows: Rows each A/B variant received, under an A/B split.
     """
+    lineup = config.lineup
     return {
         "manifest_version": MANIFEST_VERSION,
         "run_id": run_id,
         "partition": {"column": config.partition_column, "value": config.partition_value},
-        "model": {
-            "uri": model.uri,
-            "pinned_uri": model.pinned_uri,
-            "name": model.name,
-            "version": model.version,
-            "run_id": model.run_id,
-            "backend": backend,
-            "features": [{"name": f.name, "type": f.type} for f in model.features],
-            "scores": {"requested": config.scores, **output.to_json()},
-        },
+        "model": _model_json(model, backend, output, config.scores),
+        "challengers": [
+            {
+                "name": c.name,
+                "model": _model_json(c.model, c.backend, c.output, config.scores),
+                "agreement": (agreement or {}).get(c.name),
+            }
+            for c in challengers
+        ],
+        "ensemble": {"weights": dict(lineup.ensemble)} if lineup.ensemble else None,
+        "ab": {"salt": lineup.ab_salt, "split": dict(lineup.ab), "rows": dict(variant_rows or {})}
+        if lineup.ab
+        else None,
+        "decision_threshold": lineup.decision_threshold,
         "input": {
             "path": config.input,
             "rows": input_rows,
@@ -92,6 +115,19 @@ def build_manifest(
         "arguments": config.to_json(),
         "package_version": __version__,
         "spark_version": spark_version,
+    }
+
+
+def _model_json(model: ResolvedModel, backend: str, output: OutputSpec, requested: str) -> dict:
+    return {
+        "uri": model.uri,
+        "pinned_uri": model.pinned_uri,
+        "name": model.name,
+        "version": model.version,
+        "run_id": model.run_id,
+        "backend": backend,
+        "features": [{"name": f.name, "type": f.type} for f in model.features],
+        "scores": {"requested": requested, **output.to_json()},
     }
 
 

@@ -73,6 +73,7 @@ def validate_partition(
     partition_column: str = "date",
     psi_threshold: float = 0.2,
     psi_action: str = WARN,
+    variant_tolerance: float = 0.01,
 ) -> Report:
     """Check one published partition against its manifest and its predecessor.
 
@@ -83,6 +84,9 @@ def validate_partition(
         psi_threshold: Population stability index above which the score distribution has drifted
             from the previous published partition's (0.1: some shift; 0.2: a significant one).
         psi_action: ``warn`` or ``fail`` when the drift is above the threshold.
+        variant_tolerance: How far (a share, 0.01: one percentage point) each A/B variant's share of
+            the rows may be from its split, at least (a small partition is allowed four standard
+            deviations of a binomial draw).
 
     Returns:
         The report; ``report.ok`` is False when any check failed.
@@ -110,6 +114,7 @@ def validate_partition(
     schema, table = _read(final, files, manifest)
     _check_schema(report, schema, manifest)
     _check_values(report, table, manifest)
+    _check_lineup(report, table, manifest, variant_tolerance)
     _check_drift(report, table, root, partition_column, date, psi_threshold, psi_action)
     return report
 
@@ -163,25 +168,92 @@ def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
 
 
 def _check_values(report: Report, table: pa.Table, manifest: dict) -> None:
-    version = manifest["model"]["version"]
+    expected = _served_versions(manifest)
     versions = set(pc.unique(table.column("model_version")).to_pylist())
-    report.add("model version", versions == {version}, f"{sorted(versions)} (manifest: {version!r})")
+    report.add(
+        "model version",
+        bool(versions) and versions <= expected,
+        f"{sorted(versions)} (manifest: {', '.join(sorted(expected))})",
+    )
 
     nulls = table.column("prediction").null_count
     report.add("predictions", nulls == 0, f"{nulls} null predictions")
 
     if "probability" in table.column_names:
-        probability = table.column("probability")
-        if pa.types.is_list(probability.type):
-            probability = pc.list_flatten(probability)
-        low, high = pc.min(probability).as_py(), pc.max(probability).as_py()
-        in_range = probability.null_count == 0 and low is not None and low >= 0.0 and high <= 1.0
-        report.add("probabilities", in_range, f"min {low}, max {high}, {probability.null_count} null")
+        in_range, detail = _probabilities(table.column("probability"))
+        report.add("probabilities", in_range, detail)
 
     ids = manifest["arguments"]["id_columns"]
     keys = table.select(ids)
     repeated = keys.num_rows - keys.group_by(ids).aggregate([]).num_rows
     report.add("ids unique", repeated == 0, f"{repeated} repeated ids ({', '.join(ids)})")
+
+
+def _probabilities(column: pa.ChunkedArray) -> tuple[bool, str]:
+    """Whether a probability column (or array column) has no nulls and stays within [0, 1]."""
+    if pa.types.is_list(column.type):
+        column = pc.list_flatten(column)
+    low, high = pc.min(column).as_py(), pc.max(column).as_py()
+    in_range = column.null_count == 0 and low is not None and low >= 0.0 and high <= 1.0
+    return in_range, f"min {low}, max {high}, {column.null_count} null"
+
+
+def _served_versions(manifest: dict) -> set[str]:
+    """The model versions ``model_version`` may hold: the champion's, or the A/B variants' models'."""
+    ab = manifest.get("ab")
+    if not ab:
+        return {manifest["model"]["version"]}
+    versions = {"champion": manifest["model"]["version"]}
+    versions.update({c["name"]: c["model"]["version"] for c in manifest.get("challengers", [])})
+    return {versions[name] for name in ab["split"]}
+
+
+def lineup_columns(manifest: dict) -> list[str]:
+    """The columns a run with challengers, an ensemble or an A/B split added to the champion's."""
+    names = [c["name"] for c in manifest["output"]["columns"]]
+    return [n for n in names if n.startswith(("challenger_", "ensemble_")) or n == "variant"]
+
+
+def _check_lineup(report: Report, table: pa.Table, manifest: dict, variant_tolerance: float) -> None:
+    """Challenger and ensemble columns: no nulls, probabilities within [0, 1]; the variants' shares."""
+    columns = [c for c in lineup_columns(manifest) if c != "variant"]
+    if columns:
+        problems = []
+        for name in columns:
+            column = table.column(name)
+            if name.endswith("_probability"):
+                in_range, detail = _probabilities(column)
+                if not in_range:
+                    problems.append(f"{name}: {detail}")
+            elif column.null_count:
+                problems.append(f"{name}: {column.null_count} null")
+        report.add(
+            "challenger columns",
+            not problems,
+            "; ".join(problems) if problems else f"{len(columns)} columns, no nulls, probabilities in [0, 1]",
+        )
+    ab = manifest.get("ab")
+    if not ab:
+        return
+    variants = table.column("variant")
+    counts = {row["values"]: row["counts"] for row in pc.value_counts(variants).to_pylist()}
+    rows = max(table.num_rows, 1)
+    off = []
+    for name, share in ab["split"].items():
+        seen = counts.get(name, 0) / rows
+        # A hash split is a binomial draw: allow four standard deviations on a small partition.
+        allowed = max(variant_tolerance, 4 * math.sqrt(share * (1 - share) / rows))
+        if abs(seen - share) > allowed:
+            off.append(f"{name} {seen:.2%} (split {share:.2%}, +/- {allowed:.2%})")
+    unknown = sorted(set(counts) - set(ab["split"]))
+    recorded = {name: counts.get(name, 0) for name in ab["split"]} == ab.get("rows")
+    detail = ", ".join(f"{n} {counts.get(n, 0) / rows:.2%}" for n in ab["split"])
+    problems = (
+        off
+        + [f"unknown variants {unknown}"] * bool(unknown)
+        + ["rows differ from the manifest's"] * (not recorded)
+    )
+    report.add("variant shares", not problems and variants.null_count == 0, "; ".join(problems) or detail)
 
 
 def _check_drift(
@@ -253,6 +325,7 @@ def _read(partition_uri: str, files: list[tuple[str, int]], manifest: dict) -> t
     """The partition's full schema, and only the columns the checks need."""
     fs, path = filesystem(partition_uri)
     wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
+    wanted.update(lineup_columns(manifest))
     dataset = ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
     return dataset.schema, dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
 

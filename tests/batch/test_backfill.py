@@ -47,3 +47,22 @@ def test_backfill_refuses_an_empty_range(spark, registry, input_dir, tmp_path, c
     )  # fmt: skip
     assert code == 1
     assert f"error: --end {DATE} is before --start {OTHER_DATE}" in capsys.readouterr().err
+
+
+def test_backfill_pins_its_challengers_and_rescores_when_the_lineup_changes(
+    spark, registry, input_dir, tmp_path, capsys
+):
+    challenger = ("--challenger", f"sk=models:/{demo.MODEL_NAME}@sklearn")
+    assert backfill(input_dir, tmp_path, DATE, *challenger) == 0
+    manifest = json.loads((tmp_path / f"date={DATE}" / "_manifest.json").read_text())
+    assert [(c["name"], c["model"]["pinned_uri"]) for c in manifest["challengers"]] == [
+        ("sk", f"models:/{demo.MODEL_NAME}/{registry['sklearn']}")
+    ]
+    assert manifest["arguments"]["lineup"]["challengers"] == {
+        "sk": f"models:/{demo.MODEL_NAME}/{registry['sklearn']}"
+    }
+    capsys.readouterr()
+    assert backfill(input_dir, tmp_path, DATE, *challenger) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "0 scored, 1 skipped, 0 failed"
+    assert backfill(input_dir, tmp_path, DATE) == 0  # the champion alone: another lineup, rescored
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "1 scored, 0 skipped, 0 failed"
