@@ -203,7 +203,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         parser: The subcommand's parser.
     """
     add = parser.add_argument
-    add("--model-uri", required=True, help="the model reference, resolved and pinned as the job does")
+    add(
+        "--model-uri",
+        default=None,
+        help="the champion, resolved and pinned as the job does (or the models file's champion); the "
+        "lineup flags below serve challengers, an ensemble and an A/B split beside it",
+    )
+    add_lineup_arguments(parser)
+    add(
+        "--id-column",
+        default=("id",),
+        type=_names,
+        help="the record field(s) holding its id, hashed for its A/B variant as the job's --id-column "
+        "(default: id)",
+    )
     add("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
     add("--port", default=8080, type=_port, help="HTTP port (default: 8080; 0: any free port)")
     add("--grpc-port", default=8081, type=_port, help="gRPC port (default: 8081; 0: any free port)")
@@ -302,8 +315,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     from scoring.serve.served_model import ServeSettings
     from scoring.serve.server import serve
 
+    champion, lineup = lineup_from_args(args)
     settings = ServeSettings(
-        model_uri=args.model_uri,
+        model_uri=champion,
+        lineup=lineup,
+        id_columns=args.id_column,
         backend=args.backend,
         device=args.device,
         threads=args.threads,

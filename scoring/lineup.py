@@ -23,8 +23,8 @@ from scoring.errors import ScoringError
 
 # The champion's name where a model is named: an ensemble member, an A/B variant, a route.
 CHAMPION = "champion"
-# Names that mean something else in the output's columns or the online routes.
-RESERVED_NAMES = (CHAMPION, "ensemble", "ab", "variant")
+# Names that mean something else in the output's columns or the online routes (/predict/batch).
+RESERVED_NAMES = (CHAMPION, "ensemble", "ab", "variant", "batch")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 Pairs = tuple[tuple[str, float], ...]

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from scoring.model.signature import Feature
+from scoring.model.variants import variant_key
 from scoring.serve.errors import BadRequest
 from scoring.serve.served_model import ServedModel
-from scoring.serve.service import Scored
+from scoring.serve.service import Blended, Routed, Scored
 
 # MLflow's scoring protocol (``mlflow models serve``): the keys a JSON body may use.
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -30,12 +31,94 @@ def original_record(body: object, where: str = "body") -> tuple[object, Mapping[
 
 def original_batch(body: object) -> tuple[list[object], list[Mapping[str, object]]]:
     """A list of ``original_record`` bodies -> their ids and their features."""
+    pairs = [original_record(item, f"record {i}") for i, item in enumerate(batch_items(body))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def batch_items(body: object) -> list:
+    """The records of a batch body: a list of them, or ``{"records": [...]}``."""
     if isinstance(body, Mapping) and isinstance(body.get("records"), list):
         body = body["records"]
     if not isinstance(body, list):
         raise BadRequest('body: expected a list of {"id": ..., "features": {...}} objects')
-    pairs = [original_record(item, f"record {i}") for i, item in enumerate(body)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return body
+
+
+def variant_keys(
+    items: Sequence[Mapping[str, object]],
+    features: Sequence[Mapping[str, object]],
+    id_columns: Sequence[str],
+    where: str = "record",
+) -> tuple[list[str], list[dict[str, object]]]:
+    """Each record's A/B key (``scoring.model.variants.variant_key``) from its id columns' values.
+
+    An id column is read from the record itself (``{"customer_id": 7, "features": {...}}``; the default
+    ``id`` is the original API's own id field), else from its features: the same value hashes as the
+    batch job hashes that column's value, so a record lands in the variant its row got there.
+
+    Args:
+        items: The records as sent (their top-level fields).
+        features: Their features.
+        id_columns: The server's ``--id-column`` names, in order.
+        where: How an error names a record: ``record`` (``record 3``), or ``body`` for a lone record.
+
+    Returns:
+        The keys, and each record's id values by column (the answer repeats them).
+
+    Raises:
+        BadRequest: A record lacks an id column (or it is null), or holds an object or a list there.
+    """
+    keys, ids = [], []
+    for i, (item, values) in enumerate(zip(items, features, strict=True)):
+        named = where if where == "body" else f"{where} {i}"
+        found = {}
+        for column in id_columns:
+            value = item.get(column)
+            if value is None:
+                value = values.get(column)
+            if value is None:
+                raise BadRequest(
+                    f'{named}: no "{column}": an A/B request needs each record\'s id, which decides its '
+                    f"variant (--id-column {','.join(id_columns)})"
+                )
+            if isinstance(value, Mapping | list):
+                raise BadRequest(f'{named}: "{column}" must be a string or a number (the record\'s id)')
+            found[column] = value
+        keys.append(variant_key(list(found.values())))
+        ids.append(found)
+    return keys, ids
+
+
+def ensemble_predictions(ids: Sequence[object], blended: Blended) -> list[dict]:
+    """One ``{"id", "ensemble_probability"}`` (``ensemble_prediction``, regressors) object per record."""
+    return [{"id": i, blended.column: v} for i, v in zip(ids, blended.values(), strict=True)]
+
+
+def ensemble_fields(blended: Blended) -> dict:
+    """The weights and the members' models, as every ensemble answer gives them."""
+    models = {name: model_fields(scored.served) for name, scored in blended.members.items()}
+    return {"weights": blended.weights, "models": models}
+
+
+def ab_predictions(
+    ids: Sequence[object], routed: Routed, id_values: Sequence[Mapping[str, object]] | None = None
+) -> list[dict]:
+    """One answer per record: its ids, its variant, and the scores and name of the variant's model.
+
+    Args:
+        ids: Each record's ``id`` field, as ``/predict`` repeats it.
+        routed: The records' scores.
+        id_values: Each record's id columns' values (``variant_keys``), repeated by name.
+    """
+    prediction, probability = routed.values()
+    answers = []
+    for row, record_id in enumerate(ids):
+        answer = {"id": record_id, **(id_values[row] if id_values else {})}
+        answer |= {"variant": routed.variants[row], "prediction": prediction[row]}
+        if probability is not None:
+            answer["probability"] = probability[row]
+        answers.append({**answer, **model_fields(routed.served(row))})
+    return answers
 
 
 def original_predictions(ids: Sequence[object], scored: Scored) -> list[dict]:

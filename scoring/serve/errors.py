@@ -84,6 +84,13 @@ class NotFound(RequestError):
     grpc_code = "NOT_FOUND"
 
 
+class NotConfigured(RequestError):
+    """The request needs what this server was not started with (an ensemble, an A/B split)."""
+
+    http_status = 404
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class ModelFailed(RequestError):
     """The model raised while scoring valid records; the input is not repeated."""
 

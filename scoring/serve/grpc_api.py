@@ -4,7 +4,9 @@ Three services on one ``grpc.server``, over the same ``ScoringService`` as HTTP:
 
 * ``scoring.v1.PredictionService`` (``Predict``, ``PredictBatch``): the original API, records of
   ``FeatureValue`` (a oneof; unset is null) in, ``prediction``, ``probability`` (binary) or
-  ``class_probabilities`` (multiclass) and the model out.
+  ``class_probabilities`` (multiclass) and the model out; the request's ``model`` names the lineup's
+  model (the champion when empty). ``PredictEnsemble`` and ``PredictAB`` are ``POST
+  /predict/ensemble/batch`` and ``POST /predict/ab/batch``.
 * ``inference.GRPCInferenceService``: the Open Inference Protocol v2, as KServe and Triton define it, so
   ``tritonclient.grpc`` talks to it unchanged. Input tensors come as typed ``contents`` or as
   ``raw_input_contents``; answers are always ``raw_output_contents``, which is what tritonclient's
@@ -31,10 +33,16 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scoring.serve import oip
-from scoring.serve.dialects import model_fields, original_predictions
+from scoring.serve.dialects import (
+    ab_predictions,
+    ensemble_predictions,
+    model_fields,
+    original_predictions,
+    variant_keys,
+)
 from scoring.serve.errors import BadRequest, RequestError
 from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
-from scoring.serve.service import Scored, ScoringService, presented_key
+from scoring.serve.service import Roster, Scored, ScoringService, presented_key
 
 log = logging.getLogger(__name__)
 
@@ -182,26 +190,101 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
     def Predict(
         self, request: prediction_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> prediction_pb2.PredictResponse:
-        """Score one record."""
+        """Score one record with the champion, or the lineup's model ``request.model``."""
         _authorize(self._service, context)
-        scored = self._score([request])
+        scored = self._score([request], request.model)
         (prediction,) = _predictions([request.id], scored)
         return prediction
 
     def PredictBatch(
         self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
     ) -> prediction_pb2.PredictBatchResponse:
-        """Score a batch of records in one call."""
+        """Score a batch of records in one call, with the champion or the model ``request.model``."""
         _authorize(self._service, context)
-        scored = self._score(request.records)
+        scored = self._score(request.records, request.model)
         return prediction_pb2.PredictBatchResponse(
             predictions=_predictions([r.id for r in request.records], scored), **model_fields(scored.served)
         )
 
-    def _score(self, records: Sequence[prediction_pb2.PredictRequest]) -> Scored:
-        scored = self._service.submit_records([feature_record(r.features) for r in records]).result()
+    def PredictEnsemble(
+        self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
+    ) -> prediction_pb2.PredictEnsembleResponse:
+        """Score a batch with every ensemble member; answer their weighted mean and the weights."""
+        _authorize(self._service, context)
+        _no_model(request, "PredictEnsemble")
+        records = request.records
+        blended = self._service.submit_ensemble([feature_record(r.features) for r in records]).result()
+        self._service.metrics.records.labels(PROTOCOL).inc(blended.rows)
+        predictions = []
+        for item in ensemble_predictions([r.id for r in records], blended):
+            value = item[blended.column]
+            answer = prediction_pb2.EnsemblePrediction(id=item["id"])
+            if isinstance(value, list):  # multiclass: one probability per class
+                answer.ensemble_class_probabilities.extend(value)
+            else:  # the proto's fields are named as the batch job's columns
+                setattr(answer, blended.column, value)
+            predictions.append(answer)
+        return prediction_pb2.PredictEnsembleResponse(
+            predictions=predictions, weights=_shares(blended.roster, blended.roster.lineup.ensemble)
+        )
+
+    def PredictAB(
+        self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
+    ) -> prediction_pb2.PredictABResponse:
+        """Score each record of a batch with its A/B variant's model, the variant decided by its id."""
+        _authorize(self._service, context)
+        _no_model(request, "PredictAB")
+        records = request.records
+        features = [feature_record(r.features) for r in records]
+        # The id field is the record's own "id" (empty: unset, as proto3 has it); others are features.
+        items = [{"id": r.id} if r.id else {} for r in records]
+        keys, _ = variant_keys(items, features, self._service.settings.id_columns)
+        routed = self._service.submit_ab(features, keys).result()
+        self._service.metrics.records.labels(PROTOCOL).inc(routed.rows)
+        predictions = []
+        for item in ab_predictions([r.id for r in records], routed):
+            answer = prediction_pb2.PredictResponse(
+                id=item["id"],
+                prediction=feature_value(item["prediction"]),
+                variant=item["variant"],
+                model_name=item["model_name"],
+                model_version=item["model_version"],
+            )
+            _set_probability(answer, item.get("probability"))
+            predictions.append(answer)
+        return prediction_pb2.PredictABResponse(
+            predictions=predictions, split=_shares(routed.roster, routed.roster.lineup.ab)
+        )
+
+    def _score(self, records: Sequence[prediction_pb2.PredictRequest], model: str = "") -> Scored:
+        features = [feature_record(r.features) for r in records]
+        if model:
+            pending = self._service.submit_records(features, self._service.live(model))
+        else:  # the champion, by the very call made before the lineup had other models
+            pending = self._service.submit_records(features)
+        scored = pending.result()
         self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
         return scored
+
+
+def _no_model(request: prediction_pb2.PredictBatchRequest, method: str) -> None:
+    """Refuse a model named where the lineup decides which models score."""
+    if request.model:
+        raise BadRequest(f"model: {method} scores with the lineup's models; leave model empty")
+
+
+def _shares(roster: Roster, pairs: Sequence[tuple[str, float]]) -> list[prediction_pb2.LineupShare]:
+    return [
+        prediction_pb2.LineupShare(model=name, share=share, **model_fields(roster.models[name].served))
+        for name, share in pairs
+    ]
+
+
+def _set_probability(answer: prediction_pb2.PredictResponse, probability: object) -> None:
+    if isinstance(probability, list):
+        answer.class_probabilities.extend(probability)
+    elif probability is not None:
+        answer.probability = probability
 
 
 def feature_record(features: Mapping[str, prediction_pb2.FeatureValue]) -> dict[str, object]:
@@ -234,11 +317,7 @@ def _predictions(ids: Sequence[str], scored: Scored) -> list[prediction_pb2.Pred
         answer = prediction_pb2.PredictResponse(
             id=item["id"], prediction=feature_value(item["prediction"]), **model
         )
-        probability = item.get("probability")
-        if isinstance(probability, list):
-            answer.class_probabilities.extend(probability)
-        elif probability is not None:
-            answer.probability = probability
+        _set_probability(answer, item.get("probability"))
         answers.append(answer)
     return answers
 

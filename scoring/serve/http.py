@@ -5,7 +5,8 @@ the request checks, the batching and the output convention live below them. Bodi
 ``json`` rather than pydantic models, so that a validation error never echoes a request's values.
 
 * The original API: ``GET /health``, ``GET /ready``, ``POST /predict``, ``POST /predict/batch``,
-  ``GET /model/info``.
+  ``GET /model/info``; the lineup's routes, each with a ``/batch`` twin: ``POST /predict/{model}``
+  (``champion`` or a challenger), ``POST /predict/ensemble``, ``POST /predict/ab``, and ``GET /models``.
 * MLflow's scoring protocol: ``POST /invocations`` (``dataframe_split``, ``dataframe_records``,
   ``instances``, ``inputs``).
 * The Open Inference Protocol v2: ``/v2/health/live``, ``/v2/health/ready``, ``/v2``,
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from scoring.errors import ScoringError, first_line
 from scoring.serve import dialects, oip
 from scoring.serve.errors import BadRequest, RequestError, TooLarge, UnsupportedMediaType
-from scoring.serve.service import Scored, ScoringService, presented_key
+from scoring.serve.service import Blended, Routed, Scored, ScoringService, presented_key
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,86 @@ def create_app(service: ScoringService) -> FastAPI:
         _count(request, service, scored)
         predictions = dialects.original_predictions(ids, scored)
         return _json({"predictions": predictions, **dialects.model_fields(scored.served)})
+
+    @app.post("/predict/ensemble")
+    async def predict_ensemble(request: Request) -> Response:
+        """One record -> the ensemble's ``ensemble_probability`` (or ``ensemble_prediction``), the weights."""
+        _authorize(service, request)
+        record_id, features = dialects.original_record(await _body(request))
+        blended = await service.submit_ensemble([features]).wait()
+        _count_combined(request, service, blended)
+        return _json(
+            {**dialects.ensemble_predictions([record_id], blended)[0], **dialects.ensemble_fields(blended)}
+        )
+
+    @app.post("/predict/ensemble/batch")
+    async def predict_ensemble_batch(request: Request) -> Response:
+        """A list of records -> ``{"predictions": [{"id", "ensemble_probability"}], "weights", "models"}``."""
+        _authorize(service, request)
+        ids, records = dialects.original_batch(await _body(request))
+        blended = await service.submit_ensemble(records).wait()
+        _count_combined(request, service, blended)
+        predictions = dialects.ensemble_predictions(ids, blended)
+        return _json({"predictions": predictions, **dialects.ensemble_fields(blended)})
+
+    @app.post("/predict/ab")
+    async def predict_ab(request: Request) -> Response:
+        """One record with its id -> its variant, and the prediction and model of the variant's model."""
+        _authorize(service, request)
+        body = await _body(request)
+        record_id, features = dialects.original_record(body)
+        keys, id_values = dialects.variant_keys([body], [features], service.settings.id_columns, "body")
+        routed = await service.submit_ab([features], keys).wait()
+        _count_combined(request, service, routed)
+        return _json(dialects.ab_predictions([record_id], routed, id_values)[0])
+
+    @app.post("/predict/ab/batch")
+    async def predict_ab_batch(request: Request) -> Response:
+        """A list of records with their ids -> ``{"predictions": [{"id", "variant", ...}], "split"}``."""
+        _authorize(service, request)
+        items = dialects.batch_items(await _body(request))
+        ids, records = dialects.original_batch(items)
+        keys, id_values = dialects.variant_keys(items, records, service.settings.id_columns)
+        routed = await service.submit_ab(records, keys).wait()
+        _count_combined(request, service, routed)
+        predictions = dialects.ab_predictions(ids, routed, id_values)
+        return _json({"predictions": predictions, "split": dict(routed.roster.lineup.ab)})
+
+    # After the fixed routes: /predict/batch, /predict/ensemble and /predict/ab are not models.
+    @app.post("/predict/{model}")
+    async def predict_model(request: Request, model: str) -> Response:
+        """One record, scored by the lineup's model ``model`` (``champion`` or a challenger's name)."""
+        _authorize(service, request)
+        live = service.live(model)
+        record_id, features = dialects.original_record(await _body(request))
+        scored = await service.submit_records([features], live).wait()
+        _count(request, service, scored)
+        return _json(
+            {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored.served)}
+        )
+
+    @app.post("/predict/{model}/batch")
+    async def predict_model_batch(request: Request, model: str) -> Response:
+        """A list of records, scored by the lineup's model ``model``, as ``/predict/batch`` answers."""
+        _authorize(service, request)
+        live = service.live(model)
+        ids, records = dialects.original_batch(await _body(request))
+        scored = await service.submit_records(records, live).wait()
+        _count(request, service, scored)
+        predictions = dialects.original_predictions(ids, scored)
+        return _json({"predictions": predictions, **dialects.model_fields(scored.served)})
+
+    @app.get("/models")
+    async def models(request: Request) -> Response:
+        """The lineup: each model with its pinned version, the ensemble's weights and the A/B split."""
+        _authorize(service, request)
+        return _json(service.roster().info())
+
+    @app.get("/models/{model}")
+    async def model_of_lineup(request: Request, model: str) -> Response:
+        """One model of the lineup, as ``/model/info`` gives the champion."""
+        _authorize(service, request)
+        return _json(service.live(model).served.info())
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
@@ -280,6 +361,14 @@ def _count(request: Request, service: ScoringService, scored: Scored) -> None:
     request.state.records = scored.rows
     request.state.model_version = scored.served.model.version
     service.metrics.records.labels("http").inc(scored.rows)
+
+
+def _count_combined(request: Request, service: ScoringService, combined: Blended | Routed) -> None:
+    """``_count`` for an answer of several models: the access log names each one's version."""
+    names = combined.members if isinstance(combined, Blended) else dict.fromkeys(combined.variants.tolist())
+    request.state.records = combined.rows
+    request.state.model_version = combined.roster.versions(list(names))
+    service.metrics.records.labels("http").inc(combined.rows)
 
 
 def _json(payload: object, status: int = 200) -> Response:

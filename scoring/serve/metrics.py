@@ -20,7 +20,7 @@ access_log = logging.getLogger("scoring.serve.access")
 
 
 class Metrics:
-    """Requests by protocol, route and status, their latency, model-call batch sizes and the model."""
+    """Requests by protocol, route and status, their latency, model-call batch sizes and the models."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -45,6 +45,10 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.model = Info("scoring_model", "The model version being served", registry=self.registry)
+        self.lineup_model = Info(
+            "scoring_lineup_model", "Each model of the lineup being served, by its name in the lineup",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
         self.reloads = Counter(
             "scoring_reloads", "Model reloads, by outcome", ["outcome"], registry=self.registry
         )

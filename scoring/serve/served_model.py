@@ -8,15 +8,17 @@ keeps serving the requests that started on it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from scoring.errors import ModelError
+from scoring.lineup import CHAMPION, Lineup
 from scoring.model.output import OutputSpec, Scores, prediction_values
 from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
@@ -28,11 +30,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """How the server loads its model and bounds its requests.
+    """How the server loads its models and bounds its requests.
 
     Attributes:
-        model_uri: The model reference (see ``scoring.model.resolve.SUPPORTED_URIS``).
-        backend: ``auto``, ``pyfunc`` or ``onnx``.
+        model_uri: The champion's model reference (see ``scoring.model.resolve.SUPPORTED_URIS``).
+        lineup: The challengers, the ensemble and the A/B split served beside the champion, as the batch
+            job's ``--challenger``, ``--ensemble`` and ``--ab`` give them.
+        id_columns: The fields of a record that hold its id, hashed for its A/B variant as the batch job
+            hashes its ``--id-column`` columns.
+        backend: ``auto``, ``pyfunc`` or ``onnx``, for the champion; challengers get their natural backend
+            (ONNX Runtime for an ONNX model), as in the batch job.
         device: ``auto``, ``cpu`` or ``cuda`` (ONNX only).
         threads: ONNX Runtime intra-op threads per model call.
         scores: ``auto``, ``label`` or ``probability``, as the job's ``--scores``.
@@ -44,6 +51,8 @@ class ServeSettings:
     """
 
     model_uri: str
+    lineup: Lineup = field(default_factory=Lineup)
+    id_columns: tuple[str, ...] = ("id",)
     backend: str = "auto"
     device: str = "auto"
     threads: int = 1
@@ -99,6 +108,18 @@ class ServedModel:
     def discard(self) -> None:
         """Remove this server's copy of the artifacts (the predictor holds what it loaded)."""
         shutil.rmtree(self.download_dir, ignore_errors=True)
+
+
+def member_settings(settings: ServeSettings, name: str) -> ServeSettings:
+    """The settings that load the lineup's model ``name`` (``champion`` or a challenger).
+
+    The champion gets ``--backend``; a challenger its natural backend, as the batch job gives it
+    (``scoring.batch.job.resolve_models``), so that its scores online are those of its columns.
+    """
+    if name == CHAMPION:
+        return settings
+    uri = settings.lineup.uri(name, settings.model_uri)
+    return dataclasses.replace(settings, model_uri=uri, backend="auto")
 
 
 def load_served_model(settings: ServeSettings) -> ServedModel:

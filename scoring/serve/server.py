@@ -1,6 +1,6 @@
-"""``scoring serve``: one process, one pinned model, HTTP on uvicorn and gRPC on grpcio.
+"""``scoring serve``: one process, the pinned champion (and its lineup), HTTP on uvicorn and gRPC on grpcio.
 
-Signals: SIGHUP re-resolves the model reference and swaps to its version (as ``POST /admin/reload``
+Signals: SIGHUP re-resolves every model reference and swaps to their versions (as ``POST /admin/reload``
 does); SIGTERM and SIGINT stop taking requests, let those in flight finish, then exit 0.
 """
 
@@ -91,6 +91,8 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         _reload_on_sighup(service)
         signal.signal(signal.SIGTERM, server.handle_exit)
         signal.signal(signal.SIGINT, server.handle_exit)
+        if settings.lineup.several:
+            log.info("lineup: %s", _lineup_line(service))
         served = service.served
         log.info(
             "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
@@ -103,6 +105,18 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         service.close()
     log.info("stopped")
     return 0
+
+
+def _lineup_line(service: ScoringService) -> str:
+    """The models served and how they combine, for the start-up log."""
+    roster = service.roster()
+    lineup = roster.lineup
+    parts = [", ".join(f"{name} {live.served.model.pinned_uri}" for name, live in roster.models.items())]
+    if lineup.ensemble:
+        parts.append("ensemble " + ", ".join(f"{name}={weight:g}" for name, weight in lineup.ensemble))
+    if lineup.ab:
+        parts.append("ab " + ", ".join(f"{name}={share:g}" for name, share in lineup.ab))
+    return "; ".join(parts)
 
 
 def _reload_on_sighup(service: ScoringService) -> None:

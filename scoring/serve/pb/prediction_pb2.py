@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scoring/serve/pb/prediction.proto\x12\nscoring.v1\"q\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xa3\x01\n\x0ePredictRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12:\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32(.scoring.v1.PredictRequest.FeaturesEntry\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"\xbd\x01\n\x0fPredictResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue\x12\x18\n\x0bprobability\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x13\x63lass_probabilities\x18\x04 \x03(\x01\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\tB\x0e\n\x0c_probability\"B\n\x13PredictBatchRequest\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.scoring.v1.PredictRequest\"s\n\x14PredictBatchResponse\x12\x30\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1b.scoring.v1.PredictResponse\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t2\xaa\x01\n\x11PredictionService\x12\x42\n\x07Predict\x12\x1a.scoring.v1.PredictRequest\x1a\x1b.scoring.v1.PredictResponse\x12Q\n\x0cPredictBatch\x12\x1f.scoring.v1.PredictBatchRequest\x1a .scoring.v1.PredictBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scoring/serve/pb/prediction.proto\x12\nscoring.v1\"q\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xb2\x01\n\x0ePredictRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12:\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32(.scoring.v1.PredictRequest.FeaturesEntry\x12\r\n\x05model\x18\x03 \x01(\t\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"\xce\x01\n\x0fPredictResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue\x12\x18\n\x0bprobability\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x13\x63lass_probabilities\x18\x04 \x03(\x01\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\tB\x0e\n\x0c_probability\"Q\n\x13PredictBatchRequest\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.scoring.v1.PredictRequest\x12\r\n\x05model\x18\x02 \x01(\t\"\xbc\x01\n\x12\x45nsemblePrediction\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x14\x65nsemble_probability\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12$\n\x1c\x65nsemble_class_probabilities\x18\x03 \x03(\x01\x12 \n\x13\x65nsemble_prediction\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x17\n\x15_ensemble_probabilityB\x16\n\x14_ensemble_prediction\"V\n\x0bLineupShare\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"x\n\x17PredictEnsembleResponse\x12\x33\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1e.scoring.v1.EnsemblePrediction\x12(\n\x07weights\x18\x02 \x03(\x0b\x32\x17.scoring.v1.LineupShare\"m\n\x11PredictABResponse\x12\x30\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1b.scoring.v1.PredictResponse\x12&\n\x05split\x18\x02 \x03(\x0b\x32\x17.scoring.v1.LineupShare\"s\n\x14PredictBatchResponse\x12\x30\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1b.scoring.v1.PredictResponse\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t2\xd0\x02\n\x11PredictionService\x12\x42\n\x07Predict\x12\x1a.scoring.v1.PredictRequest\x1a\x1b.scoring.v1.PredictResponse\x12Q\n\x0cPredictBatch\x12\x1f.scoring.v1.PredictBatchRequest\x1a .scoring.v1.PredictBatchResponse\x12W\n\x0fPredictEnsemble\x12\x1f.scoring.v1.PredictBatchRequest\x1a#.scoring.v1.PredictEnsembleResponse\x12K\n\tPredictAB\x12\x1f.scoring.v1.PredictBatchRequest\x1a\x1d.scoring.v1.PredictABResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREVALUE']._serialized_start=49
   _globals['_FEATUREVALUE']._serialized_end=162
   _globals['_PREDICTREQUEST']._serialized_start=165
-  _globals['_PREDICTREQUEST']._serialized_end=328
-  _globals['_PREDICTREQUEST_FEATURESENTRY']._serialized_start=255
-  _globals['_PREDICTREQUEST_FEATURESENTRY']._serialized_end=328
-  _globals['_PREDICTRESPONSE']._serialized_start=331
-  _globals['_PREDICTRESPONSE']._serialized_end=520
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=522
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=588
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=590
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=705
-  _globals['_PREDICTIONSERVICE']._serialized_start=708
-  _globals['_PREDICTIONSERVICE']._serialized_end=878
+  _globals['_PREDICTREQUEST']._serialized_end=343
+  _globals['_PREDICTREQUEST_FEATURESENTRY']._serialized_start=270
+  _globals['_PREDICTREQUEST_FEATURESENTRY']._serialized_end=343
+  _globals['_PREDICTRESPONSE']._serialized_start=346
+  _globals['_PREDICTRESPONSE']._serialized_end=552
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=554
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=635
+  _globals['_ENSEMBLEPREDICTION']._serialized_start=638
+  _globals['_ENSEMBLEPREDICTION']._serialized_end=826
+  _globals['_LINEUPSHARE']._serialized_start=828
+  _globals['_LINEUPSHARE']._serialized_end=914
+  _globals['_PREDICTENSEMBLERESPONSE']._serialized_start=916
+  _globals['_PREDICTENSEMBLERESPONSE']._serialized_end=1036
+  _globals['_PREDICTABRESPONSE']._serialized_start=1038
+  _globals['_PREDICTABRESPONSE']._serialized_end=1147
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=1149
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=1264
+  _globals['_PREDICTIONSERVICE']._serialized_start=1267
+  _globals['_PREDICTIONSERVICE']._serialized_end=1603
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class PredictionServiceStub:
-    """Scores records with the model the server has loaded.
+    """Scores records with the models the server has loaded.
     """
 
     def __init__(self, channel):
@@ -45,21 +45,48 @@ class PredictionServiceStub:
                 request_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
                 response_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchResponse.FromString,
                 _registered_method=True)
+        self.PredictEnsemble = channel.unary_unary(
+                '/scoring.v1.PredictionService/PredictEnsemble',
+                request_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
+                response_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictEnsembleResponse.FromString,
+                _registered_method=True)
+        self.PredictAB = channel.unary_unary(
+                '/scoring.v1.PredictionService/PredictAB',
+                request_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
+                response_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictABResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
-    """Scores records with the model the server has loaded.
+    """Scores records with the models the server has loaded.
     """
 
     def Predict(self, request, context):
-        """Scores one record.
+        """Scores one record (with the champion, or the model the request names).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PredictBatch(self, request, context):
-        """Scores a batch of records in one call.
+        """Scores a batch of records in one call (with the champion, or the model the request names).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictEnsemble(self, request, context):
+        """Scores a batch with every ensemble member and answers their weighted mean; FAILED_PRECONDITION
+        when the server has no ensemble.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictAB(self, request, context):
+        """Scores each record of a batch with its A/B variant's model; its id decides the variant (the id
+        field for --id-column id, else the features named by --id-column). FAILED_PRECONDITION when the
+        server has no split.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +105,16 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     request_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.FromString,
                     response_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchResponse.SerializeToString,
             ),
+            'PredictEnsemble': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictEnsemble,
+                    request_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.FromString,
+                    response_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictEnsembleResponse.SerializeToString,
+            ),
+            'PredictAB': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictAB,
+                    request_deserializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.FromString,
+                    response_serializer=scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictABResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'scoring.v1.PredictionService', rpc_method_handlers)
@@ -87,7 +124,7 @@ def add_PredictionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PredictionService:
-    """Scores records with the model the server has loaded.
+    """Scores records with the models the server has loaded.
     """
 
     @staticmethod
@@ -134,6 +171,60 @@ class PredictionService:
             '/scoring.v1.PredictionService/PredictBatch',
             scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
             scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictEnsemble(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoring.v1.PredictionService/PredictEnsemble',
+            scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
+            scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictEnsembleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictAB(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoring.v1.PredictionService/PredictAB',
+            scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictBatchRequest.SerializeToString,
+            scoring_dot_serve_dot_pb_dot_prediction__pb2.PredictABResponse.FromString,
             options,
             channel_credentials,
             insecure,
