@@ -1,15 +1,17 @@
 """Daily batch scoring: one day's partition, scored with a registry model and published.
 
 Scores one day's partition of parquet input with a model from the MLflow registry and publishes it,
-with its rejects and manifest, to a date-partitioned parquet dataset.
+with its rejects and manifest, to a date-partitioned parquet dataset. Challengers can be scored beside
+it in the same pass (params `challengers`, `ensemble`, `ab_split`, `ab_salt`, `decision_threshold`).
 
-`validate_model` (the alias resolves, is recent, has a signature: the version is pinned here) ->
-`preflight` (the input's footers against the signature, a sample scored locally; no cluster is paid
-for before both pass) -> `choose_compute`:
+`validate_model` (the lineup makes sense; every model's alias resolves, is recent, has a signature:
+the versions are pinned here) -> `preflight` (the input's footers against every signature, a sample
+scored locally with every model and their scores combined as the job would; no cluster is paid for
+before both pass) -> `choose_compute`:
 
 - **local**: `run_local` runs the very job, `spark-submit jobs/score.py`, on this worker (`local[*]`).
-- **emr**: `stage_artifacts` (wheel, job, bootstrap and the pinned model to a per-run S3 path) ->
-  `create_cluster` (setup; CPU or GPU flavour from `emr/`) -> `add_step` (it scores the staged model:
+- **emr**: `stage_artifacts` (wheel, job, bootstrap and the pinned models to a per-run S3 path) ->
+  `create_cluster` (setup; CPU or GPU flavour from `emr/`) -> `add_step` (it scores the staged models:
   nodes need no registry) -> `wait_for_step` -> `terminate_cluster` (teardown: runs whatever
   happened, and ends every live cluster tagged with the run's key: duplicates and orphans of a failed
   create included). `create_cluster` warns about live clusters of earlier runs (`terminate_stale` ends them).
@@ -32,7 +34,6 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from scoring.config import SCORES
 from scoring.orchestration import tasks
 from scoring.orchestration.operators import EmrScoringStepSensor
 
@@ -46,9 +47,10 @@ with DAG(
     default_args={"owner": "scoring", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
     tags=["scoring", "batch", "emr"],
     doc_md=__doc__,
-    params={name: Param(value) for name, value in tasks.default_params().items()}
-    | {"compute": Param(tasks.default_params()["compute"], enum=list(tasks.COMPUTES))}
-    | {"scores": Param(tasks.default_params()["scores"], enum=list(SCORES))},
+    params={
+        name: Param(value, **tasks.PARAM_SCHEMAS.get(name, {}))
+        for name, value in tasks.default_params().items()
+    },
 ) as dag:
     model = task(tasks.validate_model, task_id="validate_model")()
     preflight = task(tasks.preflight, task_id="preflight")(model)

@@ -1,8 +1,9 @@
-"""Staging what an EMR cluster needs: the wheel, the job and bootstrap scripts, and the pinned model.
+"""Staging what an EMR cluster needs: the wheel, the job and bootstrap scripts, and the pinned models.
 
-The model is staged too, so that EMR nodes never talk to the registry: the Airflow worker, which can
-reach it, downloads the pinned version once and copies its files, with a record of what they were
-pinned from (``scoring.model.resolve.write_provenance``), beside the run's other artifacts.
+The models (the champion and each challenger) are staged too, so that EMR nodes never talk to the
+registry: the Airflow worker, which can reach it, downloads each pinned version once and copies its
+files, with a record of what they were pinned from (``scoring.model.resolve.write_provenance``),
+beside the run's other artifacts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -67,8 +69,10 @@ def stage_model(model_uri: str, target: str) -> str:
     return target
 
 
-def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict[str, str]:
-    """Upload the wheel, ``jobs/score.py``, ``bootstrap.sh`` and the model under ``PREFIX/VERSION/KEY/``.
+def stage_artifacts(
+    prefix: str, key: str, model_uri: str | None = None, challengers: Mapping[str, str] | None = None
+) -> dict:
+    """Upload the wheel, ``jobs/score.py``, ``bootstrap.sh`` and the models under ``PREFIX/VERSION/KEY/``.
 
     The path is versioned by package version and idempotency key, so concurrent runs never overwrite
     each other's artifacts, and a retry overwrites its own with identical files.
@@ -77,9 +81,11 @@ def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict
         prefix: The artifacts' root URI.
         key: The run's idempotency key.
         model_uri: The pinned model to stage as ``model/``, if any.
+        challengers: The pinned challengers to stage as ``challengers/NAME/``, by name.
 
     Returns:
-        The URIs: ``wheel``, ``job``, ``bootstrap``, ``requirements`` and, with ``model_uri``, ``model``.
+        The URIs: ``wheel``, ``job``, ``bootstrap``, ``requirements``, with ``model_uri``, ``model``, and
+        with ``challengers``, ``challengers``: each staged challenger's URI, by name.
     """
     target = f"{prefix.rstrip('/')}/{__version__}/{key}"
     fs, root = filesystem(target)
@@ -99,4 +105,8 @@ def stage_artifacts(prefix: str, key: str, model_uri: str | None = None) -> dict
             uris[name] = f"{target}/{source.name}"
     if model_uri is not None:
         uris["model"] = stage_model(model_uri, f"{target}/model")
+    if challengers:
+        uris["challengers"] = {
+            name: stage_model(uri, f"{target}/challengers/{name}") for name, uri in challengers.items()
+        }
     return uris

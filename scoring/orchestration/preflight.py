@@ -1,25 +1,33 @@
-"""Checks that run before any cluster is paid for: the model, and the input's footers.
+"""Checks that run before any cluster is paid for: the models, and the input's footers.
 
 Neither needs Spark: the model check asks the registry, the input check reads parquet footers and a
-few rows with pyarrow (a local disk or S3), and scores them with the same backend the job uses.
+few rows with pyarrow (a local disk or S3), and scores them with every model of the run's lineup, with
+the backends the job uses; an ensemble or an A/B split whose models cannot be combined fails here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from scoring.dataset.storage import filesystem
 from scoring.errors import InputError, ModelError
+from scoring.lineup import CHAMPION, Lineup
+from scoring.model.combine import check_lineup, union_features
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
-from scoring.model.resolve import pin_model_uri, resolve_model
+from scoring.model.resolve import ResolvedModel, pin_model_uri, resolve_model
 from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Rows scored locally by the pre-flight check.
 SAMPLE_ROWS = 64
@@ -72,26 +80,31 @@ def check_input(
     carried: Sequence[str] = ("id",),
     backend: str = "auto",
     scores: str = "auto",
+    lineup: Lineup | None = None,
 ) -> dict:
-    """Check the input partition against the model from footers only, then score a few rows.
+    """Check the input partition against every model from footers only, then score a few rows.
 
     Args:
-        model_uri: The (pinned) model reference.
+        model_uri: The (pinned) champion's reference.
         input_path: The job's ``--input``.
         date: The partition to score.
         partition_column: The input's partition column, when it is partitioned.
         carried: Id and keep columns the job copies to the output.
-        backend: The job's ``--backend``.
+        backend: The job's ``--backend`` (the champion's; challengers get their natural one, as in the
+            job).
         scores: The job's ``--scores``.
+        lineup: The (pinned) challengers, ensemble and A/B split scored beside the champion.
 
     Returns:
-        ``rows``, ``files`` and ``output`` (the model's output shape) of the partition.
+        ``rows``, ``files`` and ``output`` (the champion's output shape) of the partition, and with
+        challengers, ``challengers``: each one's output shape, by name.
 
     Raises:
-        InputError: The partition is missing or empty, or does not match the signature.
-        ModelError: The model cannot score a sample of it (or gives no probabilities when
-            ``scores`` is ``probability``).
+        InputError: The partition is missing or empty, or does not match a model's signature.
+        ModelError: A model cannot score a sample of it (or gives no probabilities when ``scores`` is
+            ``probability``), or the lineup's ensemble or split cannot combine the models' outputs.
     """
+    lineup = lineup or Lineup()
     partition = _partition_path(input_path, partition_column, date)
     fs, path = filesystem(partition)
     try:
@@ -102,24 +115,53 @@ def check_input(
     if rows == 0:
         raise InputError(f"input {partition}: no rows for {partition_column}={date.isoformat()}")
     with tempfile.TemporaryDirectory(prefix="scoring-preflight-") as download_dir:
-        model = resolve_model(model_uri, download_dir)
-        check_columns(arrow_column_types(dataset.schema), model.features, carried, partition)
-        head = dataset.head(SAMPLE_ROWS, columns=[f.name for f in model.features]).to_pandas()
-        sample = scorable_rows(head, model.features)
+        models = {}
+        for name in lineup.names:
+            where = download_dir if name == CHAMPION else os.path.join(download_dir, name)
+            try:
+                models[name] = resolve_model(lineup.uri(name, model_uri), where)
+            except ModelError as e:
+                raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+        features = union_features({name: model.features for name, model in models.items()})
+        check_columns(arrow_column_types(dataset.schema), features, carried, partition)
+        head = dataset.head(SAMPLE_ROWS, columns=[f.name for f in features]).to_pandas()
+        sample = scorable_rows(head, features)
         if sample.empty:
             raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
-        spec = ScorerSpec(
-            model_path=model.local_path,
-            fingerprint=model.fingerprint,
-            backend=choose_backend(backend, model.is_onnx, model.has_pyfunc),
-            device="cpu",
-            threads=1,
-            features=model.features,
-            onnx_file=model.relative_onnx_file,
-            scores=scores,
-        )
-        output = OutputSpec.of(load_predictor(spec, model.local_path).predict(sample))
-    return {"rows": rows, "files": len(dataset.files), "output": output.probability or output.prediction_type}
+        outputs = {
+            name: _sample_output(model, backend if name == CHAMPION else "auto", scores, sample, name)
+            for name, model in models.items()
+        }
+    check_lineup(lineup, outputs)
+    found = {"rows": rows, "files": len(dataset.files), "output": _shape(outputs[CHAMPION])}
+    if lineup.several:
+        found["challengers"] = {name: _shape(outputs[name]) for name, _ in lineup.challengers}
+    return found
+
+
+def _sample_output(
+    model: ResolvedModel, backend: str, scores: str, sample: pd.DataFrame, name: str
+) -> OutputSpec:
+    """The output shape of ``model`` on the sample's rows, scored as the job would (on the CPU)."""
+    spec = ScorerSpec(
+        model_path=model.local_path,
+        fingerprint=model.fingerprint,
+        backend=choose_backend(backend, model.is_onnx, model.has_pyfunc),
+        device="cpu",
+        threads=1,
+        features=model.features,
+        onnx_file=model.relative_onnx_file,
+        scores=scores,
+    )
+    try:
+        return OutputSpec.of(load_predictor(spec, model.local_path).predict(sample[model.feature_names]))
+    except ModelError as e:
+        raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+
+
+def _shape(output: OutputSpec) -> str:
+    """A model's output shape in a word: ``binary``, ``multiclass``, or its prediction type."""
+    return output.probability or output.prediction_type
 
 
 def _partition_path(input_path: str, partition_column: str, date: dt.date) -> str:

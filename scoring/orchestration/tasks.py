@@ -1,31 +1,78 @@
 """The daily DAG's task logic: each task is a function here, the DAG file only wires them.
 
 Tasks read what one run needs from the DAG run's ``params`` and score the partition of the run's
-logical date, never the wall clock's. Airflow, pandas, pyarrow and MLflow are imported inside the
-functions: the scheduler parses the DAG file often, and this module is all it imports.
+logical date, never the wall clock's. The run's models besides the champion (challengers, an ensemble,
+an A/B split: ``scoring.lineup``) come from the params ``challengers``, ``ensemble``, ``ab_split``,
+``ab_salt`` and ``decision_threshold``, read in one place (``lineup_from_params``); ``validate_model``
+pins every model, and later tasks take the pinned lineup from its XCom, never from the params.
+Airflow, pandas, pyarrow and MLflow are imported inside the functions: the scheduler parses the DAG
+file often, and this module is all it imports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from scoring import PROJECT_ROOT
-from scoring.config import JobConfig
-from scoring.errors import ScoringError
+from scoring.config import SCORES, JobConfig
+from scoring.errors import ModelError, ScoringError
+from scoring.lineup import Lineup, LineupError
 from scoring.orchestration import emr
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMPUTES = ("local", "emr")
+
+# The params' JSON schemas beyond their defaults (the DAG file hands them to Airflow's ``Param``): the
+# trigger form offers the choices and refuses a value of the wrong kind before any task runs.
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "compute": {"enum": list(COMPUTES)},
+    "scores": {"enum": list(SCORES)},
+    "challengers": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "models scored beside the champion, name -> model reference "
+        "(columns challenger_NAME_*); an alias is pinned by validate_model",
+    },
+    "ensemble": {
+        "type": "object",
+        "additionalProperties": {"type": "number"},
+        "description": "a weighted mean of these models, name (champion or a challenger) -> weight",
+    },
+    "ab_split": {
+        "type": "object",
+        "additionalProperties": {"type": "number"},
+        "description": "an A/B split over these models, name (champion or a challenger) -> share",
+    },
+    "ab_salt": {
+        "type": ["null", "string"],
+        "description": "the A/B experiment's id (required with ab_split)",
+    },
+    "decision_threshold": {
+        "type": "number",
+        "description": "where a probability becomes a positive decision, for the share a challenger flips",
+    },
+}
+
+# The job's flags in a lineup's messages, and the params that set them in the DAG.
+_PARAM_OF_FLAG = {
+    "--ab-salt": "ab_salt",
+    "--ab": "ab_split",
+    "ab.split": "ab_split",
+    "--ensemble": "ensemble",
+    "--decision-threshold": "decision_threshold",
+}
 
 
 def default_params() -> dict[str, Any]:
@@ -51,7 +98,47 @@ def default_params() -> dict[str, Any]:
         "aws_conn_id": env("SCORING_AWS_CONN_ID", "aws_default"),
         "step_poll_seconds": float(env("SCORING_STEP_POLL_SECONDS", "30")),
         "terminate_stale": False,
+        # The run's lineup (see lineup_from_params): the champion alone by default.
+        "challengers": {},
+        "ensemble": {},
+        "ab_split": {},
+        "ab_salt": None,
+        "decision_threshold": 0.5,
     }
+
+
+def lineup_from_params(params: Mapping[str, Any]) -> Lineup:
+    """The run's lineup, from its params: the one place the DAG reads them.
+
+    Args:
+        params: The DAG run's params: ``challengers`` (name -> model reference), ``ensemble``
+            (name -> weight), ``ab_split`` (name -> share), ``ab_salt`` and ``decision_threshold``.
+
+    Returns:
+        The lineup, its references as the params give them (``validate_model`` pins them).
+
+    Raises:
+        LineupError: The params do not make a lineup (an unknown model named, a split without its
+            salt, ...); the message names the params.
+    """
+    split, salt = params.get("ab_split") or {}, params.get("ab_salt")
+    try:
+        return Lineup.from_mapping(
+            {
+                "challengers": params.get("challengers") or {},
+                "ensemble": params.get("ensemble") or {},
+                "ab": {"split": split, "salt": salt} if split or salt is not None else {},
+                "decision_threshold": params.get("decision_threshold", 0.5),
+            }
+        )
+    except LineupError as e:
+        message = re.sub("|".join(map(re.escape, _PARAM_OF_FLAG)), lambda m: _PARAM_OF_FLAG[m[0]], str(e))
+        raise LineupError(f"lineup params: {message}") from e
+
+
+def pinned_lineup(xcom: Mapping[str, Any]) -> Lineup:
+    """The lineup an upstream task pinned (``validate_model``) or staged (``stage``), from its XCom."""
+    return Lineup.from_mapping(xcom.get("lineup") or {})
 
 
 def partition_date(context: dict) -> dt.date:
@@ -65,11 +152,19 @@ def partition_date(context: dict) -> dt.date:
     return moment.astimezone(dt.UTC).date()
 
 
-def job_config(params: dict, date: dt.date, model_uri: str) -> JobConfig:
-    """The scoring job's configuration for one run (the same flags locally and on EMR)."""
+def job_config(params: dict, date: dt.date, model_uri: str, lineup: Lineup | None = None) -> JobConfig:
+    """The scoring job's configuration for one run (the same flags locally and on EMR).
+
+    Args:
+        params: The DAG run's params.
+        date: The partition to score.
+        model_uri: The champion's pinned (or staged) reference.
+        lineup: The pinned (or staged) lineup; None for the champion alone.
+    """
     keep = tuple(c for c in params["keep_columns"].split(",") if c)
     return JobConfig(
         model_uri=model_uri,
+        lineup=lineup or Lineup(),
         input=params["input"],
         output=params["output"],
         date=date,
@@ -107,27 +202,51 @@ def fail_fast(function: Callable[..., T]) -> Callable[..., T]:
 
 @fail_fast
 def validate_model() -> dict:
-    """Task: the alias resolves, the version is recent enough and has a signature; pin it."""
+    """Task: the run's lineup makes sense, and every model is recent enough and has a signature; pin them.
+
+    The champion and each challenger are checked alike; an alias becomes a version here, and every later
+    task scores the versions pinned here, even if an alias moves.
+
+    Returns:
+        The champion's pinned reference (``pinned_uri``, ``name``, ``version``, ``created_at``), with
+        ``challengers`` (each challenger's, by name) and ``lineup`` (the lineup with the challengers'
+        pinned references, as ``Lineup.to_json``; ``pinned_lineup`` reads it back).
+    """
     from airflow.sdk import get_current_context
 
     from scoring.orchestration.preflight import check_model
 
     context = get_current_context()
     params = context["params"]
-    pinned = check_model(params["model_uri"], params["max_model_age_days"], context["data_interval_end"])
+    lineup = lineup_from_params(params)  # before the registry is asked: a bad lineup fails at once
+    as_of, max_age = context["data_interval_end"], params["max_model_age_days"]
+    pinned = check_model(params["model_uri"], max_age, as_of)
     log.info("model %s pinned to %s", params["model_uri"], pinned["pinned_uri"])
-    return pinned
+    challengers = {}
+    for name, uri in lineup.challengers:
+        try:
+            challengers[name] = check_model(uri, max_age, as_of)
+        except ModelError as e:
+            raise ModelError(f"challenger {name!r}: {e}") from e
+        log.info("challenger %s %s pinned to %s", name, uri, challengers[name]["pinned_uri"])
+    pinned_challengers = tuple((name, challengers[name]["pinned_uri"]) for name, _ in lineup.challengers)
+    lineup = dataclasses.replace(lineup, challengers=pinned_challengers)
+    return {**pinned, "challengers": challengers, "lineup": lineup.to_json()}
 
 
 @fail_fast
 def preflight(model: dict) -> dict:
-    """Task: the input partition's footers match the signature, and a sample scores locally."""
+    """Task: the input's footers match every model's signature, and a sample scores with each locally.
+
+    The sample's outputs are combined as the job would (``scoring.model.combine.check_lineup``): an
+    ensemble or an A/B split of models whose scores do not combine fails here, before any cluster.
+    """
     from airflow.sdk import get_current_context
 
     from scoring.orchestration.preflight import check_input
 
     context = get_current_context()
-    config = job_config(context["params"], partition_date(context), model["pinned_uri"])
+    config = job_config(context["params"], partition_date(context), model["pinned_uri"], pinned_lineup(model))
     found = check_input(
         config.model_uri,
         config.input,
@@ -135,12 +254,14 @@ def preflight(model: dict) -> dict:
         config.partition_column,
         (*config.id_columns, *config.keep_columns),
         scores=config.scores,
+        lineup=config.lineup,
     )
     log.info(
-        "pre-flight: %s rows in %s files; the model's output: %s",
+        "pre-flight: %s rows in %s files; the model's output: %s%s",
         found["rows"],
         found["files"],
         found["output"],
+        "".join(f"; challenger {name}'s: {shape}" for name, shape in found.get("challengers", {}).items()),
     )
     return found
 
@@ -165,7 +286,7 @@ def run_local(model: dict) -> None:
 
     context = get_current_context()
     params = context["params"]
-    config = job_config(params, partition_date(context), model["pinned_uri"])
+    config = job_config(params, partition_date(context), model["pinned_uri"], pinned_lineup(model))
     prepare_environment(params["local_master"])
     spark_submit = Path(sys.executable).with_name("spark-submit")
     command = [str(spark_submit), "--master", params["local_master"], "--conf", "spark.log.level=WARN",
@@ -184,13 +305,24 @@ def run_local(model: dict) -> None:
 
 @fail_fast
 def stage(model: dict) -> dict:
-    """Task: upload the wheel, the job, the bootstrap script and the pinned model under a per-run path."""
+    """Task: upload the wheel, the job, the bootstrap script and the pinned models under a per-run path.
+
+    Returns:
+        The staged URIs (``scoring.orchestration.artifacts.stage_artifacts``), with ``lineup``: the
+        pinned lineup with each challenger's reference replaced by its staged copy.
+    """
     from airflow.sdk import get_current_context
 
     from scoring.orchestration.artifacts import stage_artifacts
 
     context = get_current_context()
-    return stage_artifacts(context["params"]["artifacts_uri"], run_key(context), model["pinned_uri"])
+    lineup = pinned_lineup(model)
+    artifacts = stage_artifacts(
+        context["params"]["artifacts_uri"], run_key(context), model["pinned_uri"], dict(lineup.challengers)
+    )
+    staged = artifacts.get("challengers", {})
+    lineup = dataclasses.replace(lineup, challengers=tuple((n, staged[n]) for n, _ in lineup.challengers))
+    return {**artifacts, "lineup": lineup.to_json()}
 
 
 @fail_fast
@@ -251,15 +383,18 @@ def report_stale_clusters(client: Any, context: dict, end: bool) -> list[str]:
 
 @fail_fast
 def add_step(cluster_id: str, artifacts: dict) -> str:
-    """Task: find this run's scoring step on the cluster, or add it; it scores the staged model.
+    """Task: find this run's scoring step on the cluster, or add it; it scores the staged models.
 
-    The step's ``--model-uri`` is the model's staged copy, so the cluster needs no registry access;
-    the copy's provenance record gives the manifest the registry's name, version and run id.
+    The step's ``--model-uri`` and ``--challenger NAME=URI`` are the models' staged copies, so the
+    cluster needs no registry access; each copy's provenance record gives the manifest the registry's
+    name, version and run id.
     """
     from airflow.sdk import get_current_context
 
     context = get_current_context()
-    config = job_config(context["params"], partition_date(context), artifacts["model"])
+    config = job_config(
+        context["params"], partition_date(context), artifacts["model"], pinned_lineup(artifacts)
+    )
     step = emr.scoring_step(run_key(context), artifacts["job"], config)
     return emr.find_or_add_step(emr_client(context["params"]), cluster_id, step)
 

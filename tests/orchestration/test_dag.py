@@ -74,9 +74,53 @@ def test_teardown_always_terminates_the_cluster(dag):
     assert dag.get_task("create_cluster").is_setup
 
 
+# Every run sets these: dag.test() keeps an earlier run's conf in the DAG's params.
+CHAMPION_ALONE = {
+    "model_uri": f"models:/{demo.MODEL_NAME}@champion",
+    "challengers": {},
+    "ensemble": {},
+    "ab_split": {},
+    "ab_salt": None,
+    "decision_threshold": 0.5,
+}
+
+
 def run_dag(dag, date: dt.date, **conf):
-    run = dag.test(logical_date=pendulum.datetime(date.year, date.month, date.day, tz="UTC"), run_conf=conf)
+    run = dag.test(
+        logical_date=pendulum.datetime(date.year, date.month, date.day, tz="UTC"),
+        run_conf={**CHAMPION_ALONE, **conf},
+    )
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_lineup_params_are_typed_and_default_to_the_champion_alone(dag):
+    from scoring.orchestration import tasks
+
+    lineup = {name: value for name, value in CHAMPION_ALONE.items() if name != "model_uri"}
+    assert {name: tasks.default_params()[name] for name in lineup} == lineup
+    schemas = {name: dag.params.get_param(name).schema for name in lineup}
+    assert {schemas[name]["type"] for name in ("challengers", "ensemble", "ab_split")} == {"object"}
+    assert schemas["challengers"]["additionalProperties"] == {"type": "string"}
+    assert schemas["ab_salt"]["type"] == ["null", "string"]
+    assert schemas["decision_threshold"]["type"] == "number"
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"ab_split": {"champion": 1, "plain": 1}}, "ab_split needs ab_salt"),
+        ({"ab_salt": "exp-1"}, "ab_salt without ab_split"),
+        ({"ensemble": {"champion": 1}}, "ensemble needs two models or more"),
+        ({"challengers": {"Plain": "models:/m/1"}}, "challenger name 'Plain' must be a lower-case"),
+    ],
+)
+def test_a_lineup_error_names_the_params(conf, message):
+    from scoring.lineup import LineupError
+    from scoring.orchestration import tasks
+
+    params = {**CHAMPION_ALONE, "challengers": {"plain": "models:/m/1"}, **conf}
+    with pytest.raises(LineupError, match=f"^lineup params: {message}"):
+        tasks.lineup_from_params(params)
 
 
 def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_path):
@@ -97,6 +141,45 @@ def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_pat
     scored = pd.read_parquet(tmp_path / "out" / "date=2026-11-01")
     assert len(scored) > 0 and set(scored["model_version"]) == {registry["onnx"]}
     assert (tmp_path / "out" / "date=2026-11-01" / "_SUCCESS").exists()
+
+
+def test_local_run_scores_challengers_pinned_by_validate_model(dag, registry, input_dir, tmp_path):
+    import pandas as pd
+
+    sklearn = f"models:/{demo.MODEL_NAME}/{registry['sklearn']}"
+    run, states = run_dag(
+        dag,
+        dt.date(2026, 11, 1),
+        compute="local",
+        local_master="local[2]",
+        input=str(input_dir),
+        output=str(tmp_path / "out"),
+        # One challenger by version, one by alias: validate_model pins the alias.
+        challengers={"plain": sklearn, "aliased": f"models:/{demo.MODEL_NAME}@sklearn"},
+        ensemble={"champion": 3, "plain": 1},
+    )
+
+    assert run.state == "success", states
+    pinned = run.get_task_instance("validate_model").xcom_pull(task_ids="validate_model")
+    assert pinned["lineup"]["challengers"] == {"plain": sklearn, "aliased": sklearn}
+    assert pinned["challengers"]["aliased"]["version"] == registry["sklearn"]
+    partition = tmp_path / "out" / "date=2026-11-01"
+    scored = pd.read_parquet(partition)
+    for column in ("challenger_plain_probability", "challenger_aliased_probability", "ensemble_probability"):
+        assert scored[column].between(0, 1).all(), column
+    # The ONNX champion and its sklearn original agree.
+    assert (scored["challenger_plain_probability"] - scored["probability"]).abs().max() < 1e-4
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    challengers = {c["name"]: c["model"] for c in manifest["challengers"]}
+    assert list(challengers) == ["plain", "aliased"]
+    for model in challengers.values():
+        # The job received the pinned reference, never the alias.
+        assert (model["uri"], model["pinned_uri"], model["version"]) == (
+            sklearn,
+            sklearn,
+            registry["sklearn"],
+        )
+    assert manifest["ensemble"]["weights"] == {"champion": 0.75, "plain": 0.25}
 
 
 class FakeEmr(threading.Thread):
@@ -219,7 +302,9 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     upload_input(tmp_path / "in")
     fake = FakeEmr(spark, tmp_path / "in", tmp_path)
     created_before = aws.faults.calls["RunJobFlow"]
-    run, states = run_dag_on_fake_emr(dag, date, fake)
+    # A challenger by alias: pinned by validate_model, staged beside the champion, scored from S3.
+    challengers = {"plain": f"models:/{demo.MODEL_NAME}@sklearn"}
+    run, states = run_dag_on_fake_emr(dag, date, fake, challengers=challengers)
 
     assert run.state == "success", states
     assert aws.faults.calls["RunJobFlow"] - created_before == 1
@@ -235,6 +320,8 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     staged_model = f"s3://{BUCKET}/artifacts/0.1.0/{key}/model"
     assert args[args.index("--model-uri") + 1] == staged_model
     assert args[args.index("--date") + 1] == date.isoformat()
+    staged_challenger = f"s3://{BUCKET}/artifacts/0.1.0/{key}/challengers/plain"
+    assert args[args.index("--challenger") + 1] == f"plain={staged_challenger}"
     s3 = boto3.client("s3")
     staged = {
         o["Key"].rsplit("/", 1)[-1]
@@ -244,6 +331,10 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     assert any(name.endswith(".whl") for name in staged)
     model_files = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"artifacts/0.1.0/{key}/model/")["Contents"]
     assert {"MLmodel", "registered_model.json"} <= {o["Key"].rsplit("/", 1)[-1] for o in model_files}
+    challenger_files = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"artifacts/0.1.0/{key}/challengers/plain/")
+    assert {"MLmodel", "registered_model.json"} <= {
+        o["Key"].rsplit("/", 1)[-1] for o in challenger_files["Contents"]
+    }
     manifest = json.loads(
         s3.get_object(Bucket=BUCKET, Key=f"output/date={date}/_manifest.json")["Body"].read()
     )
@@ -252,6 +343,10 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     assert manifest["model"]["uri"] == staged_model
     assert manifest["model"]["pinned_uri"] == f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
     assert manifest["model"]["version"] == registry["onnx"]
+    (challenger,) = manifest["challengers"]
+    assert challenger["name"] == "plain" and challenger["model"]["uri"] == staged_challenger
+    assert challenger["model"]["pinned_uri"] == f"models:/{demo.MODEL_NAME}/{registry['sklearn']}"
+    assert challenger["model"]["version"] == registry["sklearn"]
 
 
 def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, registry, bucket, tmp_path, capsys):
@@ -351,6 +446,25 @@ def test_create_killed_after_run_job_flow_its_teardown_ends_the_orphan(
     assert "set the param terminate_stale to end it" in log
     assert cluster_state(stale) == "WAITING"
     emr.end_cluster(boto3.client("emr"), stale, "test over")
+
+
+def test_a_bad_lineup_fails_the_first_task_with_no_cluster_and_no_output(dag, registry, bucket, capsys):
+    date = dt.date(2026, 11, 10)
+    conf = emr_conf(
+        date, challengers={"plain": f"models:/{demo.MODEL_NAME}/1"}, ensemble={"champion": 1, "ghost": 1}
+    )
+    run, states = run_dag(dag, date, **conf)
+
+    assert run.state == "failed"
+    assert states["validate_model"] == "failed"
+    assert states["preflight"] == "upstream_failed"
+    assert states["create_cluster"] in ("upstream_failed", "skipped")
+    # The task's one-line error, in its log.
+    assert "lineup params: ensemble: no model named 'ghost' in this run (models: champion, plain)" in (
+        capsys.readouterr().out
+    )
+    assert clusters_for(date) == []
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"output/date={date}")
 
 
 def test_bad_model_alias_creates_no_cluster(dag, registry, bucket):

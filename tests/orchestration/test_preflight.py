@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import pytest
 from conftest import DATE
 
 from scoring import demo
 from scoring.errors import InputError, ModelError
+from scoring.lineup import Lineup
 from scoring.orchestration.preflight import check_input, check_model
 
 
@@ -63,3 +65,43 @@ def test_input_check_refuses_a_signature_mismatch(pinned, customers, tmp_path):
     demo.write_partitioned(customers[DATE].drop(columns="income"), tmp_path, DATE)
     with pytest.raises(InputError, match="column 'income' is missing"):
         check_input(pinned, str(tmp_path), DATE, "date", ("customer_id",))
+
+
+def test_input_check_scores_the_sample_with_every_challenger(pinned, registry, input_dir):
+    lineup = Lineup(
+        challengers=(("plain", f"models:/{demo.MODEL_NAME}/{registry['sklearn']}"),),
+        ensemble=(("champion", 1.0), ("plain", 1.0)),
+    )
+    found = check_input(pinned, str(input_dir), DATE, "date", ("customer_id",), lineup=lineup)
+    assert found == {"rows": 400, "files": 2, "output": "binary", "challengers": {"plain": "binary"}}
+
+
+def test_input_check_refuses_an_ensemble_of_a_classifier_and_a_regressor(pinned, customers, input_dir):
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    train = customers[DATE].head(100)
+    features = train[list(demo.FEATURE_TYPES)]
+    regressor = LinearRegression().fit(features, train["defaulted"])
+    with warnings.catch_warnings(), mlflow.start_run():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        info = mlflow.sklearn.log_model(
+            regressor,
+            name="regressor",
+            signature=infer_signature(features, regressor.predict(features)),
+            serialization_format="cloudpickle",
+            registered_model_name="risk-regressor",
+        )
+    lineup = Lineup(
+        challengers=(("linear", f"models:/risk-regressor/{info.registered_model_version}"),),
+        ensemble=(("champion", 0.5), ("linear", 0.5)),
+    )
+    with pytest.raises(ModelError, match="models 'champion' and 'linear' cannot be combined"):
+        check_input(pinned, str(input_dir), DATE, "date", ("customer_id",), lineup=lineup)
+
+
+def test_input_check_names_the_challenger_that_does_not_resolve(pinned, input_dir):
+    lineup = Lineup(challengers=(("gone", f"models:/{demo.MODEL_NAME}@retired"),))
+    with pytest.raises(ModelError, match="challenger 'gone': cannot resolve model"):
+        check_input(pinned, str(input_dir), DATE, "date", ("customer_id",), lineup=lineup)
