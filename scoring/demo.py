@@ -8,6 +8,7 @@ rows lack their income and land in the rejects), and prints where the output is 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -199,6 +200,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     from scoring.batch.session import get_session
     from scoring.config import JobConfig
     from scoring.dataset.manifest import summary
+    from scoring.lineup import CHAMPION, Lineup
 
     root = _fresh_workdir(Path(workdir).resolve())
     print(f"demo: writing {rows:,} rows x {len(DATES)} dates to {root / 'input'}")
@@ -229,6 +231,17 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         )
         print(summary(run_job(config, spark)))
 
+    # The same first date again, with the scikit-learn version as a challenger, an ensemble of both and
+    # a 90/10 A/B split, in one pass, to a dataset of its own.
+    lineup = Lineup(
+        challengers=(("sklearn", f"models:/{MODEL_NAME}@sklearn"),),
+        ensemble=((CHAMPION, 0.5), ("sklearn", 0.5)),
+        ab=((CHAMPION, 0.9), ("sklearn", 0.1)),
+        ab_salt="demo-experiment",
+    )
+    config = dataclasses.replace(config, date=DATES[0], output=str(root / "lineup"), lineup=lineup)
+    print(summary(run_job(config, spark)))
+
     scored = pq.read_table(output, partitioning="hive").to_pandas()
     print(f"\ndemo: {len(scored):,} scored rows under {output}; a few of them (read back with pyarrow):")
     print(scored.sample(5, random_state=1).to_string(index=False))
@@ -240,6 +253,8 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         f"--output {output} --date {DATES[0]} --id-column customer_id\n"
         f'  .venv/bin/python -c "import duckdb; duckdb.sql(\\"SELECT date, count(*), avg(probability) FROM '
         f"read_parquet('{output}/*/*.parquet', hive_partitioning = true) GROUP BY date\\\").show()\"\n"
+        f"  .venv/bin/python -c \"import pandas as pd; print(pd.read_parquet('{root / 'lineup'}').head())\""
+        "    # champion, challenger, ensemble, variant\n"
         "  make dag-demo    # the daily Airflow DAG scores 2026-11-01 on this machine"
     )
 

@@ -144,4 +144,35 @@ def summary(manifest: dict) -> str:
         f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
         f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
         f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
-    )
+    ) + "".join(f"\n  {line}" for line in lineup_lines(manifest))
+
+
+def lineup_lines(manifest: dict) -> list[str]:
+    """One line per challenger (its agreement with the champion), the ensemble and the A/B split."""
+    lines = []
+    for challenger in manifest.get("challengers") or []:
+        figures = challenger["agreement"] or {}
+        shown = ", ".join(
+            f"{name} {_figure(figures.get(name))}"
+            for name in ("pearson", "spearman", "mean_abs_diff", "p99_abs_diff", "flip_share")
+        )
+        lines.append(
+            f"challenger {challenger['name']} ({challenger['model']['pinned_uri']}) against the champion "
+            f"on {figures.get('rows', 0):,} rows: {shown}"
+        )
+    if manifest.get("ensemble"):
+        weights = ", ".join(f"{n} {w:.3g}" for n, w in manifest["ensemble"]["weights"].items())
+        lines.append(f"ensemble: {weights}")
+    if manifest.get("ab"):
+        rows = manifest["ab"]["rows"]
+        total = max(sum(rows.values()), 1)
+        split = ", ".join(
+            f"{n} {rows.get(n, 0):,} rows ({rows.get(n, 0) / total:.1%}, split {share:.1%})"
+            for n, share in manifest["ab"]["split"].items()
+        )
+        lines.append(f"a/b (salt {manifest['ab']['salt']}): {split}")
+    return lines
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
