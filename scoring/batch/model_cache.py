@@ -15,9 +15,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# A reused worker can serve several jobs of one long-lived SparkContext (a notebook, the demo); keep
-# the few most recent models rather than every model it ever loaded.
-CAPACITY = 3
+# One run scores its champion and every challenger in the same pass, so the cache holds several models;
+# a reused worker can also serve several jobs of one long-lived SparkContext (a notebook, the demo, a
+# backfill): keep the most recent few rather than every model it ever loaded. A lineup of more models
+# than this still scores correctly, each task reloading what was evicted.
+CAPACITY = 8
 
 _models: OrderedDict[Hashable, object] = OrderedDict()
 _lock = threading.Lock()
