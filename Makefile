@@ -39,7 +39,9 @@ dag-demo: install
 
 # Batch scoring ways, each as a whole process, in interleaved rounds (see BENCHMARKS.md). Writes
 # bench-workdir/results.json and the results section of BENCHMARKS.md. At 1M and 4M rows and 3 rounds
-# it takes about an hour on 2 cores; e.g. `make bench SIZES=1000000,10000000 ROUNDS=1 BENCH_FLAGS=--gpu`.
+# it takes about an hour and a quarter on 2 cores; e.g. `make bench SIZES=1000000,10000000 ROUNDS=1
+# BENCH_FLAGS=--gpu`. Several models in one pass, in their own section: `make bench SIZES=1000000
+# BENCH_FLAGS="--ways floor,ours_onnx,ours_lineup,ours_pyfunc,ours_retrained --section lineup"`.
 SIZES ?= 1000000,4000000
 ROUNDS ?= 3
 BENCH_FLAGS ?=

@@ -1,7 +1,9 @@
 """The Markdown report of a benchmark run, from its ``results.json`` content.
 
-``render`` gives the results section of BENCHMARKS.md; ``update_file`` puts it between the markers
-of an existing file (or writes it alone).
+``render`` gives a section of BENCHMARKS.md: ``results`` (every way measured) or ``lineup`` (the same
+tables, for a run of the several-models-in-one-pass ways, kept apart so that such a run leaves the
+results of the other ways alone); ``update_file`` puts it between that section's markers of an existing
+file (or writes it alone).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from bench.ways import GPU_WAYS, WAYS
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
+LINEUP_START = "<!-- bench:lineup:start -->"
+LINEUP_END = "<!-- bench:lineup:end -->"
+SECTIONS = {"results": (START, END), "lineup": (LINEUP_START, LINEUP_END)}
+# Issue 14: the champion plus two challengers in one pass costs at most this much the champion alone.
+LINEUP_GOAL = 1.5
+# The lineup's one pass, the champion alone, and the solo runs of the two challengers.
+LINEUP, CHAMPION_ALONE, SOLO_CHALLENGERS = "ours_lineup", "ours_onnx", ("ours_pyfunc", "ours_retrained")
 MIB = 1024 * 1024
 DASH = "-"
 
@@ -179,8 +188,87 @@ def gpu_section(results: Mapping, cells: Mapping[tuple[str, int], stats.Cell]) -
     return [*title, *table(header, [False, True, False, True, True, True, True], body)]
 
 
-def render(results: Mapping) -> str:
-    """The results section: how it was made, one table per size, the scaling, the subset, the GPU."""
+def lineup_table(
+    cells: Mapping[tuple[str, int], stats.Cell], sizes: Sequence[int], measurements: Sequence[Mapping]
+) -> list[str]:
+    """The one pass of the champion and two challengers next to the champion alone, and to three jobs.
+
+    The ratio is of the medians; "per round" gives each round's own ratio, of two runs made minutes
+    apart, which a shared machine's slow spells disturb less. The three separate jobs are the sum of the
+    medians of the champion's and each challenger's solo run, when all three were measured.
+    """
+    body, verdicts = [], []
+    for rows in sizes:
+        lineup, alone = cells.get((LINEUP, rows)), cells.get((CHAMPION_ALONE, rows))
+        if lineup is None:
+            continue
+        alone_s = alone and alone.wall_s
+        solo = [cells.get((name, rows)) for name in (CHAMPION_ALONE, *SOLO_CHALLENGERS)]
+        three = sum(c.wall_s for c in solo) if all(c and c.wall_s is not None for c in solo) else None
+        walls = {
+            (m["way"], m["round"]): m["wall_s"]
+            for m in measurements
+            if m["rows"] == rows and m["status"] == "ok" and m["way"] in (LINEUP, CHAMPION_ALONE)
+        }
+        rounds = sorted({r for _, r in walls})
+        per_round = [
+            times(walls[LINEUP, r] / walls[CHAMPION_ALONE, r])
+            for r in rounds
+            if (LINEUP, r) in walls and (CHAMPION_ALONE, r) in walls
+        ]
+        one_pass = stats.ratio(lineup.wall_s, alone_s)
+        body.append(
+            [
+                f"{rows:,}",
+                seconds(alone_s),
+                seconds(lineup.wall_s),
+                times(one_pass),
+                ", ".join(per_round) or DASH,
+                seconds(three),
+                times(stats.ratio(three, alone_s)),
+                times(stats.ratio(lineup.wall_s, three)),
+            ]
+        )
+        if one_pass is not None:
+            met = "met" if one_pass <= LINEUP_GOAL else f"not met, by x{one_pass / LINEUP_GOAL:.2f}"
+            verdicts.append(
+                f"- {rows:,} rows: one pass of the champion + 2 challengers = {times(one_pass)} the champion "
+                f"alone (issue 14: at most x{LINEUP_GOAL:.2f}: {met})"
+                + (
+                    f"; three separate jobs = {times(stats.ratio(three, alone_s))}."
+                    if three is not None
+                    else "."
+                )
+            )
+    if not body:
+        return []
+    header = [
+        "rows",
+        "champion alone: ours_onnx (s)",
+        "one pass: ours_lineup (s)",
+        "x champion alone",
+        "per round",
+        "3 jobs: ours_onnx + ours_pyfunc + ours_retrained (s)",
+        "x champion alone",
+        "one pass / 3 jobs",
+    ]
+    return [
+        "### Several models in one pass: the champion + 2 challengers vs the champion alone",
+        "",
+        *table(header, [True, True, True, True, False, True, True, True], body),
+        "",
+        *verdicts,
+    ]
+
+
+def render(results: Mapping, section: str = "results") -> str:
+    """A section: how it was made, one table per size, the scaling, the lineup, the subset, the GPU.
+
+    Args:
+        results: The content of ``results.json``.
+        section: ``results``, or ``lineup``: between the lineup markers, without the GPU section.
+    """
+    start, end = SECTIONS[section]
     machine = results["machine"]
     settings = results["settings"]
     cells = stats.cells(results["measurements"])
@@ -188,7 +276,7 @@ def render(results: Mapping) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
     memory = machine["memory_bytes"] / 1024**3
     lines = [
-        START,
+        start,
         f"Made by `{results['command']}` on {started:%Y-%m-%d} "
         f"({started:%H:%M} UTC, {results['duration_s'] / 60:.0f} min).",
         "",
@@ -204,16 +292,22 @@ def render(results: Mapping) -> str:
         lines += [*size_table(cells, rows, settings["cores"]), ""]
     if len(sizes) >= 2:
         lines += [*scaling_table(cells, sizes), ""]
+    several = lineup_table(cells, sizes, results["measurements"])
+    if several:
+        lines += [*several, ""]
     subset = subset_table(cells)
     if subset:
         lines += [*subset, ""]
-    lines += [*gpu_section(results, cells), END]
-    return "\n".join(lines) + "\n"
+    if section == "results":
+        lines += gpu_section(results, cells)
+    elif lines[-1] == "":
+        lines.pop()
+    return "\n".join([*lines, end]) + "\n"
 
 
-def update_file(path: Path, section: str) -> None:
-    """Put ``section`` between the batch markers of ``path`` (see ``put_section``)."""
-    put_section(path, START, END, section)
+def update_file(path: Path, text: str, section: str = "results") -> None:
+    """Put ``text`` between the markers of ``section`` in ``path`` (see ``put_section``)."""
+    put_section(path, *SECTIONS[section], text)
 
 
 def put_section(path: Path, start: str, end: str, section: str) -> None:

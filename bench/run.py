@@ -8,7 +8,8 @@
    input has is failed and never timed.
 3. ``WORKDIR/results.json`` holds every measurement, the machine and the command (rewritten after each
    run); the Markdown report is printed, written to ``WORKDIR/results.md`` and, with ``--markdown
-   FILE``, put between the markers of FILE.
+   FILE``, put between the markers of FILE's ``--section`` (``results``, or ``lineup`` for a run of the
+   several-models-in-one-pass ways that leaves the other ways' results alone).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from bench import data, measure, report
-from bench.ways import GPU_WAYS, WAYS, Way, command
+from bench.ways import GPU_WAYS, RETRAINED_WAYS, WAYS, Way, command
 from scoring.cli import positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--timeout", type=positive_int, default=3600, help="seconds before a run is killed and failed")
     add("--markdown", type=Path, help="put the report between the markers of this file (or write it there)")
+    add(
+        "--section",
+        choices=tuple(report.SECTIONS),
+        default="results",
+        help="which section of --markdown the report is: results (every way; default) or lineup "
+        "(several models in one pass, apart from the other ways' results)",
+    )
     return parser
 
 
@@ -108,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs[args.row_udf_rows] = data.ensure_dataset(workdir, args.row_udf_rows)
     from bench.model import ensure_models
 
-    models = ensure_models(workdir, args.train_rows, mlp=bool(gpu_ways))
+    retrained = any(name in RETRAINED_WAYS for name in args.ways)
+    models = ensure_models(workdir, args.train_rows, mlp=bool(gpu_ways), retrained=retrained)
     env = _environment(models.tracking_uri, args.spark_conf)
 
     results = {
@@ -159,10 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["machine"]["load_after"] = _load()
     results["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
     report.write_json(workdir / "results.json", results)
-    section = report.render(results)
+    section = report.render(results, args.section)
     (workdir / "results.md").write_text(section, encoding="utf-8")
     if args.markdown:
-        report.update_file(args.markdown, section)
+        report.update_file(args.markdown, section, args.section)
     print("\n" + section, flush=True)
     print(f"bench: results in {workdir / 'results.json'}", flush=True)
     return 0 if all(m["status"] == "ok" for m in results["measurements"]) else 1

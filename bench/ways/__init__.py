@@ -49,6 +49,12 @@ WAYS: dict[str, Way] = {
         Way("spark_udf", "mlflow.pyfunc.spark_udf of models:/bench@sklearn, env_manager=local"),
         Way("ours_onnx", "scoring score --model-uri models:/bench@onnx (the job, ONNX backend)"),
         Way("ours_pyfunc", "scoring score --model-uri models:/bench@sklearn --backend pyfunc"),
+        Way(
+            "ours_lineup",
+            "scoring score --model-uri models:/bench@onnx --challenger sklearn=models:/bench@sklearn "
+            "--challenger retrained=models:/bench_retrained@onnx: three models in one pass",
+        ),
+        Way("ours_retrained", "scoring score --model-uri models:/bench_retrained@onnx (a challenger alone)"),
         Way("row_udf", "row-at-a-time @udf calling ONNX Runtime once per row", subset=True),
     )
 }
@@ -61,6 +67,10 @@ GPU_WAYS: dict[str, Way] = {
     )
 }
 ALL_WAYS = {**WAYS, **GPU_WAYS}
+# The ways that need the second challenger, bench_retrained, trained and registered.
+RETRAINED_WAYS = ("ours_lineup", "ours_retrained")
+# The lineup's challengers: (name, attribute of ``bench.model.Models`` holding its model reference).
+CHALLENGERS = (("sklearn", "sklearn_uri"), ("retrained", "retrained_uri"))
 
 
 def command(way: Way, models, input_root: Path, output: Path, master: str) -> list[str]:
@@ -76,10 +86,15 @@ def command(way: Way, models, input_root: Path, output: Path, master: str) -> li
     date = data.DATE.isoformat()
     if way.name.startswith("ours_"):
         scoring = str(Path(sys.executable).with_name("scoring"))
-        uri = models.onnx_uri if way.name == "ours_onnx" else models.sklearn_uri
+        uri = {"ours_pyfunc": models.sklearn_uri, "ours_retrained": models.retrained_uri}.get(
+            way.name, models.onnx_uri
+        )
         line = [scoring, "score", "--model-uri", uri, "--input", str(input_root), "--output", str(output)]
         line += ["--date", date, "--id-column", data.ID_COLUMN, "--partition-column", data.PARTITION_COLUMN]
         line += ["--master", master]
+        if way.name == "ours_lineup":
+            for name, attribute in CHALLENGERS:
+                line += ["--challenger", f"{name}={getattr(models, attribute)}"]
         return line + (["--backend", "pyfunc"] if way.name == "ours_pyfunc" else [])
     line = [sys.executable, "-m", "bench.ways", "raw" if way.name.startswith("mlp_raw") else way.name]
     line += ["--input", str(input_root), "--output", str(output), "--master", master]
