@@ -19,6 +19,8 @@ setup(
         "pyarrow>=15",
         "pandas>=2.2",
         "numpy>=1.26",
+        # Spearman's ranks of the challengers' agreement figures.
+        "scipy>=1.11",
     ],
     extras_require={
         "demo": ["scikit-learn>=1.5", "skl2onnx>=1.17"],

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scoring import faults
-from scoring.batch.agreement import agreement, variant_rows
+from scoring.batch.agreement import lineup_figures
 from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
 from scoring.batch.quarantine import (
     REJECT_REASON,
@@ -127,15 +127,15 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
             counts = reject_counts(location.staged_rejects)
             _check_conservation(inputs.rows, files, reject_files, location)
             _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
-            written = spark.read.parquet(location.staged) if lineup.several else None
+            agreement, variant_rows = lineup_figures(spark, location.staged, files, lineup, outputs)
             manifest = build_manifest(
                 config=config,
                 model=champion,
                 backend=models[0].backend,
                 output=outputs[CHAMPION],
                 challengers=[ScoredModel(m.name, m.model, m.backend, outputs[m.name]) for m in models[1:]],
-                agreement=agreement(written, lineup, outputs) if written is not None else {},
-                variant_rows=variant_rows(written, lineup) if written is not None and lineup.ab else None,
+                agreement=agreement,
+                variant_rows=variant_rows,
                 run_id=location.run_id,
                 input_rows=inputs.rows,
                 input_files=inputs.files,

@@ -233,3 +233,64 @@ def test_a_bad_lineup_is_one_line_and_exit_1(
     code = run_score(champion, input_dir, tmp_path, *flags)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert code == 1 and len(errors) == 1 and message in errors[0], errors
+
+
+def test_above_the_exact_bound_spark_aggregates_and_spearman_ranks_a_seeded_sample(
+    spark, champion, challengers, input_dir, tmp_path, monkeypatch
+):
+    from scoring.batch import agreement
+
+    monkeypatch.setattr(agreement, "EXACT_ROWS", 100)  # 400 rows: the path of a big partition
+    code = run_score(
+        champion, input_dir, tmp_path, "--challenger", f"plain={challengers['plain']}",
+        "--ab", "champion=0.7,plain=0.3", "--ab-salt", "s",
+    )  # fmt: skip
+    assert code == 0
+    frame, manifest = partition(tmp_path)
+    own = frame[frame["variant"] == "champion"]
+    champion_scores, other = own["probability"].to_numpy(), own["challenger_plain_probability"].to_numpy()
+    got = manifest["challengers"][0]["agreement"]
+    diff = np.abs(champion_scores - other)
+    assert got["rows"] == len(own)
+    assert got["pearson"] == pytest.approx(np.corrcoef(champion_scores, other)[0, 1], abs=1e-9)
+    assert got["mean_abs_diff"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert got["p99_abs_diff"] == pytest.approx(np.quantile(diff, 0.99, method="inverted_cdf"), abs=1e-15)
+    assert got["flip_share"] == pytest.approx(((champion_scores >= 0.5) != (other >= 0.5)).mean(), abs=1e-12)
+    # Spearman on the job's seeded sample: the same sample, drawn again from the same files.
+    written = spark.read.parquet(str(tmp_path / f"date={DATE}")).where("variant = 'champion'")
+    sample = (
+        written.select("challenger_plain_probability", "probability")
+        .sample(fraction=100 / len(frame), seed=agreement.SAMPLE_SEED)
+        .toPandas()
+    )
+    assert got["spearman_rows"] == len(sample) < len(own)
+    want = stats.spearmanr(sample["probability"], sample["challenger_plain_probability"]).statistic
+    assert got["spearman"] == pytest.approx(want, abs=1e-9)
+    assert manifest["ab"]["rows"] == frame["variant"].value_counts().to_dict()
+
+
+def test_multiclass_and_label_agreement_from_the_written_columns():
+    import pyarrow as pa
+
+    from scoring.batch.agreement import exact_agreement
+    from scoring.lineup import Lineup
+    from scoring.model.output import OutputSpec
+
+    three = OutputSpec("string", "multiclass", classes=("a", "b", "c"))
+    labels = OutputSpec("string", None)
+    table = pa.table(
+        {
+            "prediction": ["a", "b", "c", "a"],
+            "probability": [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]],
+            "challenger_m_prediction": ["a", "c", "c", "b"],
+            "challenger_m_probability": [[0.7, 0.2, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]],
+            "challenger_l_prediction": ["a", "b", "b", "b"],
+        }
+    )
+    lineup = Lineup(challengers=(("m", "x"), ("l", "y")))
+    figures = exact_agreement(table, lineup, {"champion": three, "m": three, "l": labels})
+    m = figures["m"]
+    assert m["rows"] == 4 and m["flip_share"] == 0.5
+    assert m["mean_abs_diff"] == pytest.approx((0.1 + 0.4 + 0.0 + 0.2) / 4)
+    assert m["p99_abs_diff"] == pytest.approx(0.4) and m["pearson"] is None and m["spearman"] is None
+    assert figures["l"]["flip_share"] == 0.5 and figures["l"]["mean_abs_diff"] is None
