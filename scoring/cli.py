@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--partition-column", default="date", help="partition column (default: date)")
     validate.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
     validate.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
+    validate.add_argument(
+        "--variant-tolerance",
+        type=_fraction,
+        default=0.01,
+        help="how far an A/B variant's share of the rows may be from its split (default: 0.01)",
+    )
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(run=_run_validate)
 
@@ -287,7 +293,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     from scoring.dataset.validate import report_json, validate_partition
 
     report = validate_partition(
-        args.output, args.date, args.partition_column, args.psi_threshold, args.psi_action
+        args.output,
+        args.date,
+        args.partition_column,
+        args.psi_threshold,
+        args.psi_action,
+        variant_tolerance=args.variant_tolerance,
     )
     print(report_json(report) if args.json else report.summary())
     return 0 if report.ok else 1

@@ -17,6 +17,7 @@ from conftest import DATE, run_score
 from scipy import stats
 
 from scoring import demo
+from scoring.cli import main
 from scoring.dataset.validate import validate_partition
 
 PYFUNC_FEATURES = ["debt_ratio", "utilization", "late_payments"]
@@ -187,6 +188,16 @@ def test_ab_split_serves_each_rows_variant(spark, champion, challengers, ab_inpu
     assert manifest["challengers"][0]["agreement"]["rows"] == int((~treated).sum())
     report = validate_partition(str(tmp_path), DATE)
     assert report.ok, report.summary()
+
+    # A split the data does not follow: caught, unless the tolerance allows it.
+    path = tmp_path / f"date={DATE}" / "_manifest.json"
+    path.write_text(
+        json.dumps({**manifest, "ab": {**manifest["ab"], "split": {"champion": 0.5, "plain": 0.5}}})
+    )
+    checks = {c.name: c for c in validate_partition(str(tmp_path), DATE).checks}
+    assert checks["variant shares"].status == "fail" and "champion" in checks["variant shares"].detail
+    validate = ["validate", "--output", str(tmp_path), "--date", DATE.isoformat()]
+    assert main(validate) == 1 and main([*validate, "--variant-tolerance", "0.5"]) == 0
 
 
 def test_an_ensemble_of_different_classes_is_refused_in_one_line(
