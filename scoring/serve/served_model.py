@@ -19,6 +19,7 @@ import pandas as pd
 
 from scoring.errors import ModelError
 from scoring.lineup import CHAMPION, Lineup
+from scoring.model.combine import score_columns
 from scoring.model.output import OutputSpec, Scores, prediction_values
 from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
@@ -100,7 +101,8 @@ class ServedModel:
                 "inputs": [
                     {"name": f.name, "type": f.type, "min": f.min, "max": f.max} for f in self.features
                 ],
-                "outputs": _output_columns(self.output),
+                # The batch job's columns for this model (scoring.model.combine), as it writes them.
+                "outputs": [{"name": c.name, "type": c.type} for c in score_columns(self.output)],
             },
             **self.output.to_json(),
         }
@@ -180,15 +182,6 @@ def _probe_value(feature: Feature) -> object:
             narrowed = np.nextafter(narrowed, np.float32(np.inf))
         return float(narrowed)
     return value
-
-
-def _output_columns(output: OutputSpec) -> list[dict]:
-    columns = [{"name": "prediction", "type": output.prediction_type}]
-    if output.probability == "binary":
-        columns.append({"name": "probability", "type": "double"})
-    elif output.probability == "multiclass":
-        columns.append({"name": "probability", "type": "array<double>"})
-    return columns
 
 
 def score_arrays(scores: Scores, output: OutputSpec) -> tuple[np.ndarray, np.ndarray | None]:

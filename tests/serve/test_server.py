@@ -424,6 +424,10 @@ def test_model_info_names_the_pinned_model(server, http, registry):
     assert (info["name"], info["version"], info["backend"]) == ("credit-risk", registry["onnx"], "onnx")
     assert info["pinned_uri"] == f"models:/credit-risk/{registry['onnx']}" and info["run_id"]
     assert [f["name"] for f in info["signature"]["inputs"]] == FEATURES
+    assert info["signature"]["outputs"] == [
+        {"name": "prediction", "type": "long"},
+        {"name": "probability", "type": "double"},
+    ]  # the batch job's columns and types
     assert info["classes"] == [0, 1] and info["probability"] == "binary"
     v2 = http.get("/v2/models/credit-risk").json()
     assert v2["versions"] == [registry["onnx"]] and [i["name"] for i in v2["inputs"]] == FEATURES
