@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean dag-demo bench bench-online protos
+.PHONY: install demo test lint browser clean dag-demo bench bench-online protos
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,13 @@ lint: install
 	$(VENV)/bin/ruff format --check scoring jobs dags tests bench setup.py
 	$(VENV)/bin/lint-imports --no-cache
 
-test: lint
+test: lint browser
 	$(PY) -m pytest
+
+# Headless Chromium renders the run report in tests/dataset/test_report.py: Debian's package, when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 clean:
 	rm -rf $(VENV) demo-workdir build *.egg-info

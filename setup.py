@@ -21,6 +21,8 @@ setup(
         "numpy>=1.26",
         # Spearman's ranks of the challengers' agreement figures.
         "scipy>=1.11",
+        # The run report's plots (``_report.html``).
+        "matplotlib>=3.8",
     ],
     extras_require={
         "demo": ["scikit-learn>=1.5", "skl2onnx>=1.17"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(run=_run_validate)
+
+    report = commands.add_parser(
+        "report", help="write a published partition's _report.html (the job writes it too) and print where"
+    )
+    report.add_argument("--output", required=True, help="root of the output dataset")
+    report.add_argument("--date", required=True, type=_date, help="the partition, YYYY-MM-DD")
+    report.add_argument("--partition-column", default="date", help="partition column (default: date)")
+    report.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
+    report.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
+    report.set_defaults(run=_run_report)
 
     convert = commands.add_parser(
         "convert", help="export an MLflow scikit-learn model to ONNX; refused when parity is off"
@@ -123,6 +134,19 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
     add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
     add("--skip-corrupt-files", action="store_true", help="skip unreadable input files, listing them")
+    add(
+        "--progress-seconds",
+        default=30.0,
+        type=_non_negative,
+        help="seconds between two progress lines while a partition is scored (default: 30; 0: none)",
+    )
+    add("--no-report", dest="report", action="store_false", help="write no _report.html beside the manifest")
+    add(
+        "--cost-estimate",
+        default=None,
+        type=_json_object,
+        help="the pre-flight's cost estimate (a JSON object), kept in the manifest beside the duration",
+    )
 
 
 def add_lineup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,6 +292,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         max_reject_fraction=args.max_reject_fraction,
         on_duplicate_id=args.on_duplicate_id,
         skip_corrupt_files=args.skip_corrupt_files,
+        progress_seconds=args.progress_seconds,
+        report=args.report,
+        cost_estimate=args.cost_estimate,
     )
 
 
@@ -302,6 +329,20 @@ def _run_validate(args: argparse.Namespace) -> int:
     )
     print(report_json(report) if args.json else report.summary())
     return 0 if report.ok else 1
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from scoring.dataset.report import write_report
+
+    where = write_report(
+        args.output,
+        args.date,
+        args.partition_column,
+        psi_threshold=args.psi_threshold,
+        psi_action=args.psi_action,
+    )
+    print(where)
+    return 0
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -369,6 +410,16 @@ def _names(value: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError("expected one or more comma-separated column names")
     return names
+
+
+def _json_object(value: str) -> dict:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e.msg} at character {e.pos}") from e
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return parsed
 
 
 def _fraction(value: str) -> float:

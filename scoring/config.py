@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from scoring.lineup import Lineup
 
@@ -35,6 +38,10 @@ class JobConfig:
         on_duplicate_id: ``reject`` all but one row of each id, or ``fail`` the job.
         skip_corrupt_files: Skip unreadable input files (listed in the manifest) instead of failing.
         lineup: Challengers, ensemble and A/B split scored beside the champion (``model_uri``).
+        progress_seconds: Seconds between two progress lines while the partition is scored; 0: none.
+        report: Whether to write the partition's ``_report.html`` after publishing it.
+        cost_estimate: The pre-flight's estimate of this run (``scoring.orchestration.cost``), copied to
+            the manifest beside the actual duration; None when the run was not estimated.
     """
 
     model_uri: str
@@ -55,6 +62,9 @@ class JobConfig:
     on_duplicate_id: str = "reject"
     skip_corrupt_files: bool = False
     lineup: Lineup = field(default_factory=Lineup)
+    progress_seconds: float = 30.0
+    report: bool = True
+    cost_estimate: Mapping[str, Any] | None = None
 
     @property
     def partition_value(self) -> str:
@@ -95,4 +105,10 @@ class JobConfig:
             args += ["--threads", str(self.threads)]
         if self.skip_corrupt_files:
             args.append("--skip-corrupt-files")
+        if self.progress_seconds != JobConfig.progress_seconds:
+            args += ["--progress-seconds", f"{self.progress_seconds:g}"]
+        if not self.report:
+            args.append("--no-report")
+        if self.cost_estimate is not None:
+            args += ["--cost-estimate", json.dumps(dict(self.cost_estimate), sort_keys=True)]
         return args + self.lineup.to_cli_args()

@@ -42,6 +42,7 @@ def build_manifest(
     started_at: dt.datetime,
     finished_at: dt.datetime,
     spark_version: str,
+    cores: int | None = None,
     challengers: Sequence[ScoredModel] = (),
     agreement: Mapping[str, dict] | None = None,
     variant_rows: Mapping[str, int] | None = None,
@@ -64,6 +65,8 @@ def build_manifest(
         started_at: When the run started (UTC).
         finished_at: When the data was written (UTC).
         spark_version: Version of Spark that ran the job.
+        cores: The cores Spark scored with (its default parallelism): with the duration, the
+            throughput per core that later runs' cost estimates start from.
         challengers: The models scored beside the champion, in the run's order.
         agreement: Each challenger's agreement with the champion (``scoring.batch.agreement``).
         variant_rows: Rows each A/B variant received, under an A/B split.
@@ -112,6 +115,8 @@ def build_manifest(
         },
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
+        "resources": {"cores": cores},
+        "cost": _cost_json(config.cost_estimate, (finished_at - started_at).total_seconds()),
         "arguments": config.to_json(),
         "package_version": __version__,
         "spark_version": spark_version,
@@ -131,18 +136,43 @@ def _model_json(model: ResolvedModel, backend: str, output: OutputSpec, requeste
     }
 
 
+def _cost_json(estimate: Mapping | None, seconds: float) -> dict | None:
+    """The pre-flight's estimate beside what the run took, so that the estimate's error is visible.
+
+    ``actual_usd`` prices the run's actual duration (plus the estimate's start-up) at the estimate's
+    hourly rate: the same cluster for as long as it really scored.
+    """
+    if estimate is None:
+        return None
+    cost = {"estimate": dict(estimate), "actual_job_seconds": round(seconds, 3)}
+    if estimate.get("job_seconds"):
+        cost["job_seconds_ratio"] = round(seconds / estimate["job_seconds"], 4)
+    if estimate.get("usd_per_hour") is not None:
+        hours = (estimate.get("startup_seconds", 0) + seconds) / 3600
+        cost["actual_usd"] = round(estimate["usd_per_hour"] * hours, 4)
+    return cost
+
+
+def duration_seconds(manifest: dict) -> float:
+    """How long the run took, from its start to its data being written."""
+    finished = dt.datetime.fromisoformat(manifest["finished_at"])
+    return (finished - dt.datetime.fromisoformat(manifest["started_at"])).total_seconds()
+
+
+def rows_per_second(manifest: dict) -> float:
+    """The run's throughput: input rows (scored or rejected) per second of its duration."""
+    return manifest["counts"]["input"] / max(duration_seconds(manifest), 1e-9)
+
+
 def summary(manifest: dict) -> str:
     """One line about a published partition, for people."""
-    seconds = (
-        dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
-    ).total_seconds()
     rows = manifest["counts"]["input"]
     partition = manifest["partition"]
     return (
         f"scored {manifest['counts']['scored']:,} of {rows:,} rows "
         f"({manifest['counts']['rejected']:,} rejected) for {partition['column']}={partition['value']} "
-        f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in {seconds:.1f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> "
+        f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in "
+        f"{duration_seconds(manifest):.1f} s ({rows_per_second(manifest):,.0f} rows/s) -> "
         f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
     ) + "".join(f"\n  {line}" for line in lineup_lines(manifest))
 

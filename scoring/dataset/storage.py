@@ -36,9 +36,15 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def write_json(uri: str, document: dict) -> None:
     """Write ``document`` as indented JSON to ``uri``."""
+    write_text(uri, json.dumps(document, indent=2, sort_keys=True), "application/json")
+
+
+def write_text(uri: str, text: str, content_type: str = "text/plain") -> None:
+    """Write ``text`` (UTF-8) to ``uri``; on S3 the object gets ``content_type``, for browsers."""
     fs, path = filesystem(uri)
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps(document, indent=2, sort_keys=True).encode())
+    metadata = {"Content-Type": content_type} if fs.type_name == "s3" else None
+    with fs.open_output_stream(path, metadata=metadata) as out:
+        out.write(text.encode())
 
 
 def read_json(uri: str) -> dict | None:

@@ -39,12 +39,61 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class PsiBins:
+    """The population stability index bin by bin: PSI is the sum of ``contributions``.
+
+    Attributes:
+        edges: The bins' edges, the reference's deciles (the outer two are -inf and +inf).
+        expected: Each bin's share of the reference's rows (floored, as the index uses them).
+        actual: Each bin's share of the compared rows (floored likewise).
+        contributions: Each bin's term of the index, ``(actual - expected) * ln(actual / expected)``.
+    """
+
+    edges: np.ndarray
+    expected: np.ndarray
+    actual: np.ndarray
+    contributions: np.ndarray
+
+    @property
+    def psi(self) -> float:
+        """The index."""
+        return float(np.sum(self.contributions))
+
+    def to_json(self) -> list[dict]:
+        """One object per bin; the outer edges are None (unbounded)."""
+        bounds = [None if math.isinf(e) else float(e) for e in self.edges]
+        return [
+            {"low": bounds[i], "high": bounds[i + 1], "expected": float(e), "actual": float(a),
+             "contribution": float(c)}
+            for i, (e, a, c) in enumerate(zip(self.expected, self.actual, self.contributions, strict=True))
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the drift check compared: the score of this partition against the previous one's.
+
+    Attributes:
+        previous: The previous published partition's directory name (``date=...``).
+        bins: The index, bin by bin.
+        reference: The previous partition's scores.
+        scores: This partition's scores.
+    """
+
+    previous: str
+    bins: PsiBins
+    reference: np.ndarray
+    scores: np.ndarray
+
+
 @dataclass
 class Report:
-    """All checks of one partition."""
+    """All checks of one partition, and the drift it measured (None when there was nothing to compare)."""
 
     partition: str
     checks: list[Check] = field(default_factory=list)
+    drift: Drift | None = None
 
     @property
     def ok(self) -> bool:
@@ -58,7 +107,17 @@ class Report:
 
     def to_json(self) -> dict:
         """The report for machines."""
-        return {"partition": self.partition, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        drift = self.drift and {
+            "previous": self.drift.previous,
+            "psi": self.drift.bins.psi,
+            "bins": self.drift.bins.to_json(),
+        }
+        return {
+            "partition": self.partition,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+            "drift": drift,
+        }
 
     def summary(self) -> str:
         """The report for people: one line per check and a verdict."""
@@ -111,7 +170,7 @@ def validate_partition(
     _check_counts(report, manifest, files, staged_files(f"{root}/{REJECTS_DIR}/{partition}"))
     if not files:
         return report
-    schema, table = _read(final, files, manifest)
+    schema, table = read_partition(final, files, manifest)
     _check_schema(report, schema, manifest)
     _check_values(report, table, manifest)
     _check_lineup(report, table, manifest, variant_tolerance)
@@ -265,16 +324,18 @@ def _check_drift(
     threshold: float,
     action: str,
 ) -> None:
-    score = _score_column(table)
-    previous = _previous_partition(root, partition_column, date)
+    score = score_column(table)
+    previous = previous_partition(root, partition_column, date)
     if score is None or previous is None:
         why = "no numeric score column" if score is None else "no earlier published partition"
         report.add("score drift", True, f"skipped: {why}")
         return
     manifest = read_json(f"{root}/{previous}/{MANIFEST_FILE}")
-    _, previous_table = _read(f"{root}/{previous}", staged_files(f"{root}/{previous}"), manifest)
-    reference = _score_column(previous_table)
-    value = population_stability_index(reference, score)
+    _, previous_table = read_partition(f"{root}/{previous}", staged_files(f"{root}/{previous}"), manifest)
+    reference = score_column(previous_table)
+    bins = psi_bins(reference, score)
+    value = bins.psi
+    report.drift = Drift(previous, bins, reference, score)
     report.add(
         "score drift",
         value <= threshold,
@@ -284,21 +345,30 @@ def _check_drift(
 
 
 def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
-    """PSI of ``actual`` against ``expected``, on ``expected``'s deciles.
+    """PSI of ``actual`` against ``expected``, on ``expected``'s deciles (the sum of ``psi_bins``)."""
+    return psi_bins(expected, actual, bins).psi
 
-    Empty bins get a small floor so that the index stays finite.
+
+def psi_bins(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> PsiBins:
+    """The population stability index of ``actual`` against ``expected``, bin by bin.
+
+    The bins are ``expected``'s quantiles (deciles by default; tied quantiles merge). Empty bins get a
+    small floor so that the index stays finite. A constant reference makes one bin: the index is 0
+    when ``actual`` is that constant too, else infinite.
     """
     edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:
-        return 0.0 if np.allclose(actual, expected[0]) else math.inf
+        same = bool(np.allclose(actual, expected[0]))
+        one = np.array([1.0])
+        return PsiBins(np.array([-np.inf, np.inf]), one, one, np.array([0.0 if same else math.inf]))
     edges[0], edges[-1] = -np.inf, np.inf
     e = np.histogram(expected, edges)[0] / len(expected)
     a = np.histogram(actual, edges)[0] / len(actual)
     e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return PsiBins(edges, e, a, (a - e) * np.log(a / e))
 
 
-def _score_column(table: pa.Table) -> np.ndarray | None:
+def score_column(table: pa.Table) -> np.ndarray | None:
     """The score whose distribution is compared: the binary probability, else a numeric prediction."""
     if "probability" in table.column_names and not pa.types.is_list(table.column("probability").type):
         return table.column("probability").to_numpy()
@@ -308,7 +378,7 @@ def _score_column(table: pa.Table) -> np.ndarray | None:
     return None
 
 
-def _previous_partition(root: str, partition_column: str, date: dt.date) -> str | None:
+def previous_partition(root: str, partition_column: str, date: dt.date) -> str | None:
     """The latest published partition before ``date``."""
     fs, path = filesystem(root)
     names = [
@@ -321,7 +391,9 @@ def _previous_partition(root: str, partition_column: str, date: dt.date) -> str 
     return published[-1] if published else None
 
 
-def _read(partition_uri: str, files: list[tuple[str, int]], manifest: dict) -> tuple[pa.Schema, pa.Table]:
+def read_partition(
+    partition_uri: str, files: list[tuple[str, int]], manifest: dict
+) -> tuple[pa.Schema, pa.Table]:
     """The partition's full schema, and only the columns the checks need."""
     fs, path = filesystem(partition_uri)
     wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
