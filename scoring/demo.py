@@ -249,6 +249,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         "\nTry it:\n"
         f"  export MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}\n"
         f"  .venv/bin/scoring validate --output {output} --date {DATES[1]}\n"
+        f"  file://{output}/date={DATES[1]}/_report.html    # the run report, in a browser\n"
         f"  .venv/bin/scoring score --model-uri models:/{MODEL_NAME}@sklearn --input {root / 'input'} "
         f"--output {output} --date {DATES[0]} --id-column customer_id\n"
         f'  .venv/bin/python -c "import duckdb; duckdb.sql(\\"SELECT date, count(*), avg(probability) FROM '

@@ -131,7 +131,9 @@ def render(page: Path, workdir: Path) -> tuple[Path, str, str]:
              "--v=0", "--window-size=1200,2600"]  # fmt: skip
     shot = workdir / "report.png"
     url = page.resolve().as_uri()
-    shooting = subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=120)
+    shooting = subprocess.run(
+        [*flags, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=120
+    )
     assert shot.exists(), shooting.stderr[-2000:]
     dumped = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dumped.returncode == 0, dumped.stderr[-2000:]
@@ -140,7 +142,9 @@ def render(page: Path, workdir: Path) -> tuple[Path, str, str]:
 
 def console_errors(log: str) -> list[str]:
     """Script errors Chromium logged for the page."""
-    return [line for line in log.splitlines() if "CONSOLE" in line and re.search(r"error|uncaught", line, re.I)]
+    return [
+        line for line in log.splitlines() if "CONSOLE" in line and re.search(r"error|uncaught", line, re.I)
+    ]
 
 
 def test_the_report_renders_in_headless_chromium(output, tmp_path):
@@ -166,3 +170,23 @@ def test_the_console_check_sees_a_script_error(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction()</script></body></html>")
     _, _, log = render(page, tmp_path)
     assert console_errors(log), log[-2000:]
+
+
+def test_the_report_is_written_to_s3_as_html(output, aws):
+    """On S3 (moto) the report lands beside the manifest as text/html, so a browser opens it."""
+    import boto3
+    import pyarrow.fs as pafs
+
+    from scoring.dataset.report import write_report
+
+    boto3.client("s3").create_bucket(Bucket="reports")
+    fs, _ = pafs.FileSystem.from_uri("s3://reports/scores")
+    pafs.copy_files(str(output), "reports/scores", destination_filesystem=fs)
+
+    uri = write_report("s3://reports/scores", OTHER_DATE)
+    assert uri == f"s3://reports/scores/date={OTHER_DATE}/{REPORT_FILE}"
+    answer = boto3.client("s3").get_object(Bucket="reports", Key=f"scores/date={OTHER_DATE}/{REPORT_FILE}")
+    assert answer["ContentType"] == "text/html; charset=utf-8"
+    shown = figures(answer["Body"].read().decode())
+    assert float(shown["psi"]) == validate_partition(str(output), OTHER_DATE).drift.bins.psi
+    assert int(shown["scored"]) == manifest_of(output, OTHER_DATE)["counts"]["scored"]
