@@ -20,8 +20,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from scoring import faults
 from scoring.batch.agreement import lineup_figures
 from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
@@ -46,9 +44,9 @@ from scoring.dataset.publish import (
     reject_counts,
     staged_files,
 )
-from scoring.dataset.report import write_report
+from scoring.dataset.report import write_report_or_warn
 from scoring.dataset.storage import exists, write_json
-from scoring.errors import InputError, ModelError, OutputError, ScoringError
+from scoring.errors import InputError, ModelError, OutputError
 from scoring.lineup import CHAMPION
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
@@ -160,24 +158,8 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     rejected = manifest["counts"]["rejected"]
     log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, location.final)
     if config.report:
-        write_run_report(config)
+        write_report_or_warn(config.output, config.date, config.partition_column)
     return manifest
-
-
-def write_run_report(config: JobConfig) -> str | None:
-    """Write the published partition's ``_report.html``; a failure here is logged, not raised.
-
-    The partition is published and valid by the time the report is written: a report that cannot be
-    written (a read-only prefix, a full disk) must not turn a good run into a failed one. ``scoring
-    report`` writes it again later.
-    """
-    try:
-        uri = write_report(config.output, config.date, config.partition_column)
-    except (ScoringError, OSError, pa.ArrowException) as e:
-        log.warning("the partition is published, but its report could not be written: %s", e)
-        return None
-    log.info("report: %s", uri)
-    return uri
 
 
 def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) -> DataFrame:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import io
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_se
 from scoring.dataset.publish import MANIFEST_FILE, staged_files
 from scoring.dataset.storage import normalize_uri, read_json, write_text
 from scoring.dataset.validate import Report, read_partition, validate_partition
-from scoring.errors import OutputError
+from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION
 from scoring.model.combine import challenger_prefix
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 REPORT_FILE = "_report.html"
+
+log = logging.getLogger(__name__)
 
 # Points drawn per challenger's scatter plot: a seeded sample, enough to see the agreement's shape.
 SCATTER_POINTS = 2_000
@@ -94,6 +97,27 @@ def write_report(
     scores = challenger_scores(partition, manifest) if manifest.get("challengers") else {}
     uri = f"{partition}/{REPORT_FILE}"
     write_text(uri, render_report(manifest, validation, scores), "text/html; charset=utf-8")
+    return uri
+
+
+def write_report_or_warn(
+    output: str, date: dt.date, partition_column: str = "date", validation: Report | None = None
+) -> str | None:
+    """Write the published partition's report as `write_report` does; a failure is logged, not raised.
+
+    The job and the DAG write the report after publishing: a report that cannot be written (a
+    read-only prefix, a full disk, a partition gone) must not turn a good run into a failed one, and
+    ``scoring report`` writes it again later.
+
+    Returns:
+        The report's URI, or None when it could not be written.
+    """
+    try:
+        uri = write_report(output, date, partition_column, validation)
+    except (ScoringError, OSError, pa.ArrowException) as e:
+        log.warning("the partition is published, but its report could not be written: %s", e)
+        return None
+    log.info("report: %s", uri)
     return uri
 
 

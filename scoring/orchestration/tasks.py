@@ -414,17 +414,22 @@ def terminate_cluster(cluster_id: str | None) -> list[str]:
 
 @fail_fast
 def validate_output() -> dict:
-    """Task: check the published partition; fail the run when it is not valid."""
+    """Task: check the published partition and write its report; fail the run when it is not valid."""
     from airflow.sdk import get_current_context
 
+    from scoring.dataset.report import write_report_or_warn
     from scoring.dataset.validate import validate_partition
 
     context = get_current_context()
     params = context["params"]
+    date = partition_date(context)
     report = validate_partition(
-        params["output"], partition_date(context), params["partition_column"], float(params["psi_threshold"])
+        params["output"], date, params["partition_column"], float(params["psi_threshold"])
     )
     log.info("%s", report.summary())
+    # The job wrote the report already; this one carries the DAG's drift threshold, and is written
+    # before a failed validation is raised, since that is when somebody opens it.
+    write_report_or_warn(params["output"], date, params["partition_column"], validation=report)
     if not report.ok:
         raise ScoringError(f"output partition is not valid:\n{report.summary()}")
     return report.to_json()

@@ -123,7 +123,7 @@ def test_a_lineup_error_names_the_params(conf, message):
         tasks.lineup_from_params(params)
 
 
-def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_path):
+def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_path, caplog):
     run, states = run_dag(
         dag,
         dt.date(2026, 11, 1),
@@ -141,6 +141,10 @@ def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_pat
     scored = pd.read_parquet(tmp_path / "out" / "date=2026-11-01")
     assert len(scored) > 0 and set(scored["model_version"]) == {registry["onnx"]}
     assert (tmp_path / "out" / "date=2026-11-01" / "_SUCCESS").exists()
+    # validate_output writes the report again, with the DAG's validation in it.
+    report = tmp_path / "out" / "date=2026-11-01" / "_report.html"
+    assert caplog.text.count(f"report: {report}") == 2, "the job, then validate_output"
+    assert 'data-figure="verdict">VALID<' in report.read_text()
 
 
 def test_local_run_scores_challengers_pinned_by_validate_model(dag, registry, input_dir, tmp_path):
