@@ -308,11 +308,11 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
-    from scoring.batch.backfill import report, run_backfill
+    from scoring.batch.backfill import ProgressPrinter, run_backfill, totals_line
 
     args.date = args.start  # each date of the range replaces it
-    results = run_backfill(config_from_args(args), args.start, args.end, args.force)
-    print(report(results))
+    results = run_backfill(config_from_args(args), args.start, args.end, args.force, ProgressPrinter())
+    print(totals_line(results))
     return 1 if any(r.status == "failed" for r in results) else 0
 
 

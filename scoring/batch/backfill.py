@@ -2,8 +2,8 @@
 
 The models (the champion and any challengers) are pinned once for the whole range (an alias moving
 mid-backfill changes nothing), dates already published by those model versions are skipped unless
-forced, and a failed date does not stop the later ones: the report says which dates succeeded, were
-skipped and failed.
+forced, and a failed date does not stop the later ones: each date's line says whether it was scored,
+skipped or failed (printed as it finishes, with the range's ETA), and a last line counts them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,22 @@ import datetime as dt
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scoring.batch.job import run_job
+from scoring.batch.progress import duration_text, eta_seconds
 from scoring.batch.session import get_session
 from scoring.config import JobConfig
 from scoring.dataset.publish import MANIFEST_FILE, is_published
 from scoring.dataset.storage import normalize_uri, read_json
 from scoring.errors import ScoringError
 from scoring.model.resolve import resolve_model
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,13 @@ def dates_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def run_backfill(config: JobConfig, start: dt.date, end: dt.date, force: bool = False) -> list[DateResult]:
+def run_backfill(
+    config: JobConfig,
+    start: dt.date,
+    end: dt.date,
+    force: bool = False,
+    on_result: Callable[[DateResult, int, int], None] | None = None,
+) -> list[DateResult]:
     """Score every date from ``start`` to ``end`` in order.
 
     Args:
@@ -54,6 +67,8 @@ def run_backfill(config: JobConfig, start: dt.date, end: dt.date, force: bool = 
         start: First date.
         end: Last date, included.
         force: Rescore dates already published by the same model version.
+        on_result: Called as each date finishes, with its result, how many dates are done and how
+            many there are in all.
     """
     dates = dates_between(start, end)
     with tempfile.TemporaryDirectory(prefix="scoring-backfill-") as download_dir:
@@ -69,21 +84,31 @@ def run_backfill(config: JobConfig, start: dt.date, end: dt.date, force: bool = 
     spark = get_session(config.master)
     results = []
     for date in dates:
-        partition = f"{normalize_uri(config.output)}/{config.partition_column}={date.isoformat()}"
-        manifest = read_json(f"{partition}/{MANIFEST_FILE}") if is_published(partition) else None
-        if manifest and _same_models(manifest, model.version, challengers) and not force:
-            results.append(DateResult(date, "skipped", f"already published by version {model.version}"))
-            continue
-        try:
-            published = run_job(dataclasses.replace(pinned, date=date), spark)
-        except ScoringError as e:
-            results.append(DateResult(date, "failed", str(e)))
-            continue
-        counts = published["counts"]
-        results.append(
-            DateResult(date, "scored", f"{counts['scored']} scored, {counts['rejected']} rejected")
-        )
+        results.append(_backfill_date(pinned, date, model.version, challengers, force, spark))
+        if on_result is not None:
+            on_result(results[-1], len(results), len(dates))
     return results
+
+
+def _backfill_date(
+    pinned: JobConfig,
+    date: dt.date,
+    version: str,
+    challengers: tuple[tuple[str, str], ...],
+    force: bool,
+    spark: SparkSession,
+) -> DateResult:
+    """Score one date of the range, or skip it when these models published it already."""
+    partition = f"{normalize_uri(pinned.output)}/{pinned.partition_column}={date.isoformat()}"
+    manifest = read_json(f"{partition}/{MANIFEST_FILE}") if is_published(partition) else None
+    if manifest and _same_models(manifest, version, challengers) and not force:
+        return DateResult(date, "skipped", f"already published by version {version}")
+    try:
+        published = run_job(dataclasses.replace(pinned, date=date), spark)
+    except ScoringError as e:
+        return DateResult(date, "failed", str(e))
+    counts = published["counts"]
+    return DateResult(date, "scored", f"{counts['scored']} scored, {counts['rejected']} rejected")
 
 
 def _same_models(manifest: dict, version: str, challengers: tuple[tuple[str, str], ...]) -> bool:
@@ -92,9 +117,32 @@ def _same_models(manifest: dict, version: str, challengers: tuple[tuple[str, str
     return manifest["model"]["version"] == version and published == list(challengers)
 
 
-def report(results: list[DateResult]) -> str:
-    """One line per date, then the totals."""
-    lines = [f"{r.date}  {r.status:<7}  {r.detail}" for r in results]
+def date_line(result: DateResult) -> str:
+    """``2026-11-01  scored   400 scored, 3 rejected``: one date's result."""
+    return f"{result.date}  {result.status:<7}  {result.detail}"
+
+
+def range_progress(done: int, total: int, elapsed: float) -> str:
+    """``2 of 30 dates in 4m10s, ETA 58m20s``: the range so far, its ETA at the mean time per date."""
+    eta = eta_seconds(done, total, elapsed)
+    left = "done" if done >= total else f"ETA {duration_text(eta)}" if eta is not None else "ETA unknown"
+    return f"{done} of {total} dates in {duration_text(elapsed)}, {left}"
+
+
+def totals_line(results: list[DateResult]) -> str:
+    """``28 scored, 1 skipped, 1 failed``."""
     totals = {status: sum(r.status == status for r in results) for status in ("scored", "skipped", "failed")}
-    lines.append(", ".join(f"{n} {status}" for status, n in totals.items()))
-    return "\n".join(lines)
+    return ", ".join(f"{n} {status}" for status, n in totals.items())
+
+
+class ProgressPrinter:
+    """Prints each date's line as it finishes, with the range's progress and ETA (``on_result``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+
+    def __call__(self, result: DateResult, done: int, total: int) -> None:
+        """Print ``result``'s line, then how far the range is: ``done`` of ``total`` dates."""
+        elapsed = self.clock() - self.started
+        print(f"{date_line(result)}  ({range_progress(done, total, elapsed)})", flush=True)

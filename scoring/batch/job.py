@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from scoring import faults
 from scoring.batch.agreement import lineup_figures
 from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
+from scoring.batch.progress import progress
 from scoring.batch.quarantine import (
     REJECT_REASON,
     duplicate_rows,
@@ -118,7 +119,8 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         recover(location.root, location.partition)
         try:
             with spark_read_errors(config.input):
-                scored.write.parquet(location.staged)
+                with progress(spark.sparkContext, location.partition, inputs.rows, config.progress_seconds):
+                    scored.write.parquet(location.staged)
                 files = staged_files(location.staged)
                 # Every row the scoring pass did not write was rejected: only then is the input
                 # read again, for the rejects.
