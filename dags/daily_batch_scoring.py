@@ -6,8 +6,9 @@ it in the same pass (params `challengers`, `ensemble`, `ab_split`, `ab_salt`, `d
 
 `validate_model` (the lineup makes sense; every model's alias resolves, is recent, has a signature:
 the versions are pinned here) -> `preflight` (the input's footers against every signature, a sample
-scored locally with every model and their scores combined as the job would; no cluster is paid for
-before both pass) -> `choose_compute`:
+scored locally with every model and their scores combined as the job would, and the run's cost
+estimated: `max_cost_usd` fails an EMR run whose estimate is over it; no cluster is paid for before
+both pass) -> `choose_compute`:
 
 - **local**: `run_local` runs the very job, `spark-submit jobs/score.py`, on this worker (`local[*]`).
 - **emr**: `stage_artifacts` (wheel, job, bootstrap and the pinned models to a per-run S3 path) ->
@@ -56,11 +57,12 @@ with DAG(
     preflight = task(tasks.preflight, task_id="preflight")(model)
     branch = task.branch(tasks.choose_compute, task_id="choose_compute")()
 
-    local = task(tasks.run_local, task_id="run_local")(model)
+    # The pre-flight's XCom carries the cost estimate the job records in the manifest.
+    local = task(tasks.run_local, task_id="run_local")(model, preflight)
 
     artifacts = task(tasks.stage, task_id="stage_artifacts")(model)
     cluster = task(tasks.create_cluster, task_id="create_cluster")(artifacts)
-    step = task(tasks.add_step, task_id="add_step")(cluster, artifacts)
+    step = task(tasks.add_step, task_id="add_step")(cluster, artifacts, preflight)
     wait = EmrScoringStepSensor(task_id="wait_for_step", cluster_id=cluster, step_id=step)
     terminate = task(tasks.terminate_cluster, task_id="terminate_cluster")(cluster)
 

@@ -20,8 +20,9 @@ from scoring.dataset.storage import filesystem
 from scoring.errors import InputError, ModelError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import check_lineup, union_features
+from scoring.model.kinds import ModelKind, model_kind
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import PyfuncPredictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, pin_model_uri, resolve_model
 from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
@@ -96,8 +97,9 @@ def check_input(
         lineup: The (pinned) challengers, ensemble and A/B split scored beside the champion.
 
     Returns:
-        ``rows``, ``files`` and ``output`` (the champion's output shape) of the partition, and with
-        challengers, ``challengers``: each one's output shape, by name.
+        ``rows``, ``files`` and ``output`` (the champion's output shape) of the partition; ``kinds``:
+        each model's backend and whether it is a tree ensemble (``scoring.model.kinds.ModelKind``), by
+        name in the lineup; and with challengers, ``challengers``: each one's output shape, by name.
 
     Raises:
         InputError: The partition is missing or empty, or does not match a model's signature.
@@ -128,12 +130,18 @@ def check_input(
         sample = scorable_rows(head, features)
         if sample.empty:
             raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
-        outputs = {
+        sampled = {
             name: _sample_output(model, backend if name == CHAMPION else "auto", scores, sample, name)
             for name, model in models.items()
         }
+    outputs = {name: output for name, (output, _) in sampled.items()}
     check_lineup(lineup, outputs)
-    found = {"rows": rows, "files": len(dataset.files), "output": _shape(outputs[CHAMPION])}
+    found = {
+        "rows": rows,
+        "files": len(dataset.files),
+        "output": _shape(outputs[CHAMPION]),
+        "kinds": {name: kind.to_json() for name, (_, kind) in sampled.items()},
+    }
     if lineup.several:
         found["challengers"] = {name: _shape(outputs[name]) for name, _ in lineup.challengers}
     return found
@@ -141,12 +149,16 @@ def check_input(
 
 def _sample_output(
     model: ResolvedModel, backend: str, scores: str, sample: pd.DataFrame, name: str
-) -> OutputSpec:
-    """The output shape of ``model`` on the sample's rows, scored as the job would (on the CPU)."""
+) -> tuple[OutputSpec, ModelKind]:
+    """The output shape of ``model`` on the sample's rows, scored as the job would (on the CPU).
+
+    With it, the model's kind (its backend, whether it is a tree ensemble), from what was loaded.
+    """
+    chosen = choose_backend(backend, model.is_onnx, model.has_pyfunc)
     spec = ScorerSpec(
         model_path=model.local_path,
         fingerprint=model.fingerprint,
-        backend=choose_backend(backend, model.is_onnx, model.has_pyfunc),
+        backend=chosen,
         device="cpu",
         threads=1,
         features=model.features,
@@ -154,9 +166,12 @@ def _sample_output(
         scores=scores,
     )
     try:
-        return OutputSpec.of(load_predictor(spec, model.local_path).predict(sample[model.feature_names]))
+        predictor = load_predictor(spec, model.local_path)
+        output = OutputSpec.of(predictor.predict(sample[model.feature_names]))
     except ModelError as e:
         raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+    native = predictor.classifier if isinstance(predictor, PyfuncPredictor) else None
+    return output, model_kind(chosen, model.onnx_file, model.local_path, native)
 
 
 def _shape(output: OutputSpec) -> str:

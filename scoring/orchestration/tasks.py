@@ -63,6 +63,12 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "number",
         "description": "where a probability becomes a positive decision, for the share a challenger flips",
     },
+    "max_cost_usd": {
+        "type": ["null", "number"],
+        "description": "fail the run at preflight, before any cluster exists, when the EMR cluster's "
+        "estimated cost (on-demand, emr/prices.json) is over this many dollars; null: no limit; a local "
+        "run pays for no cluster and is not limited",
+    },
 }
 
 # The job's flags in a lineup's messages, and the params that set them in the DAG.
@@ -98,6 +104,8 @@ def default_params() -> dict[str, Any]:
         "aws_conn_id": env("SCORING_AWS_CONN_ID", "aws_default"),
         "step_poll_seconds": float(env("SCORING_STEP_POLL_SECONDS", "30")),
         "terminate_stale": False,
+        # The most an EMR run may cost by the pre-flight's estimate (None: no limit).
+        "max_cost_usd": None,
         # The run's lineup (see lineup_from_params): the champion alone by default.
         "challengers": {},
         "ensemble": {},
@@ -152,7 +160,13 @@ def partition_date(context: dict) -> dt.date:
     return moment.astimezone(dt.UTC).date()
 
 
-def job_config(params: dict, date: dt.date, model_uri: str, lineup: Lineup | None = None) -> JobConfig:
+def job_config(
+    params: dict,
+    date: dt.date,
+    model_uri: str,
+    lineup: Lineup | None = None,
+    cost_estimate: Mapping[str, Any] | None = None,
+) -> JobConfig:
     """The scoring job's configuration for one run (the same flags locally and on EMR).
 
     Args:
@@ -160,6 +174,7 @@ def job_config(params: dict, date: dt.date, model_uri: str, lineup: Lineup | Non
         date: The partition to score.
         model_uri: The champion's pinned (or staged) reference.
         lineup: The pinned (or staged) lineup; None for the champion alone.
+        cost_estimate: The pre-flight's cost estimate (its XCom's ``estimate``), for the manifest.
     """
     keep = tuple(c for c in params["keep_columns"].split(",") if c)
     return JobConfig(
@@ -173,6 +188,7 @@ def job_config(params: dict, date: dt.date, model_uri: str, lineup: Lineup | Non
         keep_columns=keep,
         scores=params["scores"],
         max_reject_fraction=float(params["max_reject_fraction"]),
+        cost_estimate=cost_estimate,
     )
 
 
@@ -236,10 +252,16 @@ def validate_model() -> dict:
 
 @fail_fast
 def preflight(model: dict) -> dict:
-    """Task: the input's footers match every model's signature, and a sample scores with each locally.
+    """Task: the input matches every model's signature, a sample scores with each, the cost is estimated.
 
+    The input's footers are checked against every signature, and a sample scored locally with each.
     The sample's outputs are combined as the job would (``scoring.model.combine.check_lineup``): an
     ensemble or an A/B split of models whose scores do not combine fails here, before any cluster.
+    So does an EMR run whose estimated cost is over the param ``max_cost_usd`` (``cost_estimate``).
+
+    Returns:
+        What ``check_input`` found, with ``estimate``: the cost estimate, which the job copies into
+        the manifest beside the run's actual duration.
     """
     from airflow.sdk import get_current_context
 
@@ -263,7 +285,56 @@ def preflight(model: dict) -> dict:
         found["output"],
         "".join(f"; challenger {name}'s: {shape}" for name, shape in found.get("challengers", {}).items()),
     )
-    return found
+    return {**found, "estimate": cost_estimate(context["params"], config, found)}
+
+
+def cost_estimate(params: Mapping[str, Any], config: JobConfig, found: Mapping[str, Any]) -> dict:
+    """The run's cost estimate for its compute, logged in one line; fails when over ``max_cost_usd``.
+
+    On EMR it prices the flavour's cluster with ``emr_core_nodes`` core nodes; on the GPU flavour it
+    also warns when no model of the run can use a GPU (a tree ensemble, a pyfunc model), with what
+    the CPU flavour would cost. A local run gets its duration on the local master's cores and no price:
+    ``max_cost_usd`` limits EMR runs only.
+
+    Args:
+        params: The DAG run's params.
+        config: The job's configuration (its output, date and pinned lineup).
+        found: What ``check_input`` found: the input's ``rows`` and each model's ``kinds``.
+
+    Raises:
+        BudgetExceeded: An EMR run's estimate is over ``max_cost_usd``.
+    """
+    from scoring.orchestration import cost
+
+    rate, source = cost.throughput(
+        cost.earlier_manifests(config.output, config.partition_column, config.date)
+    )
+    budget = params.get("max_cost_usd")
+    if params["compute"] != "emr":
+        estimate = cost.estimate_local(found["rows"], rate, source, cost.local_cores(params["local_master"]))
+        log.info("%s", cost.summary(estimate))
+        if budget is not None:
+            log.info(
+                "param max_cost_usd (%s) limits EMR runs only: this %s run pays for no cluster",
+                budget,
+                params["compute"],
+            )
+        return estimate
+    prices = cost.load_prices()
+
+    def on(flavour: str) -> dict:
+        request = cost.job_flow(flavour, params["emr_core_nodes"])
+        return cost.estimate_emr(found["rows"], rate, source, request, prices, flavour)
+
+    estimate = on(params["emr_flavour"])
+    log.info("%s", cost.summary(estimate))
+    if params["emr_flavour"] == "gpu":
+        uris = {name: config.lineup.uri(name, config.model_uri) for name in config.lineup.names}
+        warning = cost.gpu_warning(found.get("kinds", {}), uris, estimate, on("cpu"))
+        if warning:
+            log.warning("%s", warning)
+    cost.check_budget(estimate, None if budget is None else float(budget))
+    return estimate
 
 
 @fail_fast
@@ -278,15 +349,24 @@ def choose_compute() -> str:
 
 
 @fail_fast
-def run_local(model: dict) -> None:
-    """Task: the very same job through spark-submit on this worker, on ``local[*]``."""
+def run_local(model: dict, checked: dict | None = None) -> None:
+    """Task: the very same job through spark-submit on this worker, on ``local[*]``.
+
+    ``checked`` is the pre-flight's XCom: its cost estimate goes to the job, and so to the manifest.
+    """
     from airflow.sdk import get_current_context
 
     from scoring.batch.session import prepare_environment
 
     context = get_current_context()
     params = context["params"]
-    config = job_config(params, partition_date(context), model["pinned_uri"], pinned_lineup(model))
+    config = job_config(
+        params,
+        partition_date(context),
+        model["pinned_uri"],
+        pinned_lineup(model),
+        (checked or {}).get("estimate"),
+    )
     prepare_environment(params["local_master"])
     spark_submit = Path(sys.executable).with_name("spark-submit")
     command = [str(spark_submit), "--master", params["local_master"], "--conf", "spark.log.level=WARN",
@@ -382,18 +462,22 @@ def report_stale_clusters(client: Any, context: dict, end: bool) -> list[str]:
 
 
 @fail_fast
-def add_step(cluster_id: str, artifacts: dict) -> str:
+def add_step(cluster_id: str, artifacts: dict, checked: dict | None = None) -> str:
     """Task: find this run's scoring step on the cluster, or add it; it scores the staged models.
 
     The step's ``--model-uri`` and ``--challenger NAME=URI`` are the models' staged copies, so the
     cluster needs no registry access; each copy's provenance record gives the manifest the registry's
-    name, version and run id.
+    name, version and run id. ``checked`` is the pre-flight's XCom: its cost estimate goes to the job.
     """
     from airflow.sdk import get_current_context
 
     context = get_current_context()
     config = job_config(
-        context["params"], partition_date(context), artifacts["model"], pinned_lineup(artifacts)
+        context["params"],
+        partition_date(context),
+        artifacts["model"],
+        pinned_lineup(artifacts),
+        (checked or {}).get("estimate"),
     )
     step = emr.scoring_step(run_key(context), artifacts["job"], config)
     return emr.find_or_add_step(emr_client(context["params"]), cluster_id, step)

@@ -23,7 +23,7 @@ from scoring.batch.job import run_job
 from scoring.cli import build_parser, config_from_args
 from scoring.dataset.publish import REJECTS_DIR
 from scoring.dataset.storage import filesystem
-from scoring.orchestration import emr
+from scoring.orchestration import cost, emr
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -145,6 +145,11 @@ def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_pat
     report = tmp_path / "out" / "date=2026-11-01" / "_report.html"
     assert caplog.text.count(f"report: {report}") == 2, "the job, then validate_output"
     assert 'data-figure="verdict">VALID<' in report.read_text()
+    # The pre-flight's estimate (local: a duration, no price) beside what the run took.
+    manifest = json.loads((tmp_path / "out" / "date=2026-11-01" / "_manifest.json").read_text())
+    assert manifest["cost"]["estimate"]["compute"] == "local" and manifest["cost"]["estimate"]["usd"] is None
+    assert manifest["cost"]["estimate"]["rows"] == manifest["counts"]["input"]
+    assert manifest["cost"]["actual_job_seconds"] > 0
 
 
 def test_local_run_scores_challengers_pinned_by_validate_model(dag, registry, input_dir, tmp_path):
@@ -267,6 +272,7 @@ def emr_conf(date: dt.date, **overrides) -> dict:
         "emr_log_uri": f"s3://{BUCKET}/logs/",
         "step_poll_seconds": 0.2,
         "terminate_stale": False,  # explicit: dag.test() keeps an earlier run's conf in the DAG's params
+        "max_cost_usd": None,
         **overrides,
     }
 
@@ -351,6 +357,15 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     assert challenger["name"] == "plain" and challenger["model"]["uri"] == staged_challenger
     assert challenger["model"]["pinned_uri"] == f"models:/{demo.MODEL_NAME}/{registry['sklearn']}"
     assert challenger["model"]["version"] == registry["sklearn"]
+    # The cost was estimated before the cluster was created, and kept beside the run's duration.
+    times = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert times["preflight"].end_date <= times["create_cluster"].start_date
+    estimate = manifest["cost"]["estimate"]
+    expected = cost.estimate_emr(
+        300, cost.DEFAULT_ROWS_PER_CORE_SECOND, "default", cost.job_flow("gpu", 2), cost.load_prices(), "gpu"
+    )
+    assert estimate == expected  # through XCom, the step's flag and the manifest, unchanged
+    assert manifest["cost"]["actual_job_seconds"] > 0 and manifest["cost"]["actual_usd"] > 0
 
 
 def test_failed_step_terminates_the_cluster_and_fails_the_run(dag, spark, registry, bucket, tmp_path, capsys):
@@ -479,3 +494,37 @@ def test_bad_model_alias_creates_no_cluster(dag, registry, bucket):
     assert states["validate_model"] == "failed"
     assert states["create_cluster"] in ("upstream_failed", "skipped")
     assert clusters_for(date) == []
+
+
+def test_an_estimate_over_max_cost_usd_fails_the_preflight_with_no_cluster(
+    dag, registry, bucket, aws, tmp_path, caplog, capsys
+):
+    date = dt.date(2026, 11, 11)
+    demo.write_partitioned(demo.make_customers(120, date, seed=8), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    created_before = aws.faults.calls["RunJobFlow"]
+    gpu = cost.estimate_emr(
+        120, cost.DEFAULT_ROWS_PER_CORE_SECOND, "default", cost.job_flow("gpu", 2), cost.load_prices(), "gpu"
+    )
+    cpu = cost.estimate_emr(
+        120, cost.DEFAULT_ROWS_PER_CORE_SECOND, "default", cost.job_flow("cpu", 2), cost.load_prices(), "cpu"
+    )
+    budget = round(gpu["usd"] / 2, 2)
+
+    # An output of its own: with no earlier runs the estimate uses the documented default throughput.
+    output = f"s3://{BUCKET}/output-over-budget"
+    run, states = run_dag(dag, date, **emr_conf(date, output=output, max_cost_usd=budget))
+
+    assert run.state == "failed"
+    assert states["validate_model"] == "success" and states["preflight"] == "failed"
+    assert states["create_cluster"] in ("upstream_failed", "skipped")
+    assert aws.faults.calls["RunJobFlow"] == created_before and clusters_for(date) == []
+    log = caplog.text + capsys.readouterr().out  # the tasks' log records, then the failure's traceback
+    assert cost.summary(gpu) in log
+    assert (
+        f"the gpu cluster's estimated cost ${gpu['usd']:.2f} exceeds the param max_cost_usd "
+        f"(${budget:.2f}); no cluster was created" in log
+    )
+    # The demo champion is a tree ensemble in ONNX: GPU nodes would pay GPU prices for CPU work.
+    assert "the gpu flavour cannot pay off: " in log and "TreeEnsembleClassifier" in log
+    assert f"the cpu flavour would cost ${cpu['usd']:.2f} instead of ${gpu['usd']:.2f}" in log

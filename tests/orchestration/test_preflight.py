@@ -53,7 +53,13 @@ def test_model_check_refuses_an_unknown_alias(registry):
 
 def test_input_check_reads_footers_and_scores_a_sample(pinned, input_dir):
     found = check_input(pinned, str(input_dir), DATE, "date", ("customer_id",))
-    assert found == {"rows": 400, "files": 2, "output": "binary"}
+    assert found == {
+        "rows": 400,
+        "files": 2,
+        "output": "binary",
+        # The kind the cost estimate's GPU warning reads: a tree ensemble, on the CPU only.
+        "kinds": {"champion": {"backend": "onnx", "tree_ensemble": "TreeEnsembleClassifier"}},
+    }
 
 
 def test_input_check_refuses_a_missing_partition(pinned, input_dir):
@@ -73,7 +79,13 @@ def test_input_check_scores_the_sample_with_every_challenger(pinned, registry, i
         ensemble=(("champion", 1.0), ("plain", 1.0)),
     )
     found = check_input(pinned, str(input_dir), DATE, "date", ("customer_id",), lineup=lineup)
-    assert found == {"rows": 400, "files": 2, "output": "binary", "challengers": {"plain": "binary"}}
+    assert found["challengers"] == {"plain": "binary"} and found["output"] == "binary"
+    # The sklearn challenger is scored by pyfunc, and told a tree ensemble by its estimator's class.
+    tree = type(registry["model"]).__name__
+    assert found["kinds"] == {
+        "champion": {"backend": "onnx", "tree_ensemble": "TreeEnsembleClassifier"},
+        "plain": {"backend": "pyfunc", "tree_ensemble": tree},
+    }
 
 
 def test_input_check_refuses_an_ensemble_of_a_classifier_and_a_regressor(pinned, customers, input_dir):
