@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scoring.batch.job import run_job
-from scoring.batch.progress import duration_text, eta_seconds
+from scoring.batch.progress import duration_text, remaining_text
 from scoring.batch.session import get_session
 from scoring.config import JobConfig
 from scoring.dataset.publish import MANIFEST_FILE, is_published
@@ -124,9 +124,7 @@ def date_line(result: DateResult) -> str:
 
 def range_progress(done: int, total: int, elapsed: float) -> str:
     """``2 of 30 dates in 4m10s, ETA 58m20s``: the range so far, its ETA at the mean time per date."""
-    eta = eta_seconds(done, total, elapsed)
-    left = "done" if done >= total else f"ETA {duration_text(eta)}" if eta is not None else "ETA unknown"
-    return f"{done} of {total} dates in {duration_text(elapsed)}, {left}"
+    return f"{done} of {total} dates in {duration_text(elapsed)}, {remaining_text(done, total, elapsed)}"
 
 
 def totals_line(results: list[DateResult]) -> str:

@@ -49,6 +49,14 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
     return max(total - done, 0) / (done / elapsed)
 
 
+def remaining_text(done: int, total: int, elapsed: float) -> str:
+    """``ETA 1m43s``, ``ETA unknown`` before the first unit, or ``done`` at the total."""
+    if done >= total:
+        return "done"
+    eta = eta_seconds(done, total, elapsed)
+    return f"ETA {duration_text(eta)}" if eta is not None else "ETA unknown"
+
+
 def progress_line(label: str, done: int, total: int, elapsed: float) -> str:
     """One progress line: ``label: DONE of TOTAL rows (P%), R rows/s, ETA T``.
 
@@ -60,8 +68,7 @@ def progress_line(label: str, done: int, total: int, elapsed: float) -> str:
     """
     share = 100.0 * done / total if total else 100.0
     rate = done / elapsed if elapsed > 0 else 0.0
-    eta = eta_seconds(done, total, elapsed)
-    left = "done" if done >= total else f"ETA {duration_text(eta)}" if eta is not None else "ETA unknown"
+    left = remaining_text(done, total, elapsed)
     return f"progress {label}: {done:,} of {total:,} rows ({share:.1f}%), {rate:,.0f} rows/s, {left}"
 
 

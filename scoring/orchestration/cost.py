@@ -178,12 +178,42 @@ def estimate_emr(
     cores = sum(
         task_slots(table[g["instance_type"]], defaults) * g["count"] for g in groups if g["role"] == "CORE"
     )
+    return _estimate(
+        rows,
+        rows_per_core_second,
+        throughput_from,
+        cores,
+        compute="emr",
+        flavour=flavour,
+        startup_seconds=float(prices.get("startup_seconds", 0)),
+        groups=groups,
+        price_table={k: prices.get(k) for k in ("as_of", "region", "market", "currency")},
+    )
+
+
+def estimate_local(rows: int, rows_per_core_second: float, throughput_from: str, cores: int) -> dict:
+    """The estimate of a run on the Airflow worker (``local[N]``): its duration; no cluster is paid for."""
+    return _estimate(rows, rows_per_core_second, throughput_from, cores, compute="local")
+
+
+def _estimate(
+    rows: int,
+    rows_per_core_second: float,
+    throughput_from: str,
+    cores: int,
+    *,
+    compute: str,
+    flavour: str | None = None,
+    startup_seconds: float = 0.0,
+    groups: list[dict] | None = None,
+    price_table: dict | None = None,
+) -> dict:
+    """The estimate's mapping: the job's seconds on ``cores``, and with instance groups, their price."""
     job_seconds = rows / (rows_per_core_second * cores)
-    startup = float(prices.get("startup_seconds", 0))
-    hours = (job_seconds + startup) / 3600
-    usd_per_hour = sum(g["usd_per_node_hour"] * g["count"] for g in groups)
+    hours = (job_seconds + startup_seconds) / 3600
+    usd_per_hour = sum(g["usd_per_node_hour"] * g["count"] for g in groups) if groups else None
     return {
-        "compute": "emr",
+        "compute": compute,
         "flavour": flavour,
         "rows": rows,
         "rows_per_core_second": rows_per_core_second,
@@ -191,33 +221,12 @@ def estimate_emr(
         "cores": cores,
         "job_seconds": job_seconds,
         "core_hours": cores * job_seconds / 3600,
-        "startup_seconds": startup,
-        "node_hours": sum(g["count"] for g in groups) * hours,
-        "groups": groups,
+        "startup_seconds": startup_seconds,
+        "node_hours": sum(g["count"] for g in groups) * hours if groups else None,
+        "groups": groups or [],
         "usd_per_hour": usd_per_hour,
-        "usd": usd_per_hour * hours,
-        "price_table": {k: prices.get(k) for k in ("as_of", "region", "market", "currency")},
-    }
-
-
-def estimate_local(rows: int, rows_per_core_second: float, throughput_from: str, cores: int) -> dict:
-    """The estimate of a run on the Airflow worker (``local[N]``): its duration; no cluster is paid for."""
-    job_seconds = rows / (rows_per_core_second * cores)
-    return {
-        "compute": "local",
-        "flavour": None,
-        "rows": rows,
-        "rows_per_core_second": rows_per_core_second,
-        "throughput_from": throughput_from,
-        "cores": cores,
-        "job_seconds": job_seconds,
-        "core_hours": cores * job_seconds / 3600,
-        "startup_seconds": 0.0,
-        "node_hours": None,
-        "groups": [],
-        "usd_per_hour": None,
-        "usd": None,
-        "price_table": None,
+        "usd": None if usd_per_hour is None else usd_per_hour * hours,
+        "price_table": price_table,
     }
 
 
