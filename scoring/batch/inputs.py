@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +18,11 @@ from urllib.parse import unquote
 
 from scoring.dataset.storage import filesystem
 from scoring.errors import InputError
+from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.parquet as pq
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -75,11 +78,13 @@ class InputFiles:
         rows: Rows in the partition (the readable files' footers summed).
         files: Readable files that hold rows.
         skipped: Unreadable files skipped (only with ``--skip-corrupt-files``).
+        sizes: Each readable file that holds rows, as Spark names it, with its rows.
     """
 
     rows: int
     files: int
     skipped: list[str]
+    sizes: tuple[tuple[str, int], ...] = ()
 
 
 # Footers are read on the driver, a few at a time: on an object store each is two small range reads.
@@ -104,8 +109,8 @@ def count_input(df: DataFrame, where: str, partition_dir: str | None, skip_corru
     unreadable = [f for f, n in zip(listed, counts, strict=True) if n is None]
     if unreadable and not skip_corrupt:
         raise _unreadable_input_file(unreadable[0])
-    readable = [n for n in counts if n is not None]
-    return InputFiles(sum(readable), sum(1 for n in readable if n > 0), unreadable)
+    sizes = tuple((f, n) for f, n in zip(listed, counts, strict=True) if n)
+    return InputFiles(sum(n for _, n in sizes), len(sizes), unreadable, sizes)
 
 
 @contextmanager
@@ -147,16 +152,69 @@ def _unreadable_file(error: Exception) -> str | None:
 def _footer_rows(uri: str) -> int | None:
     """Rows in the parquet file at ``uri``, from its footer; None when it is not readable parquet."""
     import pyarrow as pa
+
+    try:
+        return parquet_file(uri).metadata.num_rows
+    except (OSError, pa.ArrowException):  # not parquet, or unreadable
+        return None
+
+
+def parquet_file(uri: str) -> pq.ParquetFile:
+    """The parquet file at ``uri``, named as Spark names it (``file:/``, ``s3a://``, ``s3://``), opened.
+
+    Raises:
+        OSError, pyarrow.ArrowException: The file cannot be opened or its footer is not parquet.
+    """
     import pyarrow.parquet as pq
 
     # Spark names local files file:/..., and S3 objects s3a:// or s3:// (EMRFS); pyarrow knows s3://.
     location = unquote(re.sub(r"^file:/+", "/", uri)) if uri.startswith("file:") else uri
     location = re.sub(r"^s3[an]://", "s3://", location)
     fs, path = filesystem(location)
-    try:
-        return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
-    except (OSError, pa.ArrowException):  # not parquet, or unreadable
+    return pq.ParquetFile(path, filesystem=fs)
+
+
+# Rows the driver reads from the input's first file for its probe sample.
+HEAD_ROWS = 1_000
+
+
+def head_sample(
+    sizes: Sequence[tuple[str, int]], features: Sequence[Feature], rows: int, read: int = HEAD_ROWS
+) -> pd.DataFrame | None:
+    """Up to ``rows`` scorable rows from the head of the input's first file, read by pyarrow.
+
+    The rows are those the job would score, their features cast as its checks cast them
+    (``scoring.model.rows.scorable_rows``): a sample for the driver to probe the model with, read in
+    milliseconds where a Spark job over the partition takes seconds.
+
+    Args:
+        sizes: The input's files with their rows (``InputFiles.sizes``).
+        features: The run's features, in model order.
+        rows: Scorable rows wanted.
+        read: Rows read from the head of the first file.
+
+    Returns:
+        The sample, or None when it is empty or the file cannot say: a feature the file names
+        otherwise (Spark matches names regardless of case), or a file pyarrow cannot read. Spark then
+        samples instead.
+    """
+    import pyarrow as pa
+
+    from scoring.model.rows import scorable_rows
+
+    if not sizes:
         return None
+    try:
+        batches = parquet_file(sizes[0][0]).iter_batches(
+            batch_size=read, columns=[f.name for f in features], use_threads=False
+        )
+        head = next(batches).to_pandas()
+    except (OSError, pa.ArrowException, StopIteration):
+        return None
+    if any(f.name not in head.columns for f in features):
+        return None
+    sample = scorable_rows(head, features).head(rows)
+    return None if sample.empty else sample
 
 
 def column_types(schema: StructType) -> dict[str, str]:

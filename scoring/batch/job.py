@@ -3,7 +3,8 @@
 ``run_job`` is what both entry points (``spark-submit jobs/score.py`` and ``scoring score``) call.
 
 Passes over the input, in the common case of a clean input: its rows are counted from the parquet
-footers (no pass), one shuffle of the id columns alone tells that no id repeats, and the scoring pass
+footers (no pass), the id column read on the driver (or, for ids that are not one integer column, one
+shuffle of the id columns alone) tells that no id repeats, and the scoring pass
 checks, scores and writes every row in one go. Only what the written files show costs more: when fewer
 rows were scored than the footers hold, one more scan writes the rejects (their counts per reason are
 read back from the written rejects); when an id repeats, the valid rows are counted per id and all but
@@ -22,7 +23,14 @@ from typing import TYPE_CHECKING
 
 from scoring import faults
 from scoring.batch.agreement import lineup_figures
-from scoring.batch.inputs import column_types, count_input, read_input, spark_read_errors
+from scoring.batch.inputs import (
+    InputFiles,
+    column_types,
+    count_input,
+    head_sample,
+    read_input,
+    spark_read_errors,
+)
 from scoring.batch.progress import progress
 from scoring.batch.quarantine import (
     REJECT_REASON,
@@ -34,6 +42,7 @@ from scoring.batch.quarantine import (
 )
 from scoring.batch.session import start_session
 from scoring.batch.udf import Member, distribute_model, score_column, ship_classifier
+from scoring.batch.unique_ids import ids_unique
 from scoring.config import JobConfig
 from scoring.dataset.manifest import ScoredModel, build_manifest
 from scoring.dataset.publish import (
@@ -106,11 +115,11 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
             )
         checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
-        checked = check_duplicates(checked, config, [*carried, *(f.name for f in features)])
+        checked = check_duplicates(checked, config, [*carried, *(f.name for f in features)], inputs)
         valid = checked.where(checked[REJECT_REASON].isNull())
 
         threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
-        members = probe_members(spark, valid, features, models, config, threads)
+        members = probe_members(spark, valid, features, models, config, threads, inputs)
         outputs = {m.name: m.output for m in members}
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         scored = score_frame(valid, features, members, models, config, carried)
@@ -164,16 +173,20 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     return manifest
 
 
-def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) -> DataFrame:
+def check_duplicates(
+    checked: DataFrame, config: JobConfig, order: list[str], inputs: InputFiles
+) -> DataFrame:
     """Apply ``--on-duplicate-id`` to valid rows that repeat an id.
 
-    The common case, no id repeated at all, costs one shuffle of the id columns alone; only when some
-    id repeats are the valid rows counted exactly and all but one of each id marked.
+    The common case, no id repeated at all, costs a read of the id column on the driver when it is one
+    integer column (``scoring.batch.unique_ids``), else one shuffle of the id columns alone; only when
+    some id repeats are the valid rows counted exactly and all but one of each id marked.
 
     Args:
         checked: The input with its ``reject_reason`` column.
         config: The run's arguments.
         order: Columns that decide which row of a repeated id is kept.
+        inputs: The input's files, whose id column the driver may read.
 
     Returns:
         The rows, with duplicates marked ``duplicate_id`` when there are any.
@@ -181,7 +194,10 @@ def check_duplicates(checked: DataFrame, config: JobConfig, order: list[str]) ->
     Raises:
         InputError: Valid rows repeat an id and ``--on-duplicate-id`` is ``fail``.
     """
-    if not ids_repeat(checked, config.id_columns):
+    unique = ids_unique(inputs.sizes, config.id_columns)
+    if unique is None:
+        unique = not ids_repeat(checked, config.id_columns)
+    if unique:
         return checked
     duplicates = duplicate_rows(checked, config.id_columns)
     if duplicates and config.on_duplicate_id == "fail":
@@ -239,17 +255,21 @@ def probe_members(
     models: list[RunModel],
     config: JobConfig,
     threads: int,
+    inputs: InputFiles,
 ) -> list[Member]:
     """Ship every model to the executors and score a few valid rows with each on the driver.
 
     The probe learns the shape of each model's output, and fails fast, before the job is spent, when
-    a model cannot score this input at all or the models cannot be combined as the lineup says.
+    a model cannot score this input at all or the models cannot be combined as the lineup says. Its
+    rows come from the head of the first input file when they are scorable there, else from Spark.
 
     Raises:
         InputError: No row is valid.
         ModelError: A model cannot score the sample, or ``check_lineup`` refuses the lineup.
     """
-    sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
+    sample = head_sample(inputs.sizes, features, PROBE_ROWS)
+    if sample is None:
+        sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
     if sample.empty:
         raise InputError("no valid input rows to score: every row was rejected")
     probed = []

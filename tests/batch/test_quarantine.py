@@ -65,6 +65,14 @@ def duplicate_ids(table: pa.Table) -> pa.Table:
     return replace(table, "customer_id", ids)
 
 
+def duplicate_text_ids(table: pa.Table) -> pa.Table:
+    """Repeated ids that are text: Spark's shuffle tells, not the driver (``scoring.batch.unique_ids``)."""
+    table = duplicate_ids(table)
+    return replace(
+        table, "customer_id", [f"c{i}" for i in table.column("customer_id").to_pylist()], pa.string()
+    )
+
+
 @dataclass
 class Case:
     mutate: Callable[[pa.Table], pa.Table]
@@ -88,6 +96,10 @@ CASES = {
     "below the declared range": Case(spoil("utilization", -0.5, pa.float32()), "out_of_range:utilization"),
     "null id": Case(spoil("customer_id", None), "null_id:customer_id"),
     "duplicate id, rejected": Case(duplicate_ids, "duplicate_id:customer_id", rejected=2),
+    "duplicate text id, rejected": Case(duplicate_text_ids, "duplicate_id:customer_id", rejected=2),
+    "duplicate text id, policy fail": Case(
+        duplicate_text_ids, error="2 rows repeat an id (customer_id)", args=["--on-duplicate-id", "fail"]
+    ),
     "duplicate id, policy fail": Case(
         duplicate_ids, error="2 rows repeat an id (customer_id)", args=["--on-duplicate-id", "fail"]
     ),

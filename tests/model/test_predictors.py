@@ -8,12 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATE
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
 
 from scoring import demo
 from scoring.cli import main
 from scoring.errors import ModelError
 from scoring.model.output import OutputSpec, scores_from_outputs
-from scoring.model.predictors import ScorerSpec, choose_backend
+from scoring.model.predictors import PyfuncPredictor, ScorerSpec, choose_backend
 from scoring.model.resolve import resolve_model
 from scoring.model.signature import Feature
 
@@ -177,3 +189,62 @@ def test_regression_pyfunc_writes_prediction_only(spark, tmp_path):
 
 def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _tied_data(rows: int = 400, classes: int = 2) -> tuple[pd.DataFrame, np.ndarray]:
+    """Integer features with labels drawn at random: many rows tie between their classes."""
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame({"a": rng.integers(0, 3, rows).astype(float), "b": rng.normal(size=rows)})
+    return x, rng.integers(0, classes, rows)
+
+
+ARGMAX_MODELS = {
+    "random forest": lambda: RandomForestClassifier(n_estimators=5, max_depth=2, random_state=0),
+    "gradient boosting": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0),
+    "histogram gradient boosting": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
+    "logistic regression": lambda: LogisticRegression(),
+    "k neighbours": lambda: KNeighborsClassifier(n_neighbors=4),
+    "naive Bayes": lambda: GaussianNB(),
+    "pipeline": lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+    "SVC with Platt scaling (predict is called)": lambda: SVC(probability=True, random_state=0),
+}
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("name", list(ARGMAX_MODELS))
+def test_labels_equal_the_classifiers_own_predict(name, classes):
+    x, y = _tied_data(classes=classes)
+    model = ARGMAX_MODELS[name]().fit(x, y)
+
+    scores = PyfuncPredictor.of_classifier(model).predict(x)
+
+    np.testing.assert_array_equal(scores.prediction, model.predict(x))
+    np.testing.assert_allclose(
+        scores.probability, model.predict_proba(x)[:, 1] if classes == 2 else model.predict_proba(x)
+    )
+
+
+def test_a_tie_takes_the_label_predict_gives():
+    # Every leaf is balanced: each row's raw score is exactly 0 and its probabilities 0.5 and 0.5.
+    # The most probable class by argmax is the first; GradientBoostingClassifier.predict says the second.
+    x = pd.DataFrame({"a": [0.0, 0.0, 1.0, 1.0]})
+    model = GradientBoostingClassifier(n_estimators=1, max_depth=1, init="zero").fit(x, [0, 1, 0, 1])
+    assert set(model.predict(x)) == {1} and np.all(model.predict_proba(x) == 0.5)
+
+    scores = PyfuncPredictor.of_classifier(model).predict(x)
+
+    np.testing.assert_array_equal(scores.prediction, [1, 1, 1, 1])
+
+
+def test_labels_from_probabilities_call_predict_only_for_ties(monkeypatch):
+    # The first leaf is balanced (a tie, 4 rows), the second is not.
+    x = pd.DataFrame({"a": [0.0] * 4 + [1.0] * 4})
+    model = DecisionTreeClassifier(max_depth=1).fit(x, [0, 1, 0, 1, 1, 1, 1, 0])
+    asked = []
+    predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda rows: asked.append(len(rows)) or predict(rows))
+
+    scores = PyfuncPredictor.of_classifier(model).predict(x)
+
+    assert asked == [4]
+    np.testing.assert_array_equal(scores.prediction, predict(x))
