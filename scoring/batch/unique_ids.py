@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from scoring.batch.inputs import FOOTER_THREADS, parquet_file
+from scoring.dataset.validate import sorted_repeats
 
 # Ids read on the driver at most: 400 MB of int64. Above it, Spark's shuffle spreads the work.
 DRIVER_MAX_ROWS = 50_000_000
@@ -48,8 +49,7 @@ def ids_unique(
         read = list(pool.map(lambda job: _read_ids(job[0], id_columns[0], job[1]), jobs))
     if not all(read):
         return None
-    ids.sort()
-    return not bool(np.any(ids[1:] == ids[:-1]))
+    return sorted_repeats(ids) == 0
 
 
 def _read_ids(uri: str, column: str, into: np.ndarray) -> bool:

@@ -14,7 +14,7 @@ from conftest import DATE, OTHER_DATE
 
 from scoring import demo
 from scoring.cli import main
-from scoring.dataset.validate import population_stability_index, validate_partition
+from scoring.dataset.validate import population_stability_index, repeated_ids, validate_partition
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,21 @@ def test_population_stability_index():
     reference = rng.beta(2, 5, 5_000)
     assert population_stability_index(reference, rng.beta(2, 5, 5_000)) < 0.02
     assert population_stability_index(reference, rng.beta(5, 2, 5_000)) > 1.0
+
+
+@pytest.mark.parametrize(
+    "keys, repeated",
+    [
+        (pa.table({"id": pa.chunked_array([[3, 1, 2], [1, 3, 9]])}), 2),
+        (pa.table({"id": pa.array([5, 6, 7], pa.int32())}), 0),
+        (pa.table({"id": pa.array([-(2**63), 2**63 - 1, -(2**63)])}), 1),
+        (pa.table({"id": pa.array([1, None, None])}), 1),
+        (pa.table({"id": ["a", "b", "a"]}), 1),
+        (pa.table({"a": [1, 1, 1], "b": [1, 2, 1]}), 1),
+    ],
+    ids=["chunked integers", "int32", "int64 extremes", "nulls", "text", "two columns"],
+)
+def test_repeated_ids_by_sort_and_by_group(keys, repeated):
+    before = keys.column(0).to_pylist()
+    assert repeated_ids(keys) == repeated
+    assert keys.column(0).to_pylist() == before  # the table's own buffers are never sorted in place
