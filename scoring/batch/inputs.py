@@ -75,16 +75,22 @@ class InputFiles:
     """The input partition's files, as their parquet footers describe them.
 
     Attributes:
-        rows: Rows in the partition (the readable files' footers summed).
-        files: Readable files that hold rows.
-        skipped: Unreadable files skipped (only with ``--skip-corrupt-files``).
         sizes: Each readable file that holds rows, as Spark names it, with its rows.
+        skipped: Unreadable files skipped (only with ``--skip-corrupt-files``).
     """
 
-    rows: int
-    files: int
+    sizes: tuple[tuple[str, int], ...]
     skipped: list[str]
-    sizes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def rows(self) -> int:
+        """Rows in the partition (the readable files' footers summed)."""
+        return sum(n for _, n in self.sizes)
+
+    @property
+    def files(self) -> int:
+        """Readable files that hold rows."""
+        return len(self.sizes)
 
 
 # Footers are read on the driver, a few at a time: on an object store each is two small range reads.
@@ -110,7 +116,7 @@ def count_input(df: DataFrame, where: str, partition_dir: str | None, skip_corru
     if unreadable and not skip_corrupt:
         raise _unreadable_input_file(unreadable[0])
     sizes = tuple((f, n) for f, n in zip(listed, counts, strict=True) if n)
-    return InputFiles(sum(n for _, n in sizes), len(sizes), unreadable, sizes)
+    return InputFiles(sizes, unreadable)
 
 
 @contextmanager
@@ -194,9 +200,9 @@ def head_sample(
         read: Rows read from the head of the first file.
 
     Returns:
-        The sample, or None when it is empty or the file cannot say: a feature the file names
-        otherwise (Spark matches names regardless of case), or a file pyarrow cannot read. Spark then
-        samples instead.
+        The sample, or None when it is empty or the file cannot say: a feature missing from the first
+        file (pyarrow's batches leave an unknown column out, silently), or a file pyarrow cannot
+        read. Spark then samples instead.
     """
     import pyarrow as pa
 

@@ -1,9 +1,10 @@
 """Whether an id repeats, told from the input files' id column on the driver, without a Spark job.
 
-The common input has one integer id column. Its values, 8 bytes a row, are read from the parquet files
-straight into one numpy array (each file into its own slice, a few files at a time) and sorted in
-place: a repeat is two equal neighbours. At 10,000,000 rows that is about 80 MB and a second on the
-driver, where a Spark shuffle of the ids costs two stages and, on two cores, about 17 s (BENCHMARKS.md).
+The common input has one integer id column. The driver reads it from the parquet files in batches (a
+few files at a time) and counts repeats with ``scoring.dataset.ids.RepeatCounter``: dense ids, as the
+footers' statistics bound them, are marked in a bitmap of a byte per id (10 MB at 10,000,000 rows from
+0), others kept in one int64 array and sorted. That costs well under a second at 10,000,000 rows, where
+a Spark shuffle of the ids costs two stages and, on two cores, about 17 s (BENCHMARKS.md).
 
 Every other input gets ``None``, and Spark decides (``scoring.batch.quarantine.ids_repeat``): more
 rows than ``DRIVER_MAX_ROWS``, several id columns, ids that are not integers (or are unsigned 64-bit,
@@ -15,14 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from scoring.batch.inputs import FOOTER_THREADS, parquet_file
-from scoring.dataset.validate import sorted_repeats
+from scoring.dataset.ids import RepeatCounter, holds_int64, id_bounds
 
-# Ids read on the driver at most: 400 MB of int64. Above it, Spark's shuffle spreads the work.
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
+# Ids read on the driver at most: 400 MB of int64 when they are sparse. Above it, Spark's shuffle
+# spreads the work.
 DRIVER_MAX_ROWS = 50_000_000
+
+# Ids decoded at a time per file: a batch's sort and its memory stay small.
+ID_BATCH_ROWS = 65_536
+# Files whose ids are read at once. On 2 cores at 10,000,000 rows: 1 thread 1.1 s and +65 MB on the
+# driver, 2 threads 0.7 s and +103 MB, 4 threads 0.9 s and +136 MB (each reader's buffers and arena).
+ID_THREADS = 2
 
 
 def ids_unique(
@@ -39,38 +49,53 @@ def ids_unique(
     Returns:
         True when every id is unique, False when one repeats, None when Spark must tell (see the module).
     """
+    import pyarrow as pa
+
     rows = sum(n for _, n in sizes)
     if len(id_columns) != 1 or not 0 < rows <= max_rows:
         return None
-    ids = np.empty(rows, dtype=np.int64)
-    starts = np.cumsum([0, *(n for _, n in sizes)])
-    jobs = [(uri, ids[start : start + n]) for (uri, n), start in zip(sizes, starts, strict=False)]
-    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, len(jobs))) as pool:
-        read = list(pool.map(lambda job: _read_ids(job[0], id_columns[0], job[1]), jobs))
+    column = id_columns[0]
+    uris = [uri for uri, _ in sizes]
+    try:
+        with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, len(uris))) as pool:
+            metadata = list(pool.map(lambda uri: _id_metadata(uri, column), uris))
+        if not all(metadata):
+            return None
+        counter = RepeatCounter(rows, id_bounds(metadata, column))
+        with ThreadPoolExecutor(max_workers=min(ID_THREADS, len(uris))) as pool:
+            read = list(pool.map(lambda size: _count_ids(*size, column, counter), sizes))
+    except (OSError, pa.ArrowException, ValueError):  # Spark's read decides what an unreadable file means
+        return None
     if not all(read):
         return None
-    return sorted_repeats(ids) == 0
+    return counter.repeats == 0
 
 
-def _read_ids(uri: str, column: str, into: np.ndarray) -> bool:
-    """Read the integer ``column`` of one file into ``into``; False when the driver cannot tell."""
-    import pyarrow as pa
-
+def _id_metadata(uri: str, column: str) -> pq.FileMetaData | None:
+    """The file's footer, when ``column`` is in it once, as integers that int64 holds; else None."""
+    file = parquet_file(uri)
     try:
-        file = parquet_file(uri)
         schema = file.schema_arrow
-        if schema.get_field_index(column) < 0:  # absent, or named twice
-            return False
-        kind = schema.field(column).type
-        if not pa.types.is_integer(kind) or kind == pa.uint64():
-            return False
-        values = file.read(columns=[column], use_threads=False).column(0)
-    except (OSError, pa.ArrowException):  # Spark's read decides what an unreadable file means
-        return False
-    if values.null_count or len(values) != len(into):
-        return False
-    offset = 0
-    for chunk in values.chunks:
-        into[offset : offset + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
-        offset += len(chunk)
-    return True
+        index = schema.get_field_index(column)  # -1: absent, or named twice
+        return file.metadata if index >= 0 and holds_int64(schema.field(index).type) else None
+    finally:
+        file.close()
+
+
+def _count_ids(uri: str, rows: int, column: str, counter: RepeatCounter) -> bool:
+    """Feed one file's ids to ``counter``; False when a null id shows or the rows differ from the footer.
+
+    The file is closed when done: an open reader keeps its last buffers (about 6 MB a file here).
+    """
+    file = parquet_file(uri)
+    read = 0
+    try:
+        for batch in file.iter_batches(batch_size=ID_BATCH_ROWS, columns=[column], use_threads=False):
+            values = batch.column(0)
+            if values.null_count:
+                return False
+            counter.add(values.to_numpy())
+            read += len(values)
+    finally:
+        file.close()
+    return read == rows

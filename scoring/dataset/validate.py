@@ -1,7 +1,10 @@
 """Validating a published partition: ``scoring validate``, also called by the DAG.
 
 Reads only the partition's footers and a few columns (ids, scores, model version) through
-``pyarrow.fs``, so it runs wherever the output is reachable (a local disk, S3) without Spark.
+``pyarrow.fs``, so it runs wherever the output is reachable (a local disk, S3) without Spark. The
+columns are read a batch at a time and tallied (``Tally``): the validator holds the ids' bitmap, or
+the ids themselves when they are not one integer column, and the scores only when there is an
+earlier partition to measure drift against; not the partition.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from scoring.dataset.ids import RepeatCounter, holds_int64, id_bounds
 from scoring.dataset.publish import MANIFEST_FILE, REJECTS_DIR, is_published, staged_files
 from scoring.dataset.storage import filesystem, normalize_uri, read_json
 from scoring.model.schema import arrow_type_name
@@ -170,11 +175,13 @@ def validate_partition(
     _check_counts(report, manifest, files, staged_files(f"{root}/{REJECTS_DIR}/{partition}"))
     if not files:
         return report
-    schema, table = read_partition(final, files, manifest)
-    _check_schema(report, schema, manifest)
-    _check_values(report, table, manifest)
-    _check_lineup(report, table, manifest, variant_tolerance)
-    _check_drift(report, table, root, partition_column, date, psi_threshold, psi_action)
+    previous = previous_partition(root, partition_column, date)
+    dataset = partition_dataset(final, files)
+    _check_schema(report, dataset.schema, manifest)
+    tally = tally_partition(dataset, manifest, keep_scores=previous is not None)
+    _check_values(report, tally, manifest)
+    _check_lineup(report, tally, manifest, variant_tolerance)
+    _check_drift(report, tally.scores(), root, previous, psi_threshold, psi_action)
     return report
 
 
@@ -226,56 +233,164 @@ def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
     )
 
 
-def _check_values(report: Report, table: pa.Table, manifest: dict) -> None:
+def _check_values(report: Report, tally: Tally, manifest: dict) -> None:
     expected = _served_versions(manifest)
-    versions = set(pc.unique(table.column("model_version")).to_pylist())
+    versions, nulls = tally.versions, tally.nulls["model_version"]
+    found = f"{sorted(versions)}" + (f" and {nulls} null" if nulls else "")
     report.add(
         "model version",
-        bool(versions) and versions <= expected,
-        f"{sorted(versions)} (manifest: {', '.join(sorted(expected))})",
+        bool(versions) and versions <= expected and nulls == 0,
+        f"{found} (manifest: {', '.join(sorted(expected))})",
     )
 
-    nulls = table.column("prediction").null_count
+    nulls = tally.nulls["prediction"]
     report.add("predictions", nulls == 0, f"{nulls} null predictions")
 
-    if "probability" in table.column_names:
-        in_range, detail = _probabilities(table.column("probability"))
-        report.add("probabilities", in_range, detail)
+    if "probability" in tally.ranges:
+        report.add("probabilities", *tally.ranges["probability"].verdict())
 
     ids = manifest["arguments"]["id_columns"]
-    repeated = repeated_ids(table.select(ids))
+    repeated = tally.repeated_ids()
     report.add("ids unique", repeated == 0, f"{repeated} repeated ids ({', '.join(ids)})")
+
+
+@dataclass
+class Range:
+    """A probability column's least and greatest value and its nulls, gathered batch by batch."""
+
+    low: float | None = None
+    high: float | None = None
+    nulls: int = 0
+
+    def add(self, column: pa.Array) -> None:
+        """Take in one batch of the column (a list column's elements count one by one)."""
+        if pa.types.is_list(column.type):
+            column = pc.list_flatten(column)
+        self.nulls += column.null_count
+        bounds = pc.min_max(column).as_py()
+        if bounds["min"] is not None:
+            self.low = bounds["min"] if self.low is None else min(self.low, bounds["min"])
+            self.high = bounds["max"] if self.high is None else max(self.high, bounds["max"])
+
+    def verdict(self) -> tuple[bool, str]:
+        """Whether the column has no nulls and stays within [0, 1], and what was found."""
+        in_range = self.nulls == 0 and self.low is not None and self.low >= 0.0 and self.high <= 1.0
+        return in_range, f"min {self.low}, max {self.high}, {self.nulls} null"
+
+
+@dataclass
+class Tally:
+    """What the checks need from a partition's rows, gathered a batch at a time.
+
+    Attributes:
+        rows: Rows seen.
+        versions: The distinct values of ``model_version``.
+        nulls: Nulls per column read.
+        ranges: Probability columns' ranges, by name.
+        variants: Rows per A/B variant (a null variant is counted in ``nulls``).
+        ids: The repeat counter of one integer id column, else None.
+        id_batches: Otherwise the id columns themselves, batch by batch (grouped at the end).
+        id_nulls: Null ids under ``ids`` (they group as one id, as pyarrow's ``group_by`` groups them).
+        score_batches: The drift's score column, batch by batch, when it was asked for.
+    """
+
+    rows: int = 0
+    versions: set[str] = field(default_factory=set)
+    nulls: Counter[str] = field(default_factory=Counter)
+    ranges: dict[str, Range] = field(default_factory=dict)
+    variants: Counter[str] = field(default_factory=Counter)
+    ids: RepeatCounter | None = None
+    id_batches: list[pa.RecordBatch] = field(default_factory=list)
+    id_nulls: int = 0
+    score_batches: list[np.ndarray] | None = None
+
+    def repeated_ids(self) -> int:
+        """Rows less distinct ids."""
+        if self.ids is not None:
+            return self.ids.repeats + max(self.id_nulls - 1, 0)
+        return repeated_ids(pa.Table.from_batches(self.id_batches)) if self.id_batches else 0
+
+    def scores(self) -> np.ndarray | None:
+        """The drift's score column, when it was kept and the partition has one."""
+        if not self.score_batches:
+            return None
+        return np.concatenate(self.score_batches)
+
+
+# Rows read at a time: a batch of the columns the checks need is a few MB.
+TALLY_BATCH_ROWS = 65_536
+
+
+def tally_partition(dataset: ds.Dataset, manifest: dict, keep_scores: bool) -> Tally:
+    """Read the columns the checks need a batch at a time, and tally them.
+
+    Args:
+        dataset: The partition's files (``partition_dataset``).
+        manifest: The partition's manifest: its id columns and lineup.
+        keep_scores: Keep the score column for the drift check (8 bytes a row).
+    """
+    id_columns = manifest["arguments"]["id_columns"]
+    lineup = [c for c in lineup_columns(manifest) if c != "variant"]
+    present = set(dataset.schema.names)
+    wanted = {*id_columns, "prediction", "probability", "model_version", "variant", *lineup} & present
+    tally = Tally(score_batches=[] if keep_scores else None)
+    probabilities = [c for c in ("probability", *lineup) if c in present and c.endswith("probability")]
+    tally.ranges = {name: Range() for name in probabilities}
+    one_integer_id = len(id_columns) == 1 and id_columns[0] in present
+    if one_integer_id and holds_int64(dataset.schema.field(id_columns[0]).type):
+        footers = [fragment.metadata for fragment in dataset.get_fragments()]
+        rows = sum(footer.num_rows for footer in footers)
+        tally.ids = RepeatCounter(rows, id_bounds(footers, id_columns[0]))
+    batches = dataset.to_batches(
+        columns=[c for c in dataset.schema.names if c in wanted],
+        batch_size=TALLY_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+    )
+    for batch in batches:
+        _tally_batch(tally, batch, id_columns)
+    return tally
+
+
+def _tally_batch(tally: Tally, batch: pa.RecordBatch, id_columns: list[str]) -> None:
+    tally.rows += batch.num_rows
+    for name in batch.schema.names:
+        tally.nulls[name] += batch.column(name).null_count
+    if "model_version" in batch.schema.names:
+        versions = pc.unique(batch.column("model_version").drop_null())
+        tally.versions.update(versions.to_pylist())
+    for name, value_range in tally.ranges.items():
+        value_range.add(batch.column(name))
+    if "variant" in batch.schema.names:
+        for row in pc.value_counts(batch.column("variant").drop_null()).to_pylist():
+            tally.variants[row["values"]] += row["counts"]
+    if tally.ids is not None:
+        ids = batch.column(id_columns[0])
+        tally.id_nulls += ids.null_count
+        tally.ids.add(ids.drop_null().to_numpy())
+    elif all(c in batch.schema.names for c in id_columns):
+        tally.id_batches.append(batch.select(id_columns))
+    if tally.score_batches is not None:
+        scores = score_column(pa.Table.from_batches([batch]))
+        if scores is not None:
+            tally.score_batches.append(scores)
 
 
 def repeated_ids(keys: pa.Table) -> int:
     """Rows of ``keys`` whose id an earlier row has (rows less distinct ids).
 
-    One integer id column without nulls is sorted as an int64 array: 8 bytes a row, where pyarrow's
-    hash ``group_by`` took about 80 (786 MB at 10,000,000 rows). Other ids are grouped by pyarrow.
+    One integer id column without nulls is counted by ``RepeatCounter`` (8 bytes a row, where
+    pyarrow's hash ``group_by`` took about 80: 786 MB at 10,000,000 rows). Other ids are grouped by
+    pyarrow.
     """
     if keys.num_columns == 1:
         column = keys.column(0)
-        kind = column.type
-        if pa.types.is_integer(kind) and kind != pa.uint64() and column.null_count == 0:
-            values = column.to_numpy().astype(np.int64, copy=False)
-            # One chunk comes back as a read-only view of Arrow's buffer; sorting needs its own copy.
-            return sorted_repeats(values if values.flags.writeable else values.copy())
+        if holds_int64(column.type) and column.null_count == 0:
+            counter = RepeatCounter(len(column))
+            for chunk in column.chunks:
+                counter.add(chunk.to_numpy())
+            return counter.repeats
     return keys.num_rows - keys.group_by(keys.column_names).aggregate([]).num_rows
-
-
-def sorted_repeats(ids: np.ndarray) -> int:
-    """How many values of ``ids`` equal the one before them once sorted; sorts ``ids`` in place."""
-    ids.sort()
-    return int(np.count_nonzero(ids[1:] == ids[:-1]))
-
-
-def _probabilities(column: pa.ChunkedArray) -> tuple[bool, str]:
-    """Whether a probability column (or array column) has no nulls and stays within [0, 1]."""
-    if pa.types.is_list(column.type):
-        column = pc.list_flatten(column)
-    low, high = pc.min(column).as_py(), pc.max(column).as_py()
-    in_range = column.null_count == 0 and low is not None and low >= 0.0 and high <= 1.0
-    return in_range, f"min {low}, max {high}, {column.null_count} null"
 
 
 def _served_versions(manifest: dict) -> set[str]:
@@ -294,19 +409,18 @@ def lineup_columns(manifest: dict) -> list[str]:
     return [n for n in names if n.startswith(("challenger_", "ensemble_")) or n == "variant"]
 
 
-def _check_lineup(report: Report, table: pa.Table, manifest: dict, variant_tolerance: float) -> None:
+def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_tolerance: float) -> None:
     """Challenger and ensemble columns: no nulls, probabilities within [0, 1]; the variants' shares."""
     columns = [c for c in lineup_columns(manifest) if c != "variant"]
     if columns:
         problems = []
         for name in columns:
-            column = table.column(name)
-            if name.endswith("_probability"):
-                in_range, detail = _probabilities(column)
+            if name in tally.ranges:
+                in_range, detail = tally.ranges[name].verdict()
                 if not in_range:
                     problems.append(f"{name}: {detail}")
-            elif column.null_count:
-                problems.append(f"{name}: {column.null_count} null")
+            elif tally.nulls[name]:
+                problems.append(f"{name}: {tally.nulls[name]} null")
         report.add(
             "challenger columns",
             not problems,
@@ -315,9 +429,8 @@ def _check_lineup(report: Report, table: pa.Table, manifest: dict, variant_toler
     ab = manifest.get("ab")
     if not ab:
         return
-    variants = table.column("variant")
-    counts = {row["values"]: row["counts"] for row in pc.value_counts(variants).to_pylist()}
-    rows = max(table.num_rows, 1)
+    counts = tally.variants
+    rows = max(tally.rows, 1)
     off = []
     for name, share in ab["split"].items():
         seen = counts.get(name, 0) / rows
@@ -333,27 +446,25 @@ def _check_lineup(report: Report, table: pa.Table, manifest: dict, variant_toler
         + [f"unknown variants {unknown}"] * bool(unknown)
         + ["rows differ from the manifest's"] * (not recorded)
     )
-    report.add("variant shares", not problems and variants.null_count == 0, "; ".join(problems) or detail)
+    report.add("variant shares", not problems and tally.nulls["variant"] == 0, "; ".join(problems) or detail)
 
 
 def _check_drift(
     report: Report,
-    table: pa.Table,
+    score: np.ndarray | None,
     root: str,
-    partition_column: str,
-    date: dt.date,
+    previous: str | None,
     threshold: float,
     action: str,
 ) -> None:
-    score = score_column(table)
-    previous = previous_partition(root, partition_column, date)
     if score is None or previous is None:
-        why = "no numeric score column" if score is None else "no earlier published partition"
+        why = "no numeric score column" if score is None and previous else "no earlier published partition"
         report.add("score drift", True, f"skipped: {why}")
         return
-    manifest = read_json(f"{root}/{previous}/{MANIFEST_FILE}")
-    _, previous_table = read_partition(f"{root}/{previous}", staged_files(f"{root}/{previous}"), manifest)
-    reference = score_column(previous_table)
+    reference = partition_scores(f"{root}/{previous}")
+    if reference is None:
+        report.add("score drift", True, f"skipped: {previous} has no numeric score column")
+        return
     bins = psi_bins(reference, score)
     value = bins.psi
     report.drift = Drift(previous, bins, reference, score)
@@ -412,15 +523,27 @@ def previous_partition(root: str, partition_column: str, date: dt.date) -> str |
     return published[-1] if published else None
 
 
+def partition_dataset(partition_uri: str, files: list[tuple[str, int]]) -> ds.Dataset:
+    """The partition's files (``staged_files``) as one pyarrow dataset, on whatever filesystem holds them."""
+    fs, path = filesystem(partition_uri)
+    return ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
+
+
 def read_partition(
     partition_uri: str, files: list[tuple[str, int]], manifest: dict
 ) -> tuple[pa.Schema, pa.Table]:
-    """The partition's full schema, and only the columns the checks need."""
-    fs, path = filesystem(partition_uri)
+    """The partition's full schema, and only the columns the checks need, all rows at once."""
     wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
     wanted.update(lineup_columns(manifest))
-    dataset = ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
+    dataset = partition_dataset(partition_uri, files)
     return dataset.schema, dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
+
+
+def partition_scores(partition_uri: str) -> np.ndarray | None:
+    """A published partition's score column (``score_column``), the only column read."""
+    dataset = partition_dataset(partition_uri, staged_files(partition_uri))
+    columns = [c for c in ("prediction", "probability") if c in dataset.schema.names]
+    return score_column(dataset.to_table(columns=columns)) if columns else None
 
 
 def _describe(files: list[tuple[str, int]]) -> str:

@@ -14,6 +14,7 @@ from conftest import DATE, OTHER_DATE
 
 from scoring import demo
 from scoring.cli import main
+from scoring.dataset import validate
 from scoring.dataset.validate import population_stability_index, repeated_ids, validate_partition
 
 
@@ -117,6 +118,32 @@ def test_duplicate_ids_and_out_of_range_probability_are_caught(output, report):
     result = validate_partition(str(output), OTHER_DATE)
     assert set(failed(result)) == {"ids unique", "probabilities"}
     report("validator | planted duplicate id and probability 1.5: caught (ids unique, probabilities)")
+
+
+@pytest.mark.parametrize("statistics", [True, False], ids=["ids in the bitmap", "ids sorted (no statistics)"])
+def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, monkeypatch, statistics):
+    monkeypatch.setattr(validate, "TALLY_BATCH_ROWS", 3)  # every check sees many batches
+    paths = sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))
+    assert len(paths) > 1
+    first_id = pq.read_table(paths[0]).column("customer_id")[0].as_py()
+    for path in paths:
+        pq.write_table(pq.read_table(path), path, write_statistics=statistics)
+    assert validate_partition(str(output), OTHER_DATE).ok  # rewritten as they were: still valid
+
+    def spoil(table: pa.Table) -> pa.Table:
+        ids = table.column("customer_id").to_pylist()
+        ids[-1] = first_id  # the first file's first id, again in the last file's last batch
+        versions = table.column("model_version").to_pylist()
+        versions[0] = None
+        table = table.set_column(table.schema.get_field_index("customer_id"), "customer_id", pa.array(ids))
+        index = table.schema.get_field_index("model_version")
+        return table.set_column(index, "model_version", pa.array(versions, pa.string()))
+
+    pq.write_table(spoil(pq.read_table(paths[-1])), paths[-1], write_statistics=statistics)
+    problems = failed(validate_partition(str(output), OTHER_DATE))
+    assert set(problems) == {"ids unique", "model version"}
+    assert problems["ids unique"] == "1 repeated ids (customer_id)"
+    assert "and 1 null" in problems["model version"]
 
 
 def test_shifted_score_distribution_warns_or_fails(output, capsys, report):
