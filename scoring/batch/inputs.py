@@ -165,8 +165,12 @@ def _footer_rows(uri: str) -> int | None:
         return None
 
 
-def parquet_file(uri: str) -> pq.ParquetFile:
+def parquet_file(uri: str, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
     """The parquet file at ``uri``, named as Spark names it (``file:/``, ``s3a://``, ``s3://``), opened.
+
+    Args:
+        uri: The file, as Spark names it.
+        metadata: Its footer, when already read: the file is opened without reading it again.
 
     Raises:
         OSError, pyarrow.ArrowException: The file cannot be opened or its footer is not parquet.
@@ -177,7 +181,7 @@ def parquet_file(uri: str) -> pq.ParquetFile:
     location = unquote(re.sub(r"^file:/+", "/", uri)) if uri.startswith("file:") else uri
     location = re.sub(r"^s3[an]://", "s3://", location)
     fs, path = filesystem(location)
-    return pq.ParquetFile(path, filesystem=fs)
+    return pq.ParquetFile(path, filesystem=fs, metadata=metadata)
 
 
 # Rows the driver reads from the input's first file for its probe sample.

@@ -63,7 +63,9 @@ def ids_unique(
             return None
         counter = RepeatCounter(rows, id_bounds(metadata, column))
         with ThreadPoolExecutor(max_workers=min(ID_THREADS, len(uris))) as pool:
-            read = list(pool.map(lambda size: _count_ids(*size, column, counter), sizes))
+            read = list(
+                pool.map(lambda args: _count_ids(*args, column, counter), zip(sizes, metadata, strict=True))
+            )
     except (OSError, pa.ArrowException, ValueError):  # Spark's read decides what an unreadable file means
         return None
     if not all(read):
@@ -82,12 +84,14 @@ def _id_metadata(uri: str, column: str) -> pq.FileMetaData | None:
         file.close()
 
 
-def _count_ids(uri: str, rows: int, column: str, counter: RepeatCounter) -> bool:
+def _count_ids(size: tuple[str, int], footer: pq.FileMetaData, column: str, counter: RepeatCounter) -> bool:
     """Feed one file's ids to ``counter``; False when a null id shows or the rows differ from the footer.
 
-    The file is closed when done: an open reader keeps its last buffers (about 6 MB a file here).
+    The file is opened with its footer already read (``_id_metadata``), and closed when done: an open
+    reader keeps its last buffers (about 6 MB a file here).
     """
-    file = parquet_file(uri)
+    uri, rows = size
+    file = parquet_file(uri, footer)
     read = 0
     try:
         for batch in file.iter_batches(batch_size=ID_BATCH_ROWS, columns=[column], use_threads=False):

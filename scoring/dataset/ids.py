@@ -61,7 +61,6 @@ class RepeatCounter:
     def __init__(self, rows: int, bounds: tuple[int, int] | None = None) -> None:
         self._rows = rows
         self._lock = threading.Lock()
-        self._added = 0  # ids added, in either mode
         self._repeats = 0  # repeats counted in the bitmap
         self._low = self._high = 0
         self._seen: np.ndarray | None = None
@@ -76,20 +75,18 @@ class RepeatCounter:
     def add(self, ids: np.ndarray) -> None:
         """Count one batch of ids (any integer dtype that int64 holds; no nulls).
 
-        Raises:
-            ValueError: More ids than ``rows`` were added.
+        More ids than ``rows`` are still counted exactly (the array grows): a file that changed
+        between its footer's read and its scan is for the caller's row checks to catch.
         """
-        ordered = np.sort(ids.astype(np.int64, copy=False))  # outside the lock: threads sort at once
+        ids = ids.astype(np.int64, copy=False)
+        # Only the bitmap needs a batch sorted (to tell each id's first row); sort outside the lock,
+        # so that threads sort at once. The mode only ever goes from bitmap to sorted.
+        ordered = np.sort(ids) if self._seen is not None else None
         with self._lock:
-            if self._added + len(ordered) > self._rows:
-                raise ValueError(f"more than the {self._rows} ids announced were added")
-            self._added += len(ordered)
-            outside = len(ordered) and (ordered[0] < self._low or ordered[-1] > self._high)
-            if self._seen is not None and outside:  # the statistics lied
-                self._to_values()
+            if self._seen is not None and len(ids) and (ids.min() < self._low or ids.max() > self._high):
+                self._to_values()  # the statistics lied
             if self._seen is None:
-                self._values[self._filled : self._filled + len(ordered)] = ordered
-                self._filled += len(ordered)
+                self._hold(ids)
                 return
             offsets = ordered - self._low
             first = np.ones(len(offsets), dtype=bool)  # each id's first row within the batch
@@ -97,14 +94,23 @@ class RepeatCounter:
             self._repeats += len(offsets) - int(np.count_nonzero(first & ~self._seen[offsets]))
             self._seen[offsets] = True
 
+    def _hold(self, ids: np.ndarray) -> None:
+        """Append ids to the array, doubling it when more came than were announced."""
+        needed = self._filled + len(ids)
+        if needed > len(self._values):
+            grown = np.empty(max(needed, 2 * len(self._values)), dtype=np.int64)
+            grown[: self._filled] = self._values[: self._filled]
+            self._values = grown
+        self._values[self._filled : needed] = ids
+        self._filled = needed
+
     def _to_values(self) -> None:
         """Leave the bitmap for the array: it starts with the distinct ids seen, once each.
 
-        Their repeats are already in ``_repeats``; what the array's sort finds comes on top. The
-        distinct ids are no more than the ids added, so the rest still fits in ``rows``.
+        Their repeats are already in ``_repeats``; what the array's sort finds comes on top.
         """
         distinct = np.flatnonzero(self._seen) + self._low
-        self._values = np.empty(self._rows, dtype=np.int64)
+        self._values = np.empty(max(self._rows, len(distinct)), dtype=np.int64)
         self._values[: len(distinct)] = distinct
         self._filled = len(distinct)
         self._seen = None

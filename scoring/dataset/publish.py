@@ -130,25 +130,33 @@ def discard_run(location: OutputLocation, root_existed: bool) -> None:
         discard(location.root)
 
 
+def staged_paths(uri: str) -> list[str]:
+    """The parquet files under ``uri``, relative to it and sorted: a listing, no file is read."""
+    fs, path = filesystem(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    names = []
+    for info in fs.get_file_info(selector):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type == pafs.FileType.File and name.endswith(".parquet") and name[0] not in "._":
+            names.append(info.path.removeprefix(path).lstrip("/"))
+    return sorted(names)
+
+
 def staged_files(uri: str) -> list[tuple[str, int]]:
-    """The parquet files under ``uri`` and their row counts, read from their footers only.
+    """The parquet files under ``uri`` (``staged_paths``) and their row counts, read from their footers only.
 
     Raises:
         OutputError: A file is not readable parquet.
     """
     fs, path = filesystem(uri)
-    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     files = []
-    for info in fs.get_file_info(selector):
-        name = info.path.rsplit("/", 1)[-1]
-        if info.type != pafs.FileType.File or not name.endswith(".parquet") or name[0] in "._":
-            continue
+    for name in staged_paths(uri):
         try:
-            rows = pq.ParquetFile(info.path, filesystem=fs).metadata.num_rows
+            rows = pq.ParquetFile(f"{path}/{name}", filesystem=fs).metadata.num_rows
         except (OSError, pa.ArrowException) as e:
-            raise OutputError(f"staged file {info.path} is not readable parquet: {e}") from e
-        files.append((info.path.removeprefix(path).lstrip("/"), rows))
-    return sorted(files)
+            raise OutputError(f"staged file {path}/{name} is not readable parquet: {e}") from e
+        files.append((name, rows))
+    return files
 
 
 def reject_counts(uri: str) -> dict[str, int]:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
-from scoring.dataset.publish import MANIFEST_FILE, staged_files
+from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.storage import normalize_uri, read_json, write_text
 from scoring.dataset.validate import Report, read_partition, validate_partition
 from scoring.errors import OutputError, ScoringError
@@ -128,7 +128,7 @@ def challenger_scores(partition: str, manifest: dict) -> dict[str, tuple[np.ndar
     regressor's prediction (multiclass challengers have no scatter). Under an A/B split only the
     champion's own rows count, as in the agreement figures.
     """
-    _, table = read_partition(partition, staged_files(partition), manifest)
+    table = read_partition(partition, manifest)
     if manifest.get("ab"):
         table = table.filter(pc.equal(table.column("variant"), CHAMPION))
     champion = _numeric(table, "")

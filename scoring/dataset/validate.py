@@ -20,10 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from scoring.dataset.ids import RepeatCounter, holds_int64, id_bounds
-from scoring.dataset.publish import MANIFEST_FILE, REJECTS_DIR, is_published, staged_files
+from scoring.dataset.publish import MANIFEST_FILE, REJECTS_DIR, is_published, staged_files, staged_paths
 from scoring.dataset.storage import filesystem, normalize_uri, read_json
+from scoring.errors import OutputError
 from scoring.model.schema import arrow_type_name
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -166,19 +168,21 @@ def validate_partition(
     if not report.add("manifest", problem is None, problem or f"run {manifest['run_id']}"):
         return report
 
-    files = staged_files(final)
+    names = staged_paths(final)
+    dataset = partition_dataset(final, names) if names else None
+    footers = partition_footers(dataset) if dataset else []
+    files = list(zip(names, (footer.num_rows for footer in footers), strict=True))
     listed = [(f["name"], f["rows"]) for f in manifest["output"]["files"]]
     found = f"{len(files)} files, {sum(n for _, n in files)} rows in footers"
     report.add(
         "files", files == listed, found if files == listed else f"{found}; manifest lists {_describe(listed)}"
     )
     _check_counts(report, manifest, files, staged_files(f"{root}/{REJECTS_DIR}/{partition}"))
-    if not files:
+    if dataset is None:
         return report
     previous = previous_partition(root, partition_column, date)
-    dataset = partition_dataset(final, files)
     _check_schema(report, dataset.schema, manifest)
-    tally = tally_partition(dataset, manifest, keep_scores=previous is not None)
+    tally = tally_partition(dataset, footers, manifest, keep_scores=previous is not None)
     _check_values(report, tally, manifest)
     _check_lineup(report, tally, manifest, variant_tolerance)
     _check_drift(report, tally.scores(), root, previous, psi_threshold, psi_action)
@@ -321,11 +325,14 @@ class Tally:
 TALLY_BATCH_ROWS = 65_536
 
 
-def tally_partition(dataset: ds.Dataset, manifest: dict, keep_scores: bool) -> Tally:
+def tally_partition(
+    dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: dict, keep_scores: bool
+) -> Tally:
     """Read the columns the checks need a batch at a time, and tally them.
 
     Args:
         dataset: The partition's files (``partition_dataset``).
+        footers: Their footers (``partition_footers``): the id column's bounds.
         manifest: The partition's manifest: its id columns and lineup.
         keep_scores: Keep the score column for the drift check (8 bytes a row).
     """
@@ -338,7 +345,6 @@ def tally_partition(dataset: ds.Dataset, manifest: dict, keep_scores: bool) -> T
     tally.ranges = {name: Range() for name in probabilities}
     one_integer_id = len(id_columns) == 1 and id_columns[0] in present
     if one_integer_id and holds_int64(dataset.schema.field(id_columns[0]).type):
-        footers = [fragment.metadata for fragment in dataset.get_fragments()]
         rows = sum(footer.num_rows for footer in footers)
         tally.ids = RepeatCounter(rows, id_bounds(footers, id_columns[0]))
     batches = dataset.to_batches(
@@ -377,19 +383,11 @@ def _tally_batch(tally: Tally, batch: pa.RecordBatch, id_columns: list[str]) -> 
 
 
 def repeated_ids(keys: pa.Table) -> int:
-    """Rows of ``keys`` whose id an earlier row has (rows less distinct ids).
+    """Rows of ``keys`` whose id an earlier row has (rows less distinct ids), grouped by pyarrow.
 
-    One integer id column without nulls is counted by ``RepeatCounter`` (8 bytes a row, where
-    pyarrow's hash ``group_by`` took about 80: 786 MB at 10,000,000 rows). Other ids are grouped by
-    pyarrow.
+    Text or composite ids come here; one integer id column is counted by the ``Tally``'s
+    ``RepeatCounter`` (a byte or 8 bytes a row, where pyarrow's hash ``group_by`` took about 80).
     """
-    if keys.num_columns == 1:
-        column = keys.column(0)
-        if holds_int64(column.type) and column.null_count == 0:
-            counter = RepeatCounter(len(column))
-            for chunk in column.chunks:
-                counter.add(chunk.to_numpy())
-            return counter.repeats
     return keys.num_rows - keys.group_by(keys.column_names).aggregate([]).num_rows
 
 
@@ -523,25 +521,45 @@ def previous_partition(root: str, partition_column: str, date: dt.date) -> str |
     return published[-1] if published else None
 
 
-def partition_dataset(partition_uri: str, files: list[tuple[str, int]]) -> ds.Dataset:
-    """The partition's files (``staged_files``) as one pyarrow dataset, on whatever filesystem holds them."""
+def partition_dataset(partition_uri: str, names: list[str]) -> ds.Dataset:
+    """The partition's files (``staged_paths``) as one pyarrow dataset, on whatever filesystem holds them.
+
+    Raises:
+        OutputError: The first file, whose schema the dataset takes, is not readable parquet.
+    """
     fs, path = filesystem(partition_uri)
-    return ds.dataset([f"{path}/{name}" for name, _ in files], filesystem=fs, format="parquet")
+    try:
+        return ds.dataset([f"{path}/{name}" for name in names], filesystem=fs, format="parquet")
+    except (OSError, pa.ArrowException) as e:
+        raise OutputError(f"partition {partition_uri} is not readable parquet: {e}") from e
 
 
-def read_partition(
-    partition_uri: str, files: list[tuple[str, int]], manifest: dict
-) -> tuple[pa.Schema, pa.Table]:
-    """The partition's full schema, and only the columns the checks need, all rows at once."""
+def partition_footers(dataset: ds.Dataset) -> list[pq.FileMetaData]:
+    """Each file's footer, in the dataset's order, read once: its fragments keep it for the scan.
+
+    Raises:
+        OutputError: A file is not readable parquet.
+    """
+    footers = []
+    for fragment in dataset.get_fragments():
+        try:
+            footers.append(fragment.metadata)
+        except (OSError, pa.ArrowException) as e:
+            raise OutputError(f"staged file {fragment.path} is not readable parquet: {e}") from e
+    return footers
+
+
+def read_partition(partition_uri: str, manifest: dict) -> pa.Table:
+    """The partition's ids, scores, model versions and lineup columns, all rows at once."""
     wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
     wanted.update(lineup_columns(manifest))
-    dataset = partition_dataset(partition_uri, files)
-    return dataset.schema, dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
+    dataset = partition_dataset(partition_uri, staged_paths(partition_uri))
+    return dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
 
 
 def partition_scores(partition_uri: str) -> np.ndarray | None:
     """A published partition's score column (``score_column``), the only column read."""
-    dataset = partition_dataset(partition_uri, staged_files(partition_uri))
+    dataset = partition_dataset(partition_uri, staged_paths(partition_uri))
     columns = [c for c in ("prediction", "probability") if c in dataset.schema.names]
     return score_column(dataset.to_table(columns=columns)) if columns else None
 

@@ -61,11 +61,12 @@ def test_threads_add_at_once_and_the_count_stays_exact():
     assert counter.repeats == expected_repeats(ids)
 
 
-def test_more_ids_than_announced_is_refused():
-    counter = RepeatCounter(3, (0, 10))
-    counter.add(np.array([1, 2]))
-    with pytest.raises(ValueError, match="more than the 3 ids announced"):
-        counter.add(np.array([3, 4]))
+@pytest.mark.parametrize("bounds", [(0, 10), None], ids=["bitmap", "sorted"])
+def test_more_ids_than_announced_are_still_counted_exactly(bounds):
+    counter = RepeatCounter(3, bounds)
+    for batch in ([1, 2], [3, 4], [2, 5, 1], [9] * 7):
+        counter.add(np.array(batch))
+    assert counter.repeats == 2 + 6
 
 
 def test_bounds_from_footers_and_none_without_statistics(tmp_path):

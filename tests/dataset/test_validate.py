@@ -96,6 +96,15 @@ def test_missing_success_marker_is_caught(output, report):
     report("validator | planted partition without _SUCCESS: caught (published)")
 
 
+@pytest.mark.parametrize("name", ["a-first.parquet", "z-last.parquet"])
+def test_unreadable_file_is_one_line_error_naming_it(output, capsys, name):
+    (output / f"date={OTHER_DATE}" / name).write_bytes(b"not parquet")
+    assert main(["validate", "--output", str(output), "--date", OTHER_DATE.isoformat()]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not readable parquet" in err and "\n" not in err
+    assert f"date={OTHER_DATE}/{name}" in err
+
+
 def test_count_mismatch_is_caught(output, report):
     sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))[0].unlink()
     result = validate_partition(str(output), OTHER_DATE)
@@ -185,7 +194,7 @@ def test_population_stability_index():
     ],
     ids=["chunked integers", "int32", "int64 extremes", "nulls", "text", "two columns"],
 )
-def test_repeated_ids_by_sort_and_by_group(keys, repeated):
+def test_repeated_ids_groups_any_key(keys, repeated):
     before = keys.column(0).to_pylist()
     assert repeated_ids(keys) == repeated
     assert keys.column(0).to_pylist() == before  # the table's own buffers are never sorted in place
