@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from scoring.config import SCORES, JobConfig
+from scoring.config import ENGINES, SCORES, JobConfig
 from scoring.errors import ScoringError
 from scoring.lineup import Lineup, LineupError, parse_challenger, parse_pairs
 from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
@@ -141,6 +141,14 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
         help="seconds between two progress lines while a partition is scored (default: 30; 0: none)",
     )
     add("--no-report", dest="report", action="store_false", help="write no _report.html beside the manifest")
+    add(
+        "--engine",
+        default="auto",
+        choices=ENGINES,
+        help="auto: Python tasks read the parquet themselves wherever that cannot change a row's fate "
+        "(numeric features, no repeated ids), else Spark's scan; arrow: fail where it does not apply; "
+        "spark: always Spark's scan and UDF",
+    )
     add(
         "--cost-estimate",
         default=None,
@@ -294,6 +302,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         skip_corrupt_files=args.skip_corrupt_files,
         progress_seconds=args.progress_seconds,
         report=args.report,
+        engine=args.engine,
         cost_estimate=args.cost_estimate,
     )
 

@@ -13,6 +13,9 @@ from scoring.lineup import Lineup
 # What a run writes (``--scores``): probabilities wherever the model gives them, the prediction only,
 # or probabilities required (see ``scoring.model.output.select_scores``).
 SCORES = ("auto", "label", "probability")
+# How the scoring pass reads the input (``--engine``): the Arrow pass wherever it applies, or always
+# Spark's scan and UDF (see ``scoring.batch.arrow_pass``); ``arrow`` fails a run it does not apply to.
+ENGINES = ("auto", "arrow", "spark")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class JobConfig:
         lineup: Challengers, ensemble and A/B split scored beside the champion (``model_uri``).
         progress_seconds: Seconds between two progress lines while the partition is scored; 0: none.
         report: Whether to write the partition's ``_report.html`` after publishing it.
+        engine: ``auto``, ``arrow`` or ``spark`` (``ENGINES``).
         cost_estimate: The pre-flight's estimate of this run (``scoring.orchestration.cost``), copied to
             the manifest beside the actual duration; None when the run was not estimated.
     """
@@ -64,6 +68,7 @@ class JobConfig:
     lineup: Lineup = field(default_factory=Lineup)
     progress_seconds: float = 30.0
     report: bool = True
+    engine: str = "auto"
     cost_estimate: Mapping[str, Any] | None = None
 
     @property
@@ -109,6 +114,8 @@ class JobConfig:
             args += ["--progress-seconds", f"{self.progress_seconds:g}"]
         if not self.report:
             args.append("--no-report")
+        if self.engine != JobConfig.engine:
+            args += ["--engine", self.engine]
         if self.cost_estimate is not None:
             args += ["--cost-estimate", json.dumps(dict(self.cost_estimate), sort_keys=True)]
         return args + self.lineup.to_cli_args()

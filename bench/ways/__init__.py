@@ -49,6 +49,7 @@ WAYS: dict[str, Way] = {
         Way("spark_udf", "mlflow.pyfunc.spark_udf of models:/bench@sklearn, env_manager=local"),
         Way("ours_onnx", "scoring score --model-uri models:/bench@onnx (the job, ONNX backend)"),
         Way("ours_pyfunc", "scoring score --model-uri models:/bench@sklearn --backend pyfunc"),
+        Way("ours_spark", "scoring score --model-uri models:/bench@onnx --engine spark (Spark's pass)"),
         Way(
             "ours_lineup",
             "scoring score --model-uri models:/bench@onnx --challenger sklearn=models:/bench@sklearn "
@@ -95,6 +96,8 @@ def command(way: Way, models, input_root: Path, output: Path, master: str) -> li
         if way.name == "ours_lineup":
             for name, attribute in CHALLENGERS:
                 line += ["--challenger", f"{name}={getattr(models, attribute)}"]
+        if way.name == "ours_spark":
+            line += ["--engine", "spark"]
         return line + (["--backend", "pyfunc"] if way.name == "ours_pyfunc" else [])
     line = [sys.executable, "-m", "bench.ways", "raw" if way.name.startswith("mlp_raw") else way.name]
     line += ["--input", str(input_root), "--output", str(output), "--master", master]

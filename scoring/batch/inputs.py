@@ -140,6 +140,7 @@ def unreadable_input(error: Exception, where: str) -> InputError:
 
 
 def _unreadable_input_file(file: str) -> InputError:
+    """The one-line error for an input file whose footer or data cannot be read."""
     return InputError(
         f"input file {file} is not readable parquet (corrupt or truncated); "
         "fix or remove it, or rerun with --skip-corrupt-files to skip it"

@@ -23,6 +23,18 @@ from typing import TYPE_CHECKING
 
 from scoring import faults
 from scoring.batch.agreement import lineup_figures
+from scoring.batch.arrow_pass import (
+    ArrowPass,
+    Outputs,
+    Plan,
+    SliceResult,
+    arrow_schema,
+    codec,
+    plan,
+    remove_leftovers,
+    run_pass,
+    unsuitable,
+)
 from scoring.batch.inputs import (
     InputFiles,
     column_types,
@@ -41,7 +53,7 @@ from scoring.batch.quarantine import (
     with_duplicates_marked,
 )
 from scoring.batch.session import start_session
-from scoring.batch.udf import Member, distribute_model, score_column, ship_classifier
+from scoring.batch.udf import BatchScorer, Member, distribute_model, score_column, ship_classifier
 from scoring.batch.unique_ids import ids_unique
 from scoring.config import JobConfig
 from scoring.dataset.manifest import ScoredModel, build_manifest
@@ -67,6 +79,7 @@ from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -115,26 +128,46 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
             )
         checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
-        checked = check_duplicates(checked, config, [*carried, *(f.name for f in features)], inputs)
+        order = [*carried, *(f.name for f in features)]
+        with spark_read_errors(config.input):  # the id check may scan the input with Spark
+            checked, marked = check_duplicates(checked, config, order, inputs)
         valid = checked.where(checked[REJECT_REASON].isNull())
 
+        # Decided before the models are shipped: a run refused here adds no file to the context.
+        input_plan = arrow_plan(spark, config, inputs, features, carried, marked)
         threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
         members = probe_members(spark, valid, features, models, config, threads, inputs)
         outputs = {m.name: m.output for m in members}
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         scored = score_frame(valid, features, members, models, config, carried)
+        rejects = rejects_frame(checked, carried, features)
+        engine = "spark" if input_plan is None else "arrow"
 
         output_existed = exists(location.root)
         recover(location.root, location.partition)
         try:
             with spark_read_errors(config.input):
-                with progress(spark.sparkContext, location.partition, inputs.rows, config.progress_seconds):
-                    scored.write.parquet(location.staged)
+                with progress(
+                    spark.sparkContext,
+                    location.partition,
+                    inputs.rows,
+                    config.progress_seconds,
+                    by_tasks=input_plan is not None,
+                ):
+                    if input_plan is None:
+                        scored.write.parquet(location.staged)
+                    else:
+                        direct = arrow_pass(
+                            spark, config, features, members, models, carried, location,
+                            (scored.schema, rejects.schema),
+                        )  # fmt: skip
+                        results = run_pass(spark.sparkContext, direct, input_plan.slices)
+                        finish_arrow_pass(results, len(input_plan.slices), location)
                 files = staged_files(location.staged)
-                # Every row the scoring pass did not write was rejected: only then is the input
-                # read again, for the rejects.
-                if sum(n for _, n in files) < inputs.rows:
-                    rejects_frame(checked, carried, features).write.parquet(location.staged_rejects)
+                # Every row Spark's pass did not write was rejected: only then is the input read
+                # again, for the rejects. The Arrow pass wrote its rejects as it went.
+                if input_plan is None and sum(n for _, n in files) < inputs.rows:
+                    rejects.write.parquet(location.staged_rejects)
             reject_files = staged_files(location.staged_rejects)
             counts = reject_counts(location.staged_rejects)
             _check_conservation(inputs.rows, files, reject_files, location)
@@ -160,6 +193,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 finished_at=dt.datetime.now(dt.UTC),
                 spark_version=spark.version,
                 cores=spark.sparkContext.defaultParallelism,
+                engine=engine,
             )
             write_json(f"{location.staged}/{MANIFEST_FILE}", manifest)
             faults.at("before-publish")
@@ -175,7 +209,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
 
 def check_duplicates(
     checked: DataFrame, config: JobConfig, order: list[str], inputs: InputFiles
-) -> DataFrame:
+) -> tuple[DataFrame, bool]:
     """Apply ``--on-duplicate-id`` to valid rows that repeat an id.
 
     The common case, no id repeated at all, costs a read of the id column on the driver when it is one
@@ -189,7 +223,7 @@ def check_duplicates(
         inputs: The input's files, whose id column the driver may read.
 
     Returns:
-        The rows, with duplicates marked ``duplicate_id`` when there are any.
+        The rows, with duplicates marked ``duplicate_id`` when there are any, and whether there were.
 
     Raises:
         InputError: Valid rows repeat an id and ``--on-duplicate-id`` is ``fail``.
@@ -198,14 +232,16 @@ def check_duplicates(
     if unique is None:
         unique = not ids_repeat(checked, config.id_columns)
     if unique:
-        return checked
+        return checked, False
     duplicates = duplicate_rows(checked, config.id_columns)
     if duplicates and config.on_duplicate_id == "fail":
         raise InputError(
             f"input {config.input}: {duplicates} rows repeat an id ({', '.join(config.id_columns)}) "
             "and --on-duplicate-id is fail"
         )
-    return with_duplicates_marked(checked, config.id_columns, order) if duplicates else checked
+    if not duplicates:
+        return checked, False
+    return with_duplicates_marked(checked, config.id_columns, order), True
 
 
 @dataclass(frozen=True)
@@ -337,6 +373,111 @@ def score_frame(
     return valid.select(*carried, scores).select(
         *carried, "_scores.*", name.alias("model_name"), version.alias("model_version")
     )
+
+
+def arrow_plan(
+    spark: SparkSession,
+    config: JobConfig,
+    inputs: InputFiles,
+    features: tuple[Feature, ...],
+    carried: list[str],
+    ids_marked: bool,
+) -> Plan | None:
+    """The input's slices for the Arrow pass, from its footers; None for Spark's pass (``--engine``).
+
+    Args:
+        spark: The run's session (its split size and parallelism shape the slices).
+        config: The run's arguments.
+        inputs: The input's files.
+        features: The run's features, in model order.
+        carried: The id and kept columns.
+        ids_marked: Whether valid rows repeat an id (``check_duplicates``).
+
+    Raises:
+        InputError: ``--engine arrow`` and the Arrow pass does not apply to this input.
+    """
+    if config.engine == "spark":
+        return None
+    conf = spark.conf
+    as_bytes = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes
+    input_plan = plan(
+        inputs.sizes,
+        list(dict.fromkeys([*carried, *(f.name for f in features)])),
+        spark.sparkContext.defaultParallelism,
+        as_bytes(conf.get("spark.sql.files.maxPartitionBytes")),
+        as_bytes(conf.get("spark.sql.files.openCostInBytes")),
+    )
+    why_not = unsuitable(input_plan, features, carried, ids_marked)
+    if why_not is None:
+        log.info("scoring with the Arrow pass: %d tasks over %d files", len(input_plan.slices), inputs.files)
+        return input_plan
+    if config.engine == "arrow":
+        raise InputError(f"input {config.input}: --engine arrow cannot score it: {why_not}")
+    log.info("scoring with Spark's scan and UDF: %s", why_not)
+    return None
+
+
+def arrow_pass(
+    spark: SparkSession,
+    config: JobConfig,
+    features: tuple[Feature, ...],
+    members: list[Member],
+    models: list[RunModel],
+    carried: list[str],
+    location: OutputLocation,
+    schemas: tuple[StructType, StructType],
+) -> ArrowPass:
+    """The run's Arrow pass, as its tasks run it.
+
+    Args:
+        spark: The run's session.
+        config: The run's arguments.
+        features: The run's features, in model order.
+        members: Every model of the run as the workers score it, the champion first.
+        models: Every model of the run, pinned.
+        carried: The id and kept columns.
+        location: Where the run stages its files.
+        schemas: The scored and the rejected rows' schemas, as Spark's pass would write them (from
+            its plans, which run nothing): the Arrow pass writes the same.
+    """
+    lineup = config.lineup
+    by_name = {m.name: m.model for m in models}
+    variants = [v for v, _ in lineup.ab] if lineup.ab else [None]
+    model_columns = {
+        "model_name": {v: by_name[v or CHAMPION].name for v in variants},
+        "model_version": {v: by_name[v or CHAMPION].version for v in variants},
+    }
+    keys = tuple(f"_key{i}" for i in range(len(config.id_columns))) if lineup.ab else ()
+    outputs = Outputs(
+        scores=location.staged,
+        rejects=location.staged_rejects,
+        scores_schema=arrow_schema(schemas[0]),
+        rejects_schema=arrow_schema(schemas[1]),
+        codec=codec(spark.conf.get("spark.sql.parquet.compression.codec")),
+        model_columns=model_columns,
+    )
+    return ArrowPass(
+        scorer=BatchScorer(tuple(members), lineup, keys),
+        features=features,
+        id_columns=tuple(config.id_columns),
+        carried=tuple(carried),
+        outputs=outputs,
+        batch_size=config.batch_size,
+    )
+
+
+def finish_arrow_pass(results: list[SliceResult], slices: int, location: OutputLocation) -> None:
+    """After the Arrow pass: every slice reported, the files of attempts that died deleted.
+
+    Raises:
+        OutputError: A slice did not report (never expected: Spark runs every task to its end).
+    """
+    if len(results) != slices:
+        raise OutputError(f"output {location.run_staging}: {len(results)} of {slices} slices reported")
+    for directory in (location.staged, location.staged_rejects):
+        gone = remove_leftovers(directory)
+        if gone:
+            log.info("removed %d files of failed task attempts from %s", len(gone), directory)
 
 
 def rejects_frame(checked: DataFrame, carried: list[str], features: tuple[Feature, ...]) -> DataFrame:

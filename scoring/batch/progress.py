@@ -8,8 +8,9 @@ Airflow task's log::
 The total is the input's rows from the parquet footers; the rows so far are the input records the
 scoring pass's stages have read, from Spark's status store. Spark updates a running task's metrics with
 each executor heartbeat (``spark.executor.heartbeatInterval``, 10 s by default) and a finished task's
-at its end, so the count moves in steps. The lines come from a daemon thread that only reads; a
-failure to read (the context stopping) ends the lines, never the run.
+at its end, so the count moves in steps. The Arrow pass's tasks read the input themselves, so there the
+count is of finished tasks, each an equal share of the rows. The lines come from a daemon thread that
+only reads; a failure to read (the context stopping) ends the lines, never the run.
 """
 
 from __future__ import annotations
@@ -93,6 +94,23 @@ def rows_read(sc: SparkContext, group: str) -> int:
     return rows
 
 
+def rows_by_tasks(sc: SparkContext, group: str, total: int) -> int:
+    """The share of ``total`` that the finished tasks of ``group``'s jobs stand for.
+
+    For a pass whose tasks read the input themselves (``scoring.batch.arrow_pass``): Spark records no
+    input records for them, so the count moves a task at a time, each standing for an equal share.
+    """
+    tracker = sc.statusTracker()
+    done = tasks = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        for stage_id in job.stageIds if job else ():
+            stage = tracker.getStageInfo(stage_id)
+            if stage is not None:
+                done, tasks = done + stage.numCompletedTasks, tasks + stage.numTasks
+    return total * done // tasks if tasks else 0
+
+
 @contextlib.contextmanager
 def job_group(sc: SparkContext, group: str, description: str) -> Iterator[None]:
     """The Spark jobs this thread starts inside the block belong to ``group``."""
@@ -141,6 +159,7 @@ def progress(
     total: int,
     every_seconds: float,
     clock: Callable[[], float] = time.monotonic,
+    by_tasks: bool = False,
 ) -> Iterator[None]:
     """Log progress lines while the block's Spark jobs run; the last line when it ends well.
 
@@ -153,12 +172,14 @@ def progress(
         total: The rows the block reads in all (the input's footers).
         every_seconds: Seconds between two lines; 0: no lines.
         clock: Seconds, monotonic (a test's own clock).
+        by_tasks: Count finished tasks (``rows_by_tasks``) instead of the input records Spark read.
     """
     if every_seconds <= 0:
         yield
         return
     group = f"{JOB_GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
-    reporter = _Reporter(lambda: rows_read(sc, group), label, total, every_seconds, clock)
+    read = (lambda: rows_by_tasks(sc, group, total)) if by_tasks else (lambda: rows_read(sc, group))
+    reporter = _Reporter(read, label, total, every_seconds, clock)
     with job_group(sc, group, f"scoring {label}"):
         reporter.start()
         try:

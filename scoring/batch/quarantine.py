@@ -3,8 +3,8 @@
 A bad row is neither scored nor dropped: it goes to the rejects dataset with a machine-readable
 ``reject_reason`` of the form ``CODE:COLUMN``: the first check it fails, in the order of
 ``scoring.model.rows.REASONS`` and of the model's features. ``scoring.model.rows`` runs the same checks
-on online records. Everything here is a Spark expression, evaluated with the scan; no row crosses to
-Python to be checked.
+on online records and in the Arrow pass (``scoring.batch.arrow_pass``). Everything here is a Spark
+expression, evaluated with the scan of Spark's pass; no row crosses to Python to be checked.
 """
 
 from __future__ import annotations

@@ -102,6 +102,46 @@ def ship_classifier(spark: SparkSession, predictor: Predictor) -> Broadcast | No
 MAX_SHIPPED_BYTES = 512 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class BatchScorer:
+    """Every model of the run, scoring one batch of typed features into the run's score columns.
+
+    The one scoring step of both scoring passes: the UDF's (``score_column``) and the Arrow pass's
+    (``scoring.batch.arrow_pass``). Pickled with the task and called on the Python workers.
+
+    Attributes:
+        members: Every model of the run, the champion first.
+        lineup: How the models' scores combine (``scoring.model.combine``).
+        keys: The batch's columns that hold the row's id, for its A/B variant (only under a split).
+    """
+
+    members: tuple[Member, ...]
+    lineup: Lineup
+    keys: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> dict[str, OutputSpec]:
+        """Each model's output shape, by name."""
+        return {m.name: m.output for m in self.members}
+
+    @property
+    def columns(self) -> list[Column]:
+        """The score columns the run writes, in order."""
+        return lineup_columns(self.lineup, self.outputs)
+
+    def load(self) -> dict[str, Predictor]:
+        """Every model of the run, from this worker's cache (loaded on first use)."""
+        return {m.name: worker_predictor(m.spec, m.shipped) for m in self.members}
+
+    def score(self, frame: pd.DataFrame, predictors: dict[str, Predictor]) -> dict[str, np.ndarray]:
+        """The score columns of one batch of valid rows, the features typed as the signatures say."""
+        ids = None
+        if self.keys:
+            ids = [variant_key(row) for row in zip(*(frame[k].tolist() for k in self.keys), strict=True)]
+        scores = {m.name: predictors[m.name].predict(_model_frame(frame, m.features)) for m in self.members}
+        return lineup_values(self.lineup, self.outputs, scores, ids)
+
+
 def score_column(
     features: SparkColumn, members: Sequence[Member], lineup: Lineup, keys: Sequence[str] = ()
 ) -> SparkColumn:
@@ -116,38 +156,28 @@ def score_column(
     """
     from pyspark.sql import functions as F
 
-    outputs = {m.name: m.output for m in members}
-    columns = lineup_columns(lineup, outputs)
+    scorer = BatchScorer(tuple(members), lineup, tuple(keys))
+    columns = scorer.columns
     schema = output_schema(columns)
-
-    def score(frame: pd.DataFrame, predictors: dict[str, Predictor]) -> dict[str, np.ndarray]:
-        ids = None
-        if keys:
-            ids = [variant_key(row) for row in zip(*(frame[k].tolist() for k in keys), strict=True)]
-        scores = {m.name: predictors[m.name].predict(_model_frame(frame, m.features)) for m in members}
-        return lineup_values(lineup, outputs, scores, ids)
-
-    def load() -> dict[str, Predictor]:
-        return {m.name: worker_predictor(m.spec, m.shipped) for m in members}
 
     if hasattr(F, "arrow_udf"):  # Spark >= 4.1
 
         def score_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-            predictors = load()
+            predictors = scorer.load()
             after_batch = faults.worker_fault()
             for batch in batches:
                 frame = pa.Table.from_struct_array(batch).to_pandas()
-                yield values_arrow(score(frame, predictors), columns)
+                yield values_arrow(scorer.score(frame, predictors), columns)
                 after_batch()
 
         udf = F.arrow_udf(score_arrow, returnType=schema)  # the type hints say: iterator of arrays
     else:
 
         def score_pandas(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            predictors = load()
+            predictors = scorer.load()
             after_batch = faults.worker_fault()
             for frame in batches:
-                yield values_frame(score(frame, predictors), columns)
+                yield values_frame(scorer.score(frame, predictors), columns)
                 after_batch()
 
         udf = F.pandas_udf(score_pandas, returnType=schema)  # the type hints say: iterator of frames

@@ -43,6 +43,7 @@ def build_manifest(
     finished_at: dt.datetime,
     spark_version: str,
     cores: int | None = None,
+    engine: str | None = None,
     challengers: Sequence[ScoredModel] = (),
     agreement: Mapping[str, dict] | None = None,
     variant_rows: Mapping[str, int] | None = None,
@@ -67,6 +68,8 @@ def build_manifest(
         spark_version: Version of Spark that ran the job.
         cores: The cores Spark scored with (its default parallelism): with the duration, the
             throughput per core that later runs' cost estimates start from.
+        engine: How the scoring pass read the input: ``arrow`` (Python tasks read the files) or
+            ``spark`` (Spark's scan and UDF).
         challengers: The models scored beside the champion, in the run's order.
         agreement: Each challenger's agreement with the champion (``scoring.batch.agreement``).
         variant_rows: Rows each A/B variant received, under an A/B split.
@@ -115,7 +118,7 @@ def build_manifest(
         },
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
-        "resources": {"cores": cores},
+        "resources": {"cores": cores, "engine": engine},
         "cost": _cost_json(config.cost_estimate, (finished_at - started_at).total_seconds()),
         "arguments": config.to_json(),
         "package_version": __version__,

@@ -1,8 +1,9 @@
-"""The row checks of the batch quarantine, for records that arrive one request at a time.
+"""The row checks of the batch quarantine, in numpy: for online records and the batch job's Arrow pass.
 
-The batch job checks rows with Spark expressions (``scoring.batch.quarantine``); an online request
-brings JSON values or tensors instead of a parquet column, so the same checks are written here in
-numpy, with the same reason codes (``REASONS``) in the same order: for each feature in model order,
+Spark's scoring pass checks rows with Spark expressions (``scoring.batch.quarantine``); an online
+request brings JSON values or tensors instead, and the Arrow pass (``scoring.batch.arrow_pass``) Arrow
+batches read by pyarrow, so the same checks are written here in numpy, with the same reason codes
+(``REASONS``) in the same order: for each feature in model order,
 null, not castable, NaN, infinite, out of range. A record's reason is the first check it fails, as
 the batch job would write it in ``reject_reason`` (``CODE:COLUMN``).
 
@@ -93,11 +94,21 @@ def typed_records(
 
 
 def typed_columns(
-    columns: Mapping[str, Sequence[object] | np.ndarray], features: Sequence[Feature], rows: int
+    columns: Mapping[str, Sequence[object] | np.ndarray],
+    features: Sequence[Feature],
+    rows: int,
+    nulls: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[RowProblem]]:
     """Like ``typed_records``, for values given column by column (tensors, ``dataframe_split``).
 
     A feature missing from ``columns`` is null in every row.
+
+    Args:
+        columns: Each feature's values.
+        features: The model's features, in model order.
+        rows: Rows in all.
+        nulls: For a feature whose values are a numpy array with placeholders where the value is
+            null (an Arrow column's nulls filled), the mask of those rows.
     """
     # Per row, the index in `reasons` of the first check it failed (-1: none yet); earlier features
     # and earlier checks win, as in the batch job's coalesce.
@@ -105,7 +116,8 @@ def typed_columns(
     reasons: list[str] = []
     typed = {}
     for feature in features:
-        values, checks = check_column(columns.get(feature.name, [None] * rows), feature)
+        null = (nulls or {}).get(feature.name)
+        values, checks = check_column(columns.get(feature.name, [None] * rows), feature, null)
         for failed, reason in checks:
             if failed is None or not failed.any():  # the common case, and the cheap test
                 continue
@@ -139,9 +151,15 @@ def _values(column: pd.Series) -> np.ndarray | list:
 
 
 def check_column(
-    values: Sequence[object] | np.ndarray, feature: Feature
+    values: Sequence[object] | np.ndarray, feature: Feature, nulls: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[tuple[np.ndarray | None, str]]]:
     """One feature's values cast to its numpy type, and its checks in the batch job's order.
+
+    Args:
+        values: The feature's values.
+        feature: The feature.
+        nulls: Where ``values`` is a numpy array holding placeholders for nulls, their mask: those
+            rows fail the null check, which comes before every other.
 
     Returns:
         The typed values (a placeholder where a value fails), and (mask of the rows that fail, or
@@ -164,6 +182,8 @@ def check_column(
         typed, null, bad = values, None, None
     else:
         typed, null, bad = _cast_values(values, feature)
+    if nulls is not None:
+        null = nulls if null is None else null | nulls
     name = feature.name
     checks = [(null, f"null_feature:{name}"), (bad, f"not_castable:{name}")]
     if feature.type in _FLOATING:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scoring import PROJECT_ROOT
-from scoring.config import SCORES, JobConfig
+from scoring.config import ENGINES, SCORES, JobConfig
 from scoring.errors import ModelError, ScoringError
 from scoring.lineup import Lineup, LineupError
 from scoring.orchestration import emr
@@ -39,6 +39,10 @@ COMPUTES = ("local", "emr")
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "compute": {"enum": list(COMPUTES)},
     "scores": {"enum": list(SCORES)},
+    "engine": {
+        "enum": list(ENGINES),
+        "description": "the job's --engine: auto (the Arrow pass wherever it applies), arrow or spark",
+    },
     "challengers": {
         "type": "object",
         "additionalProperties": {"type": "string"},
@@ -91,6 +95,7 @@ def default_params() -> dict[str, Any]:
         "id_column": env("SCORING_ID_COLUMN", "customer_id"),
         "keep_columns": env("SCORING_KEEP_COLUMNS", ""),
         "scores": env("SCORING_SCORES", "auto"),
+        "engine": env("SCORING_ENGINE", "auto"),
         "partition_column": "date",
         "compute": env("SCORING_COMPUTE", "local"),
         "local_master": env("SCORING_LOCAL_MASTER", "local[*]"),
@@ -188,6 +193,7 @@ def job_config(
         keep_columns=keep,
         scores=params["scores"],
         max_reject_fraction=float(params["max_reject_fraction"]),
+        engine=params.get("engine", "auto"),
         cost_estimate=cost_estimate,
     )
 

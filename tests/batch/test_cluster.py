@@ -115,7 +115,12 @@ def test_worker_lost_mid_job_every_row_scored_once(cluster, registry, tmp_path, 
     worker = cluster["processes"]["worker-1"]
     executors = cluster["root"] / "worker-1"
     wait_for(
-        lambda: list(output.glob("_staging/*/data/*/_temporary")) or job.poll() is not None,
+        # Spark's committer's directory, or a file of an Arrow pass task's attempt
+        lambda: (
+            list(output.glob("_staging/*/data/*/_temporary"))
+            or list(output.glob("_staging/*/data/*/.part-*.tmp"))
+            or job.poll() is not None
+        ),
         240,
         "the scoring write to start",
     )

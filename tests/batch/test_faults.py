@@ -126,7 +126,11 @@ def test_job_killed_mid_write_leaves_the_old_partition(registry, big_input, publ
     output, before = published
     job = run_cli(score_args(big_input, output, SKLEARN), fault="slow-batches:0.05")
     deadline = time.monotonic() + 240
-    while not list(output.glob("_staging/*/data/*/_temporary")):  # Spark's write has started
+    # the write has started: Spark's committer's directory, or a file of an Arrow pass task's attempt
+    while not (
+        list(output.glob("_staging/*/data/*/_temporary"))
+        or list(output.glob("_staging/*/data/*/.part-*.tmp"))
+    ):
         assert job.poll() is None and time.monotonic() < deadline, "the write never started"
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)

@@ -77,6 +77,18 @@ def test_step_is_the_local_jobs_command_line():
     assert KEY in step["Name"]
 
 
+def test_the_dags_engine_param_reaches_the_steps_flags():
+    from scoring.orchestration.tasks import default_params, job_config
+
+    params = {**default_params(), "engine": "spark"}
+    config = job_config(params, CONFIG.date, CONFIG.model_uri)
+    args = emr.scoring_step(KEY, "s3://artifacts/score.py", config)["HadoopJarStep"]["Args"]
+    assert args[args.index("--engine") + 1] == "spark"
+    assert config_from_args(build_parser().parse_args(["score", *args[4:]])).engine == "spark"
+    default = job_config(default_params(), CONFIG.date, CONFIG.model_uri)
+    assert default.engine == "auto" and "--engine" not in default.to_cli_args()
+
+
 def test_idempotency_key_is_per_run_and_date():
     other_run = emr.idempotency_key("daily_batch_scoring", "manual__2026-11-02", "2026-11-01")
     other_date = emr.idempotency_key(

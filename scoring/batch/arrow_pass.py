@@ -1,0 +1,447 @@
+"""The Arrow scoring pass: each Python task reads its slice of the input files, checks, scores and writes.
+
+Spark's own pass (``scoring.batch.job.score_frame``) reads the parquet in the JVM and moves every
+feature to a Python worker and every score back through Arrow, row by row on the JVM's side: on two
+cores that transport alone cost more than the model (``BENCHMARKS.md``). Here Spark only schedules: one
+task per slice of row groups, where the Python worker reads the slice with pyarrow, runs the batch
+job's row checks (``scoring.model.rows``, the same reasons in the same order as the Spark expressions
+of ``scoring.batch.quarantine``), scores the valid rows with the same ``BatchScorer`` as the UDF, and
+writes the scores and the rejects as parquet, in the schemas Spark's pass would have written.
+
+Nothing else changes: the files land in the run's staging directories, where the job checks
+conservation on their footers, writes the manifest and publishes as always. A task writes each file
+under a hidden name of its own attempt and moves it to the slice's name at the end, so a retried or
+speculative attempt replaces the file whole, and a killed one leaves only a hidden file that the
+driver deletes (``remove_leftovers``) and that readers ignore.
+
+The pass applies only where it cannot differ from Spark's (``unsuitable`` says why not): ids that no
+two valid rows share (so no row has to be chosen among repeats), features of numeric or boolean types
+(text casts stay Spark's), carried columns of simple types, every file with the same column types.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from scoring import faults
+from scoring.batch.inputs import FOOTER_THREADS, parquet_file
+from scoring.batch.udf import BatchScorer, values_arrow
+from scoring.dataset.publish import REJECT_REASON
+from scoring.dataset.storage import filesystem
+from scoring.model.predictors import Predictor
+from scoring.model.rows import typed_columns
+from scoring.model.signature import Feature
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+    from pyspark.sql.types import StructType
+
+# Arrow types a carried column may have in the input: written as read, as Spark would write them.
+_CARRIED_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
+                  pa.types.is_date32)  # fmt: skip
+# Arrow types a feature may have: the row checks cast them without a value-by-value loop.
+_FEATURE_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+# Spark's parquet codecs that pyarrow writes, by ``spark.sql.parquet.compression.codec``.
+_CODECS = {"snappy": "snappy", "gzip": "gzip", "zstd": "zstd", "lz4": "lz4", "none": "none",
+           "uncompressed": "none", "brotli": "brotli"}  # fmt: skip
+# A file's rows are written in row groups of about this many rows (Spark writes about 128 MB each).
+ROW_GROUP_ROWS = 1_048_576
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Contiguous row groups of one input file: one task's input.
+
+    Attributes:
+        index: The slice's number in the run, which names its output files.
+        file: The input file, as Spark names it.
+        row_groups: The file's row groups the slice reads.
+        rows: Rows in those row groups (their footers').
+    """
+
+    index: int
+    file: str
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The input's slices, and the Arrow schema every file has for the columns the pass reads.
+
+    Attributes:
+        slices: One per task, in file order.
+        schema: The read columns' types (the first file's; ``unsuitable`` requires all to agree).
+        schemas: Each file's types of the read columns, for ``unsuitable``.
+    """
+
+    slices: tuple[Slice, ...]
+    schema: pa.Schema
+    schemas: Mapping[str, pa.Schema]
+
+
+def plan(
+    files: Sequence[tuple[str, int]],
+    columns: Sequence[str],
+    parallelism: int,
+    max_partition_bytes: int,
+    open_cost: int,
+) -> Plan:
+    """Cut the input files into slices of whole row groups, from their footers.
+
+    Row groups are packed in file order while the compressed bytes of the columns read stay within
+    the split size Spark's own scan aims at (``split_size``): as many slices as Spark would make
+    tasks, where the row groups allow.
+
+    Args:
+        files: The input's files and their rows (``InputFiles.sizes``).
+        columns: The columns the pass reads: their bytes alone are counted.
+        parallelism: Spark's default parallelism (its cores).
+        max_partition_bytes: ``spark.sql.files.maxPartitionBytes``.
+        open_cost: ``spark.sql.files.openCostInBytes``.
+    """
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(files), 1))) as pool:
+        footers = list(pool.map(lambda f: parquet_file(f[0]).metadata, files))
+    read = set(columns)
+    total = sum(
+        meta.row_group(g).column(i).total_compressed_size
+        for meta in footers
+        for g in range(meta.num_row_groups)
+        for i in range(meta.num_columns)
+        if meta.schema.column(i).path.split(".")[0] in read
+    )
+    split_bytes = split_size(total, parallelism, max_partition_bytes, open_cost)
+    slices: list[Slice] = []
+    schemas = {}
+    for (file, _), meta in zip(files, footers, strict=True):
+        arrow = meta.schema.to_arrow_schema()
+        schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
+        wanted = {i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] in read}
+        groups: list[int] = []
+        rows = size = 0
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if not group.num_rows:
+                continue
+            bytes_ = sum(group.column(i).total_compressed_size for i in wanted)
+            if groups and size + bytes_ > split_bytes:
+                slices.append(Slice(len(slices), file, tuple(groups), rows))
+                groups, rows, size = [], 0, 0
+            groups.append(g)
+            rows, size = rows + group.num_rows, size + bytes_
+        if groups:
+            slices.append(Slice(len(slices), file, tuple(groups), rows))
+    first = schemas[files[0][0]] if files else pa.schema([])
+    return Plan(tuple(slices), first, schemas)
+
+
+def split_size(total_bytes: int, parallelism: int, max_partition_bytes: int, open_cost: int) -> int:
+    """The bytes per split Spark's file scan aims at (``FilePartition.maxSplitBytes``)."""
+    return min(max_partition_bytes, max(open_cost, total_bytes // max(parallelism, 1)))
+
+
+def unsuitable(
+    input_plan: Plan, features: Sequence[Feature], carried: Sequence[str], ids_marked: bool
+) -> str | None:
+    """Why the Arrow pass could score this input differently from Spark's, or None when it cannot.
+
+    Args:
+        input_plan: The input's slices and schemas.
+        features: The run's features.
+        carried: The id and kept columns, copied to the output.
+        ids_marked: Whether valid rows repeat an id (one of each must be chosen: a Spark window).
+    """
+    if ids_marked:
+        return "valid rows repeat an id"
+    for file, schema in input_plan.schemas.items():
+        if schema != input_plan.schema:
+            return f"input files differ in column types ({file})"
+    for feature in features:
+        if feature.name not in input_plan.schema.names:
+            return f"feature {feature.name!r} is not in every input file"
+        kind = input_plan.schema.field(feature.name).type
+        if not any(check(kind) for check in _FEATURE_TYPES):
+            return f"feature {feature.name!r} has type {kind} (cast value by value by Spark)"
+    for name in carried:
+        if name not in input_plan.schema.names:
+            return f"column {name!r} is not in every input file"
+        kind = input_plan.schema.field(name).type
+        if not any(check(kind) for check in _CARRIED_TYPES):
+            return f"column {name!r} has type {kind}"
+    return None
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where and how a task writes.
+
+    Attributes:
+        scores: The staging directory of the scored rows.
+        rejects: The staging directory of the rejected rows.
+        scores_schema: The scored rows' Arrow schema (Spark's pass's, ``arrow_schema``).
+        rejects_schema: The rejected rows' Arrow schema.
+        codec: Parquet compression.
+        model_columns: ``model_name`` and ``model_version``: one value each, or by A/B variant.
+    """
+
+    scores: str
+    rejects: str
+    scores_schema: pa.Schema
+    rejects_schema: pa.Schema
+    codec: str
+    model_columns: Mapping[str, Mapping[str | None, str]]
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """What one task did.
+
+    Attributes:
+        index: The slice's number.
+        scored: Rows written to the scores.
+        rejected: Rows written to the rejects.
+    """
+
+    index: int
+    scored: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class ArrowPass:
+    """One run's Arrow pass, pickled to every task.
+
+    Attributes:
+        scorer: The run's models.
+        features: The run's features, in model order.
+        id_columns: The columns that identify a row.
+        carried: The id and kept columns, in output order.
+        outputs: Where and how to write.
+        batch_size: Rows per batch handed to the models.
+    """
+
+    scorer: BatchScorer
+    features: tuple[Feature, ...]
+    id_columns: tuple[str, ...]
+    carried: tuple[str, ...]
+    outputs: Outputs
+    batch_size: int
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The input columns a task reads: carried, then features, each once."""
+        return list(dict.fromkeys([*self.carried, *(f.name for f in self.features)]))
+
+    def run(self, slices: Sequence[Slice]) -> Iterator[SliceResult]:
+        """Score ``slices`` (a Spark partition's worth): the task's body."""
+        for piece in slices:
+            yield self.score_slice(piece)
+
+    def score_slice(self, piece: Slice) -> SliceResult:
+        """Read, check, score and write one slice; its files appear whole or not at all."""
+        predictors = self.scorer.load()
+        after_batch = faults.worker_fault()
+        out = self.outputs
+        scores = _StagedWriter(out.scores, piece.index, out.scores_schema, out.codec)
+        rejects = _StagedWriter(out.rejects, piece.index, out.rejects_schema, out.codec)
+        try:
+            for batch in _batches(piece, self.read_columns, self.batch_size):
+                typed, valid, reasons = self.check(batch)
+                if valid.any():
+                    scores.add(self.scored_table(batch, typed, valid, predictors))
+                if not valid.all():
+                    rejects.add(self.rejects_table(batch, valid, reasons))
+                after_batch()
+        except BaseException:
+            scores.abandon()
+            rejects.abandon()
+            raise
+        return SliceResult(piece.index, scores.commit(), rejects.commit())
+
+    def check(self, batch: pa.RecordBatch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The batch's features typed, and each row's validity and reason, as Spark's pass decides them.
+
+        Null ids are checked first, then each feature in model order (``scoring.model.rows``).
+
+        Returns:
+            Each feature cast to its signature's type (placeholders in rejected rows), whether each
+            row is valid, and each row's reason (``CODE:COLUMN``, or None for a valid row).
+        """
+        rows = batch.num_rows
+        columns, nulls = {}, {}
+        for feature in self.features:
+            array = batch.column(feature.name)
+            if array.null_count:
+                nulls[feature.name] = array.is_null().to_numpy(zero_copy_only=False)
+                array = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
+            columns[feature.name] = array.to_numpy(zero_copy_only=False)
+        typed, problems = typed_columns(columns, self.features, rows, nulls)
+        reasons = np.full(rows, None, dtype=object)
+        for problem in problems:
+            reasons[problem.row] = problem.reason
+        for name in reversed(self.id_columns):  # the first null id wins, before any feature
+            ids = batch.column(name)
+            if ids.null_count:
+                reasons[ids.is_null().to_numpy(zero_copy_only=False)] = f"null_id:{name}"
+        valid = np.equal(reasons, None)
+        return typed, valid, reasons
+
+    def scored_table(
+        self,
+        batch: pa.RecordBatch,
+        typed: Mapping[str, np.ndarray],
+        valid: np.ndarray,
+        predictors: Mapping[str, Predictor],
+    ) -> pa.Table:
+        """The batch's valid rows scored: carried columns, score columns, model name and version."""
+        mask = pa.array(valid)
+        frame = pd.DataFrame({f.name: typed[f.name][valid] for f in self.features}, copy=False)
+        for key, name in zip(self.scorer.keys, self.id_columns, strict=False):
+            frame[key] = batch.column(name).filter(mask).to_numpy(zero_copy_only=False)
+        values = self.scorer.score(frame, predictors)
+        struct = values_arrow(values, self.scorer.columns)
+        columns = [batch.column(c).filter(mask) for c in self.carried]
+        columns += struct.flatten()
+        variants = values.get("variant")
+        for column in ("model_name", "model_version"):
+            by_variant = self.outputs.model_columns[column]
+            if variants is None:
+                columns.append(pa.repeat(by_variant[None], int(valid.sum())))
+            else:
+                columns.append(pa.array([by_variant[v] for v in variants], type=pa.string()))
+        names = [*self.carried, *(c.name for c in self.scorer.columns), "model_name", "model_version"]
+        return pa.Table.from_arrays(columns, names=names).cast(self.outputs.scores_schema)
+
+    def rejects_table(self, batch: pa.RecordBatch, valid: np.ndarray, reasons: np.ndarray) -> pa.Table:
+        """The batch's rejected rows: carried columns and features as read, and the reason."""
+        mask = pa.array(~valid)
+        names = self.read_columns
+        columns = [batch.column(c).filter(mask) for c in names]
+        columns.append(pa.array(reasons[~valid].tolist(), type=pa.string()))
+        table = pa.Table.from_arrays(columns, names=[*names, REJECT_REASON])
+        return table.cast(self.outputs.rejects_schema)
+
+
+class UnreadableSlice(OSError):
+    """The slice's input file could not be read (corrupt or truncated data behind a good footer).
+
+    The task fails, so Spark retries it as it retries its own scan's; its message names the file as
+    Spark's does, for the driver's one line (``scoring.batch.inputs.spark_read_errors``).
+    """
+
+
+def _batches(piece: Slice, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The slice's rows, ``batch_size`` at a time; a read error names the file (``UnreadableSlice``)."""
+    try:
+        source = parquet_file(piece.file)
+        batches = source.iter_batches(
+            batch_size=batch_size, row_groups=list(piece.row_groups), columns=list(columns), use_threads=False
+        )
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch
+    except (OSError, pa.ArrowException) as e:
+        kind = type(e).__name__
+        raise UnreadableSlice(f"{piece.file} is not a Parquet file, or not a whole one ({kind})") from e
+
+
+class _StagedWriter:
+    """One output file of a slice, written under a hidden name of this attempt and moved at the end.
+
+    Tables are gathered until about ``ROW_GROUP_ROWS`` rows, so that a file's row groups are large,
+    as a reader scanning a column wants them.
+    """
+
+    def __init__(self, directory: str, index: int, schema: pa.Schema, codec: str) -> None:
+        self.fs, self.directory = filesystem(directory)
+        name = f"part-{index:05d}.{codec}.parquet" if codec != "none" else f"part-{index:05d}.parquet"
+        self.final = f"{self.directory}/{name}"
+        self.temporary = f"{self.directory}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.schema, self.codec = schema, codec
+        self.pending: list[pa.Table] = []
+        self.pending_rows = self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, table: pa.Table) -> None:
+        """Add rows; the attempt's hidden file is created with the first."""
+        if self.writer is None:
+            if self.fs.type_name == "local":  # an object store has no directories to make
+                self.fs.create_dir(self.directory, recursive=True)
+            self.writer = pq.ParquetWriter(
+                self.temporary, self.schema, filesystem=self.fs, compression=self.codec
+            )
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending or self.writer is None:
+            return
+        self.writer.write_table(pa.concat_tables(self.pending), row_group_size=ROW_GROUP_ROWS)
+        self.rows += self.pending_rows
+        self.pending, self.pending_rows = [], 0
+
+    def commit(self) -> int:
+        """Close the file and give it its final name; the rows it holds (0: no file)."""
+        self._flush()
+        if self.writer is None:
+            return 0
+        self.writer.close()
+        self.fs.move(self.temporary, self.final)
+        return self.rows
+
+    def abandon(self) -> None:
+        """Drop what this attempt wrote."""
+        if self.writer is not None:
+            self.writer.close()
+            self.fs.delete_file(self.temporary)
+
+
+def remove_leftovers(directory: str) -> list[str]:
+    """Delete the hidden files of task attempts that died mid-write; their names.
+
+    Called once the pass succeeded, before the files are checked and published.
+    """
+    fs, path = filesystem(directory)
+    selector = pafs.FileSelector(path, allow_not_found=True)
+    gone = []
+    for info in fs.get_file_info(selector):
+        name = os.path.basename(info.path)
+        if info.type == pafs.FileType.File and name.startswith(".part-") and name.endswith(".tmp"):
+            fs.delete_file(info.path)
+            gone.append(name)
+    return gone
+
+
+def arrow_schema(schema: StructType) -> pa.Schema:
+    """The Arrow schema Spark's Python side gives a Spark schema (Spark 3.5 and 4)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema)
+
+
+def codec(spark_codec: str) -> str:
+    """The pyarrow name of Spark's parquet codec; snappy (Spark's default) for one pyarrow lacks."""
+    return _CODECS.get(spark_codec.lower(), "snappy")
+
+
+def run_pass(sc: SparkContext, arrow_pass: ArrowPass, slices: Sequence[Slice]) -> list[SliceResult]:
+    """Run the pass: one Spark task per slice. Returns every slice's result, in slice order."""
+    rdd = sc.parallelize(list(slices), max(len(slices), 1))
+    results = rdd.mapPartitions(arrow_pass.run).collect()
+    return sorted(results, key=lambda r: r.index)

@@ -1,0 +1,278 @@
+"""The Arrow pass writes what Spark's pass writes, row for row, and steps aside where it could differ."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import DATE
+
+from scoring import demo
+from scoring.batch.arrow_pass import _StagedWriter, plan, remove_leftovers, split_size, unsuitable
+from scoring.cli import main
+from scoring.dataset.storage import filesystem
+from scoring.model.signature import Feature
+
+CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
+SKLEARN = f"models:/{demo.MODEL_NAME}@sklearn"
+ROWS = 300
+
+
+def spoiled_table() -> pa.Table:
+    """Demo rows with every kind of bad value the Arrow pass checks, some rows failing several checks."""
+    frame = demo.make_customers(ROWS, DATE, seed=11)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    columns["customer_id"][3] = None
+    columns["income"][5] = None
+    columns["income"][7] = float("nan")
+    columns["debt_ratio"][7] = float("inf")  # income comes first in the signature: nan_feature wins
+    columns["debt_ratio"][11] = float("-inf")
+    columns["age"][13] = 150  # out of the declared range
+    columns["age"][17] = 2**40  # overflows the signature's int32
+    columns["age"][19] = None
+    columns["income"][19] = float("nan")  # age comes first: null_feature:age
+    columns["utilization"][23] = 1e300  # a double beyond float32: +inf once cast
+    columns["utilization"][29] = -0.5
+    columns["customer_id"][31] = None
+    columns["income"][31] = None  # the id is checked before every feature
+    types = {**{f.name: f.type for f in table.schema}, "age": pa.int64(), "utilization": pa.float64()}
+    arrays = [pa.array(v, types[n]) for n, v in columns.items()]  # NaN stays NaN: not from pandas
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def write_input(tmp_path, table: pa.Table, row_group_size: int = 64) -> str:
+    partition = tmp_path / "in" / f"date={DATE}"
+    partition.mkdir(parents=True)
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), partition / "part-0.parquet", row_group_size=row_group_size)
+    pq.write_table(table.slice(half), partition / "part-1.parquet", row_group_size=row_group_size)
+    return str(tmp_path / "in")
+
+
+def score(input_dir: str, output, *args: str, model: str = CHAMPION) -> int:
+    return main(
+        ["score", "--model-uri", model, "--input", input_dir, "--output", str(output), "--date",
+         DATE.isoformat(), "--id-column", "customer_id", "--max-reject-fraction", "0.5",
+         "--keep-columns", "region", "--progress-seconds", "0", "--no-report", *args]
+    )  # fmt: skip
+
+
+def read(output) -> tuple[pa.Table, pa.Table, dict]:
+    partition = output / f"date={DATE}"
+    scored = pq.read_table(partition, partitioning=None).sort_by("customer_id")
+    rejects = pq.read_table(output / "_rejects" / f"date={DATE}", partitioning=None)
+    rejects = rejects.sort_by([("reject_reason", "ascending"), ("customer_id", "ascending")])
+    return scored, rejects, json.loads((partition / "_manifest.json").read_text())
+
+
+LINEUPS = {
+    "champion alone": [],
+    "a pyfunc challenger under an A/B split": [
+        "--challenger",
+        f"sk={SKLEARN}",
+        "--ab",
+        "champion=0.5,sk=0.5",
+        "--ab-salt",
+        "s1",
+    ],
+    "the pyfunc backend": ["--backend", "pyfunc"],
+}
+
+
+@pytest.mark.parametrize("lineup", list(LINEUPS))
+def test_arrow_pass_writes_the_rows_and_rejects_spark_writes(spark, registry, tmp_path, lineup):
+    input_dir = write_input(tmp_path, spoiled_table())
+    args = LINEUPS[lineup]
+    model = SKLEARN if "--backend" in args else CHAMPION
+
+    assert score(input_dir, tmp_path / "arrow", "--engine", "arrow", *args, model=model) == 0
+    assert score(input_dir, tmp_path / "spark", "--engine", "spark", *args, model=model) == 0
+
+    arrow_scored, arrow_rejects, arrow_manifest = read(tmp_path / "arrow")
+    spark_scored, spark_rejects, spark_manifest = read(tmp_path / "spark")
+    assert arrow_manifest["resources"]["engine"] == "arrow"
+    assert spark_manifest["resources"]["engine"] == "spark"
+    assert arrow_scored.schema.remove_metadata() == spark_scored.schema.remove_metadata()
+    assert arrow_scored.equals(spark_scored)
+    assert arrow_rejects.schema.remove_metadata() == spark_rejects.schema.remove_metadata()
+    # as text, so that NaN equals NaN and a null stays distinct from NaN
+    assert repr(arrow_rejects.to_pylist()) == repr(spark_rejects.to_pylist())
+    assert (
+        arrow_manifest["counts"] == spark_manifest["counts"] == {"input": ROWS, "scored": 290, "rejected": 10}
+    )
+    assert (
+        arrow_manifest["rejects"]["by_reason"]
+        == spark_manifest["rejects"]["by_reason"]
+        == {
+            "infinite_feature:debt_ratio": 1,
+            "infinite_feature:utilization": 1,
+            "nan_feature:income": 1,
+            "not_castable:age": 1,
+            "null_feature:age": 1,
+            "null_feature:income": 1,
+            "null_id:customer_id": 2,
+            "out_of_range:age": 1,
+            "out_of_range:utilization": 1,
+        }
+    )
+    assert arrow_manifest["output"]["columns"] == spark_manifest["output"]["columns"]
+
+
+def test_auto_uses_the_arrow_pass_on_a_numeric_input(spark, registry, tmp_path):
+    input_dir = write_input(tmp_path, spoiled_table())
+
+    assert score(input_dir, tmp_path / "out") == 0
+
+    scored, rejects, manifest = read(tmp_path / "out")
+    assert manifest["resources"]["engine"] == "arrow"
+    assert scored.num_rows + rejects.num_rows == ROWS
+    assert len(manifest["output"]["files"]) == 2  # one per slice: each file is a slice of 150 rows
+
+
+def _text_income(table: pa.Table) -> pa.Table:
+    income = [None if v is None else str(v) for v in table.column("income").to_pylist()]
+    return table.set_column(table.schema.get_field_index("income"), "income", pa.array(income, pa.string()))
+
+
+def _repeated_id(table: pa.Table) -> pa.Table:
+    ids = table.column("customer_id").to_pylist()
+    ids[40] = ids[41]
+    return table.set_column(table.schema.get_field_index("customer_id"), "customer_id", pa.array(ids))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (_text_income, "feature 'income' has type string"),
+        (_repeated_id, "valid rows repeat an id"),
+    ],
+)
+def test_where_the_arrow_pass_could_differ_auto_takes_spark_and_arrow_refuses(
+    spark, registry, tmp_path, capsys, caplog, mutate, why
+):
+    input_dir = write_input(tmp_path, mutate(spoiled_table()))
+
+    assert score(input_dir, tmp_path / "arrow", "--engine", "arrow") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--engine arrow cannot score it: {why}" in errors[0], errors
+    assert not (tmp_path / "arrow" / f"date={DATE}").exists()
+
+    with caplog.at_level("INFO", logger="scoring.batch.job"):
+        assert score(input_dir, tmp_path / "auto") == 0
+    assert f"scoring with Spark's scan and UDF: {why}" in caplog.text
+    _, _, manifest = read(tmp_path / "auto")
+    assert manifest["resources"]["engine"] == "spark"
+
+
+def test_plan_cuts_whole_row_groups_into_splits_of_sparks_size(tmp_path):
+    table = pa.table({"id": np.arange(10_000, dtype=np.int64), "x": np.random.default_rng(0).random(10_000)})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=1_000)
+    pq.write_table(table.slice(0, 500), tmp_path / "b.parquet", row_group_size=1_000)
+    files = [(f"file:{tmp_path}/a.parquet", 10_000), (f"file:{tmp_path}/b.parquet", 500)]
+    footer = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
+    largest = max(g.column(0).total_compressed_size + g.column(1).total_compressed_size for g in groups)
+
+    slices = plan(files, ["id", "x"], parallelism=2, max_partition_bytes=3 * largest, open_cost=1).slices
+
+    assert [s.row_groups for s in slices] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,), (0,)]
+    assert [s.index for s in slices] == [0, 1, 2, 3, 4]
+    assert sum(s.rows for s in slices) == 10_500
+    # few bytes spread over the cores: Spark's split is the total over the parallelism
+    assert split_size(100, parallelism=4, max_partition_bytes=1_000, open_cost=1) == 25
+    assert split_size(10**9, parallelism=2, max_partition_bytes=1_000, open_cost=1) == 1_000
+
+
+def test_unsuitable_names_what_the_arrow_pass_cannot_read(tmp_path):
+    when = pa.array([1, 2], pa.timestamp("us"))
+    pq.write_table(pa.table({"id": [1, 2], "x": [1.0, 2.0], "when": when}), tmp_path / "a.parquet")
+    narrow = pa.array([1, 2], pa.int32())
+    pq.write_table(pa.table({"id": [3, 4], "x": narrow, "when": when}), tmp_path / "b.parquet")
+    one = plan([(str(tmp_path / "a.parquet"), 2)], ["id", "x", "when"], 2, 2**27, 2**22)
+    both = plan(
+        [(str(tmp_path / "a.parquet"), 2), (str(tmp_path / "b.parquet"), 1)], ["id", "x"], 2, 2**27, 2**22
+    )
+    x = Feature("x", "double")
+
+    assert unsuitable(one, [x], ["id"], ids_marked=False) is None
+    assert unsuitable(one, [x], ["id", "when"], ids_marked=False) == "column 'when' has type timestamp[us]"
+    assert (
+        unsuitable(one, [Feature("y", "double")], ["id"], False) == "feature 'y' is not in every input file"
+    )
+    assert unsuitable(both, [x], ["id"], False).startswith("input files differ in column types")
+
+
+def test_files_of_dead_attempts_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "part-00000.snappy.parquet").write_bytes(b"kept")
+    (tmp_path / ".part-00001.snappy.parquet.0123456789ab.tmp").write_bytes(b"half-written")
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+
+    assert remove_leftovers(str(tmp_path)) == [".part-00001.snappy.parquet.0123456789ab.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
+    assert remove_leftovers(str(tmp_path / "missing")) == []
+
+
+@pytest.mark.parametrize("engine", ["arrow", "spark"])
+def test_a_file_corrupt_behind_a_good_footer_is_named_in_one_line(spark, registry, tmp_path, capsys, engine):
+    partition = tmp_path / "in" / f"date={DATE}"
+    partition.mkdir(parents=True)
+    table = spoiled_table()
+    pq.write_table(table.slice(0, 150), partition / "part-0.parquet")
+    pq.write_table(table.slice(150), partition / "part-1.parquet", compression="snappy")
+    # one feature's pages, not the footer and not the ids (which the driver reads before scoring)
+    footer = pq.ParquetFile(partition / "part-1.parquet").metadata
+    chunk = footer.row_group(0).column(table.column_names.index("income"))
+    start, size = chunk.data_page_offset, chunk.total_compressed_size
+    data = bytearray((partition / "part-1.parquet").read_bytes())
+    data[start : start + size] = b"\xff" * size
+    (partition / "part-1.parquet").write_bytes(bytes(data))
+    assert pq.ParquetFile(partition / "part-1.parquet").metadata.num_rows == 150
+
+    assert score(str(tmp_path / "in"), tmp_path / "out", "--engine", engine) == 1
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(partition / "part-1.parquet") in errors[0], errors
+    assert "is not readable parquet" in errors[0]
+    assert not (tmp_path / "out" / f"date={DATE}").exists()
+
+
+def test_probabilities_equal_the_models_own(spark, registry, tmp_path):
+    table = spoiled_table()
+    input_dir = write_input(tmp_path, table)
+
+    assert score(input_dir, tmp_path / "out", "--engine", "arrow") == 0
+
+    scored, _, _ = read(tmp_path / "out")
+    frame = demo.make_customers(ROWS, DATE, seed=11).set_index("customer_id")
+    kept = frame.loc[scored.column("customer_id").to_pylist(), list(demo.FEATURE_TYPES)]
+    expected = registry["model"].predict_proba(kept)[:, 1]
+    np.testing.assert_allclose(scored.column("probability").to_numpy(), expected, atol=1e-5)
+    assert pd.Series(scored.column("customer_id").to_pylist()).is_unique
+
+
+def test_a_slices_file_appears_whole_on_s3_or_not_at_all(aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="arrow-pass")
+    keys = lambda: sorted(o["Key"] for o in s3.list_objects_v2(Bucket="arrow-pass").get("Contents", []))  # noqa: E731
+    table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "probability": [0.1, 0.5, 0.9]})
+
+    kept = _StagedWriter("s3://arrow-pass/staged", 3, table.schema, "snappy")
+    kept.add(table)
+    kept.add(table)
+    assert kept.commit() == 6
+    dropped = _StagedWriter("s3://arrow-pass/staged", 4, table.schema, "snappy")
+    dropped.add(table)
+    dropped.abandon()
+
+    # pyarrow keeps an empty "staged/" marker when it deletes a directory's last object: not a file
+    assert [k for k in keys() if not k.endswith("/")] == ["staged/part-00003.snappy.parquet"]
+    fs, path = filesystem("s3://arrow-pass/staged/part-00003.snappy.parquet")
+    written = pq.ParquetFile(path, filesystem=fs)
+    assert written.metadata.num_rows == 6 and written.metadata.num_row_groups == 1
+    assert written.schema_arrow == table.schema
