@@ -2,17 +2,18 @@
 
 Spark's own pass (``scoring.batch.job.score_frame``) reads the parquet in the JVM and moves every
 feature to a Python worker and every score back through Arrow, row by row on the JVM's side: on two
-cores that transport alone cost more than the model (``BENCHMARKS.md``). Here Spark only schedules: one
-task per slice of row groups, where the Python worker reads the slice with pyarrow, runs the batch
-job's row checks (``scoring.model.rows``, the same reasons in the same order as the Spark expressions
-of ``scoring.batch.quarantine``), scores the valid rows with the same ``BatchScorer`` as the UDF, and
-writes the scores and the rejects as parquet, in the schemas Spark's pass would have written.
+cores that transport alone cost more than the model (``BENCHMARKS.md``). Here Spark only schedules:
+one task per slice of row groups (packed as Spark packs its splits), where the Python worker reads
+the slice with pyarrow, runs the batch job's row checks (``scoring.model.rows``, the same reasons in
+the same order as the Spark expressions of ``scoring.batch.quarantine``), scores the valid rows with
+the same ``BatchScorer`` as the UDF, and writes the scores and the rejects as parquet, in the schemas
+Spark's pass would have written.
 
 Nothing else changes: the files land in the run's staging directories, where the job checks
 conservation on their footers, writes the manifest and publishes as always. A task writes each file
-under a hidden name of its own attempt and moves it to the slice's name at the end, so a retried or
-speculative attempt replaces the file whole, and a killed one leaves only a hidden file that the
-driver deletes (``remove_leftovers``) and that readers ignore.
+under a name of its own attempt in the run's attempts directory and moves it to the slice's name at
+the end, so a retried or speculative attempt replaces the file whole, and one that dies leaves its
+file where nothing is published (the run's staging, deleted at its end).
 
 The pass applies only where it cannot differ from Spark's (``unsuitable`` says why not): ids that no
 two valid rows share (so no row has to be chosen among repeats), features of numeric or boolean types
@@ -21,7 +22,7 @@ two valid rows share (so no row has to be chosen among repeats), features of num
 
 from __future__ import annotations
 
-import os
+import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scoring import faults
@@ -39,6 +39,7 @@ from scoring.batch.inputs import FOOTER_THREADS, parquet_file
 from scoring.batch.udf import BatchScorer, values_arrow
 from scoring.dataset.publish import REJECT_REASON
 from scoring.dataset.storage import filesystem
+from scoring.errors import OutputError
 from scoring.model.predictors import Predictor
 from scoring.model.rows import typed_columns
 from scoring.model.signature import Feature
@@ -47,32 +48,32 @@ if TYPE_CHECKING:
     from pyspark import SparkContext
     from pyspark.sql.types import StructType
 
-# Arrow types a carried column may have in the input: written as read, as Spark would write them.
-_CARRIED_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
-                  pa.types.is_date32)  # fmt: skip
+# Arrow types a carried column may have in the input. Each is written as Spark's pass writes it: the
+# same type, or for an unsigned integer the wider signed type (or decimal) Spark reads it as.
+_CARRIED_TYPES = (pa.types.is_integer, pa.types.is_float32, pa.types.is_float64, pa.types.is_boolean,
+                  pa.types.is_string, pa.types.is_date32)  # fmt: skip
 # Arrow types a feature may have: the row checks cast them without a value-by-value loop.
-_FEATURE_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
-# Spark's parquet codecs that pyarrow writes, by ``spark.sql.parquet.compression.codec``.
-_CODECS = {"snappy": "snappy", "gzip": "gzip", "zstd": "zstd", "lz4": "lz4", "none": "none",
-           "uncompressed": "none", "brotli": "brotli"}  # fmt: skip
+_FEATURE_TYPES = (pa.types.is_integer, pa.types.is_float32, pa.types.is_float64, pa.types.is_boolean)
+# Spark's parquet codecs (``spark.sql.parquet.compression.codec``) by their pyarrow names; pyarrow's
+# lz4 is parquet's LZ4_RAW. One pyarrow cannot write (lzo) falls back to snappy, Spark's default.
+_CODECS = {"snappy": "snappy", "gzip": "gzip", "zstd": "zstd", "lz4": "lz4", "lz4raw": "lz4",
+           "lz4_raw": "lz4", "none": "none", "uncompressed": "none", "brotli": "brotli"}  # fmt: skip
 # A file's rows are written in row groups of about this many rows (Spark writes about 128 MB each).
 ROW_GROUP_ROWS = 1_048_576
 
 
 @dataclass(frozen=True)
 class Slice:
-    """Contiguous row groups of one input file: one task's input.
+    """Whole row groups of one or more input files: one task's input.
 
     Attributes:
         index: The slice's number in the run, which names its output files.
-        file: The input file, as Spark names it.
-        row_groups: The file's row groups the slice reads.
+        parts: Each file the slice reads (as Spark names it), with its row groups read.
         rows: Rows in those row groups (their footers').
     """
 
     index: int
-    file: str
-    row_groups: tuple[int, ...]
+    parts: tuple[tuple[str, tuple[int, ...]], ...]
     rows: int
 
 
@@ -91,6 +92,11 @@ class Plan:
     schemas: Mapping[str, pa.Schema]
 
 
+def read_columns(carried: Sequence[str], features: Sequence[Feature]) -> list[str]:
+    """The input columns a run reads, in the rejects' order: carried, then features, each once."""
+    return list(dict.fromkeys([*carried, *(f.name for f in features)]))
+
+
 def plan(
     files: Sequence[tuple[str, int]],
     columns: Sequence[str],
@@ -98,56 +104,61 @@ def plan(
     max_partition_bytes: int,
     open_cost: int,
 ) -> Plan:
-    """Cut the input files into slices of whole row groups, from their footers.
+    """Pack the input files' row groups into slices, from their footers, as Spark packs its splits.
 
-    Row groups are packed in file order while the compressed bytes of the columns read stay within
-    the split size Spark's own scan aims at (``split_size``): as many slices as Spark would make
-    tasks, where the row groups allow.
+    Row groups are taken in file order and added to a slice while its bytes (the compressed bytes of
+    the columns read, plus ``open_cost`` for each file it opens) stay within the split size Spark's
+    own scan aims at (``split_size``): a big file is cut at row groups, small files share a slice.
 
     Args:
         files: The input's files and their rows (``InputFiles.sizes``).
-        columns: The columns the pass reads: their bytes alone are counted.
+        columns: The columns the pass reads (flat columns: their leaves' paths are their names).
         parallelism: Spark's default parallelism (its cores).
         max_partition_bytes: ``spark.sql.files.maxPartitionBytes``.
         open_cost: ``spark.sql.files.openCostInBytes``.
+
+    Returns:
+        The slices, and the read columns' types in each file.
     """
     with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(files), 1))) as pool:
         footers = list(pool.map(lambda f: parquet_file(f[0]).metadata, files))
     read = set(columns)
-    total = sum(
-        meta.row_group(g).column(i).total_compressed_size
-        for meta in footers
-        for g in range(meta.num_row_groups)
-        for i in range(meta.num_columns)
-        if meta.schema.column(i).path.split(".")[0] in read
-    )
-    split_bytes = split_size(total, parallelism, max_partition_bytes, open_cost)
-    slices: list[Slice] = []
+    groups = []  # (file, row group, rows, bytes) of every row group that holds rows
     schemas = {}
     for (file, _), meta in zip(files, footers, strict=True):
         arrow = meta.schema.to_arrow_schema()
         schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
-        wanted = {i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] in read}
-        groups: list[int] = []
-        rows = size = 0
+        leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path in read]
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            if not group.num_rows:
-                continue
-            bytes_ = sum(group.column(i).total_compressed_size for i in wanted)
-            if groups and size + bytes_ > split_bytes:
-                slices.append(Slice(len(slices), file, tuple(groups), rows))
-                groups, rows, size = [], 0, 0
-            groups.append(g)
-            rows, size = rows + group.num_rows, size + bytes_
-        if groups:
-            slices.append(Slice(len(slices), file, tuple(groups), rows))
+            if group.num_rows:
+                size = sum(group.column(i).total_compressed_size for i in leaves)
+                groups.append((file, g, group.num_rows, size))
+    total = sum(size for *_, size in groups) + open_cost * len(files)
+    split_bytes = split_size(total, parallelism, max_partition_bytes, open_cost)
+    slices: list[Slice] = []
+    parts: dict[str, list[int]] = {}
+    rows = size = 0
+    for file, g, group_rows, group_bytes in groups:
+        cost = group_bytes + (open_cost if file not in parts else 0)
+        if parts and size + cost > split_bytes:
+            slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
+            parts, rows, size = {}, 0, 0
+            cost = group_bytes + open_cost
+        parts.setdefault(file, []).append(g)
+        rows, size = rows + group_rows, size + cost
+    if parts:
+        slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
     first = schemas[files[0][0]] if files else pa.schema([])
     return Plan(tuple(slices), first, schemas)
 
 
 def split_size(total_bytes: int, parallelism: int, max_partition_bytes: int, open_cost: int) -> int:
-    """The bytes per split Spark's file scan aims at (``FilePartition.maxSplitBytes``)."""
+    """The bytes per split Spark's file scan aims at (``FilePartition.maxSplitBytes``).
+
+    ``total_bytes`` includes the open cost of every file, as Spark counts it; Spark's
+    ``spark.sql.files.minPartitionNum`` (by default the parallelism) is the parallelism here.
+    """
     return min(max_partition_bytes, max(open_cost, total_bytes // max(parallelism, 1)))
 
 
@@ -189,6 +200,8 @@ class Outputs:
     Attributes:
         scores: The staging directory of the scored rows.
         rejects: The staging directory of the rejected rows.
+        attempts: Where task attempts write their files before moving them into place: in the run's
+            staging, outside what is published, and deleted with it.
         scores_schema: The scored rows' Arrow schema (Spark's pass's, ``arrow_schema``).
         rejects_schema: The rejected rows' Arrow schema.
         codec: Parquet compression.
@@ -197,6 +210,7 @@ class Outputs:
 
     scores: str
     rejects: str
+    attempts: str
     scores_schema: pa.Schema
     rejects_schema: pa.Schema
     codec: str
@@ -240,8 +254,8 @@ class ArrowPass:
 
     @property
     def read_columns(self) -> list[str]:
-        """The input columns a task reads: carried, then features, each once."""
-        return list(dict.fromkeys([*self.carried, *(f.name for f in self.features)]))
+        """The input columns a task reads (``read_columns``)."""
+        return read_columns(self.carried, self.features)
 
     def run(self, slices: Sequence[Slice]) -> Iterator[SliceResult]:
         """Score ``slices`` (a Spark partition's worth): the task's body."""
@@ -253,8 +267,8 @@ class ArrowPass:
         predictors = self.scorer.load()
         after_batch = faults.worker_fault()
         out = self.outputs
-        scores = _StagedWriter(out.scores, piece.index, out.scores_schema, out.codec)
-        rejects = _StagedWriter(out.rejects, piece.index, out.rejects_schema, out.codec)
+        scores = _StagedWriter(out.scores, out.attempts, piece.index, out.scores_schema, out.codec)
+        rejects = _StagedWriter(out.rejects, out.attempts, piece.index, out.rejects_schema, out.codec)
         try:
             for batch in _batches(piece, self.read_columns, self.batch_size):
                 typed, valid, reasons = self.check(batch)
@@ -264,8 +278,11 @@ class ArrowPass:
                     rejects.add(self.rejects_table(batch, valid, reasons))
                 after_batch()
         except BaseException:
-            scores.abandon()
-            rejects.abandon()
+            # The failure is what the task reports: closing the attempt's files must not hide it.
+            # What they leave is in the attempts directory, deleted with the run's staging.
+            for writer in (scores, rejects):
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    writer.abandon()
             raise
         return SliceResult(piece.index, scores.commit(), rejects.commit())
 
@@ -308,7 +325,8 @@ class ArrowPass:
         mask = pa.array(valid)
         frame = pd.DataFrame({f.name: typed[f.name][valid] for f in self.features}, copy=False)
         for key, name in zip(self.scorer.keys, self.id_columns, strict=False):
-            frame[key] = batch.column(name).filter(mask).to_numpy(zero_copy_only=False)
+            # As pandas, as the UDF's batch has it: a date is a datetime.date, hashed as Spark's pass does.
+            frame[key] = batch.column(name).filter(mask).to_pandas()
         values = self.scorer.score(frame, predictors)
         struct = values_arrow(values, self.scorer.columns)
         columns = [batch.column(c).filter(mask) for c in self.carried]
@@ -334,7 +352,7 @@ class ArrowPass:
 
 
 class UnreadableSlice(OSError):
-    """The slice's input file could not be read (corrupt or truncated data behind a good footer).
+    """An input file's data could not be decoded (corrupt or truncated behind a good footer).
 
     The task fails, so Spark retries it as it retries its own scan's; its message names the file as
     Spark's does, for the driver's one line (``scoring.batch.inputs.spark_read_errors``).
@@ -342,44 +360,65 @@ class UnreadableSlice(OSError):
 
 
 def _batches(piece: Slice, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-    """The slice's rows, ``batch_size`` at a time; a read error names the file (``UnreadableSlice``)."""
-    try:
-        source = parquet_file(piece.file)
-        batches = source.iter_batches(
-            batch_size=batch_size, row_groups=list(piece.row_groups), columns=list(columns), use_threads=False
-        )
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            yield batch
-    except (OSError, pa.ArrowException) as e:
-        kind = type(e).__name__
-        raise UnreadableSlice(f"{piece.file} is not a Parquet file, or not a whole one ({kind})") from e
+    """The slice's rows, file by file, ``batch_size`` at a time.
+
+    Raises:
+        UnreadableSlice: A file's data cannot be decoded. An I/O error (an object store's throttling
+            or denial, a disk's error) is raised as it is: the file is not to blame, and the retry
+            may succeed.
+    """
+    for file, row_groups in piece.parts:
+        try:
+            batches = parquet_file(file).iter_batches(
+                batch_size=batch_size, row_groups=list(row_groups), columns=list(columns), use_threads=False
+            )
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                yield batch
+        except (OSError, pa.ArrowException) as e:
+            if _is_io_error(e):
+                raise
+            kind = type(e).__name__
+            raise UnreadableSlice(f"{file} is not a Parquet file, or not a whole one ({kind})") from e
+
+
+def _is_io_error(error: Exception) -> bool:
+    """Whether a read error came from the storage rather than from the file's bytes.
+
+    An operating system's error carries its errno; pyarrow's S3 errors name AWS.
+    """
+    return isinstance(error, OSError) and (error.errno is not None or "AWS Error" in str(error))
 
 
 class _StagedWriter:
-    """One output file of a slice, written under a hidden name of this attempt and moved at the end.
+    """One output file of a slice: written in the attempts directory, moved into place at the end.
 
-    Tables are gathered until about ``ROW_GROUP_ROWS`` rows, so that a file's row groups are large,
-    as a reader scanning a column wants them.
+    Each attempt writes a file of its own name; the move gives it the slice's name, so a retried or
+    speculative attempt replaces the file whole (the same rows), and an attempt that dies leaves its
+    file where nothing is published. Tables are gathered until about ``ROW_GROUP_ROWS`` rows, so
+    that a file's row groups are large, as a reader scanning a column wants them.
     """
 
-    def __init__(self, directory: str, index: int, schema: pa.Schema, codec: str) -> None:
+    def __init__(self, directory: str, attempts: str, index: int, schema: pa.Schema, codec: str) -> None:
         self.fs, self.directory = filesystem(directory)
+        _, self.attempts = filesystem(attempts)
         name = f"part-{index:05d}.{codec}.parquet" if codec != "none" else f"part-{index:05d}.parquet"
         self.final = f"{self.directory}/{name}"
-        self.temporary = f"{self.directory}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+        kind = self.directory.rstrip("/").rsplit("/", 2)[-2]  # data or rejects: the two share a name
+        self.temporary = f"{self.attempts}/{kind}-{name}.{uuid.uuid4().hex[:12]}"
         self.schema, self.codec = schema, codec
         self.pending: list[pa.Table] = []
         self.pending_rows = self.rows = 0
         self.writer: pq.ParquetWriter | None = None
 
     def add(self, table: pa.Table) -> None:
-        """Add rows; the attempt's hidden file is created with the first."""
+        """Add rows; the attempt's file is created with the first."""
         if self.writer is None:
             if self.fs.type_name == "local":  # an object store has no directories to make
+                self.fs.create_dir(self.attempts, recursive=True)
                 self.fs.create_dir(self.directory, recursive=True)
             self.writer = pq.ParquetWriter(
                 self.temporary, self.schema, filesystem=self.fs, compression=self.codec
@@ -406,26 +445,10 @@ class _StagedWriter:
         return self.rows
 
     def abandon(self) -> None:
-        """Drop what this attempt wrote."""
+        """Close and delete what this attempt wrote."""
         if self.writer is not None:
             self.writer.close()
             self.fs.delete_file(self.temporary)
-
-
-def remove_leftovers(directory: str) -> list[str]:
-    """Delete the hidden files of task attempts that died mid-write; their names.
-
-    Called once the pass succeeded, before the files are checked and published.
-    """
-    fs, path = filesystem(directory)
-    selector = pafs.FileSelector(path, allow_not_found=True)
-    gone = []
-    for info in fs.get_file_info(selector):
-        name = os.path.basename(info.path)
-        if info.type == pafs.FileType.File and name.startswith(".part-") and name.endswith(".tmp"):
-            fs.delete_file(info.path)
-            gone.append(name)
-    return gone
 
 
 def arrow_schema(schema: StructType) -> pa.Schema:
@@ -440,8 +463,20 @@ def codec(spark_codec: str) -> str:
     return _CODECS.get(spark_codec.lower(), "snappy")
 
 
-def run_pass(sc: SparkContext, arrow_pass: ArrowPass, slices: Sequence[Slice]) -> list[SliceResult]:
-    """Run the pass: one Spark task per slice. Returns every slice's result, in slice order."""
+def run_pass(sc: SparkContext, arrow_pass: ArrowPass, slices: Sequence[Slice]) -> None:
+    """Run the pass, one Spark task per slice, and check that each wrote every row it read.
+
+    Raises:
+        OutputError: A slice's files do not hold its rows (never expected: the rows written are
+            counted again on the files, for conservation).
+    """
     rdd = sc.parallelize(list(slices), max(len(slices), 1))
-    results = rdd.mapPartitions(arrow_pass.run).collect()
-    return sorted(results, key=lambda r: r.index)
+    results = {r.index: r for r in rdd.mapPartitions(arrow_pass.run).collect()}
+    for piece in slices:
+        result = results.get(piece.index)
+        written = None if result is None else result.scored + result.rejected
+        if written != piece.rows:
+            raise OutputError(
+                f"Arrow pass slice {piece.index} ({piece.parts[0][0]}, ...): {piece.rows} rows read, "
+                f"{written} written"
+            )

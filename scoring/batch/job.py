@@ -27,11 +27,10 @@ from scoring.batch.arrow_pass import (
     ArrowPass,
     Outputs,
     Plan,
-    SliceResult,
     arrow_schema,
     codec,
     plan,
-    remove_leftovers,
+    read_columns,
     run_pass,
     unsuitable,
 )
@@ -69,7 +68,7 @@ from scoring.dataset.publish import (
 from scoring.dataset.report import write_report_or_warn
 from scoring.dataset.storage import exists, write_json
 from scoring.errors import InputError, ModelError, OutputError
-from scoring.lineup import CHAMPION
+from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
@@ -161,8 +160,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                             spark, config, features, members, models, carried, location,
                             (scored.schema, rejects.schema),
                         )  # fmt: skip
-                        results = run_pass(spark.sparkContext, direct, input_plan.slices)
-                        finish_arrow_pass(results, len(input_plan.slices), location)
+                        run_pass(spark.sparkContext, direct, input_plan.slices)
                 files = staged_files(location.staged)
                 # Every row Spark's pass did not write was rejected: only then is the input read
                 # again, for the rejects. The Arrow pass wrote its rejects as it went.
@@ -361,18 +359,31 @@ def score_frame(
     ids = [F.col(c).alias(k) for c, k in zip(config.id_columns, keys, strict=False)]
     struct = F.struct(*typed_features(features), *ids)
     scores = score_column(struct, members, lineup, keys).alias("_scores")
-    by_name = {m.name: m.model for m in models}
-    name, version = F.lit(by_name[CHAMPION].name), F.lit(by_name[CHAMPION].version)
+    columns = model_columns(config.lineup, models)
     if lineup.ab:
         # The variant's model, looked up in a literal map: variant -> name, variant -> version.
-        variants = [v for v, _ in lineup.ab]
-        name = F.create_map(*(F.lit(x) for v in variants for x in (v, by_name[v].name)))[F.col("variant")]
-        version = F.create_map(*(F.lit(x) for v in variants for x in (v, by_name[v].version)))[
-            F.col("variant")
-        ]
+        name, version = (
+            F.create_map(*(F.lit(x) for pair in columns[c].items() for x in pair))[F.col("variant")]
+            for c in MODEL_COLUMNS
+        )
+    else:
+        name, version = (F.lit(columns[c][None]) for c in MODEL_COLUMNS)
     return valid.select(*carried, scores).select(
         *carried, "_scores.*", name.alias("model_name"), version.alias("model_version")
     )
+
+
+def model_columns(lineup: Lineup, models: list[RunModel]) -> dict[str, dict[str | None, str]]:
+    """``model_name`` and ``model_version`` of the model that scores a row, by the row's A/B variant.
+
+    Without a split, the champion's, under the key None.
+    """
+    by_name = {m.name: m.model for m in models}
+    variants = [v for v, _ in lineup.ab] if lineup.ab else [None]
+    return {
+        "model_name": {v: by_name[v or CHAMPION].name for v in variants},
+        "model_version": {v: by_name[v or CHAMPION].version for v in variants},
+    }
 
 
 def arrow_plan(
@@ -402,7 +413,7 @@ def arrow_plan(
     as_bytes = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes
     input_plan = plan(
         inputs.sizes,
-        list(dict.fromkeys([*carried, *(f.name for f in features)])),
+        read_columns(carried, features),
         spark.sparkContext.defaultParallelism,
         as_bytes(conf.get("spark.sql.files.maxPartitionBytes")),
         as_bytes(conf.get("spark.sql.files.openCostInBytes")),
@@ -441,20 +452,15 @@ def arrow_pass(
             its plans, which run nothing): the Arrow pass writes the same.
     """
     lineup = config.lineup
-    by_name = {m.name: m.model for m in models}
-    variants = [v for v, _ in lineup.ab] if lineup.ab else [None]
-    model_columns = {
-        "model_name": {v: by_name[v or CHAMPION].name for v in variants},
-        "model_version": {v: by_name[v or CHAMPION].version for v in variants},
-    }
     keys = tuple(f"_key{i}" for i in range(len(config.id_columns))) if lineup.ab else ()
     outputs = Outputs(
         scores=location.staged,
         rejects=location.staged_rejects,
+        attempts=location.attempts,
         scores_schema=arrow_schema(schemas[0]),
         rejects_schema=arrow_schema(schemas[1]),
         codec=codec(spark.conf.get("spark.sql.parquet.compression.codec")),
-        model_columns=model_columns,
+        model_columns=model_columns(lineup, models),
     )
     return ArrowPass(
         scorer=BatchScorer(tuple(members), lineup, keys),
@@ -466,25 +472,11 @@ def arrow_pass(
     )
 
 
-def finish_arrow_pass(results: list[SliceResult], slices: int, location: OutputLocation) -> None:
-    """After the Arrow pass: every slice reported, the files of attempts that died deleted.
-
-    Raises:
-        OutputError: A slice did not report (never expected: Spark runs every task to its end).
-    """
-    if len(results) != slices:
-        raise OutputError(f"output {location.run_staging}: {len(results)} of {slices} slices reported")
-    for directory in (location.staged, location.staged_rejects):
-        gone = remove_leftovers(directory)
-        if gone:
-            log.info("removed %d files of failed task attempts from %s", len(gone), directory)
-
-
 def rejects_frame(checked: DataFrame, carried: list[str], features: tuple[Feature, ...]) -> DataFrame:
     """The rejected rows: carried columns, the features as they were in the input, and the reason."""
     from pyspark.sql import functions as F
 
-    columns = list(dict.fromkeys([*carried, *(f.name for f in features)]))
+    columns = read_columns(carried, features)
     return checked.where(F.col(REJECT_REASON).isNotNull()).select(*columns, REJECT_REASON)
 
 

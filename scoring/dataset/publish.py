@@ -97,6 +97,11 @@ class OutputLocation:
         return f"{self.run_staging}/rejects/{self.partition}"
 
     @property
+    def attempts(self) -> str:
+        """Where task attempts that write files themselves put them before moving them into place."""
+        return f"{self.run_staging}/_attempts"
+
+    @property
     def journal(self) -> str:
         """The swap's progress."""
         return f"{self.run_staging}/_journal.json"

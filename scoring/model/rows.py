@@ -99,7 +99,7 @@ def typed_columns(
     rows: int,
     nulls: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[RowProblem]]:
-    """Like ``typed_records``, for values given column by column (tensors, ``dataframe_split``).
+    """Like ``typed_records``, for values given column by column (tensors, an Arrow batch's columns).
 
     A feature missing from ``columns`` is null in every row.
 
@@ -109,6 +109,10 @@ def typed_columns(
         rows: Rows in all.
         nulls: For a feature whose values are a numpy array with placeholders where the value is
             null (an Arrow column's nulls filled), the mask of those rows.
+
+    Returns:
+        One array per feature, in model order (a failed row's value is a placeholder), and one
+        problem per failed row, in row order.
     """
     # Per row, the index in `reasons` of the first check it failed (-1: none yet); earlier features
     # and earlier checks win, as in the batch job's coalesce.

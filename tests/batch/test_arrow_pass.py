@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import boto3
@@ -13,7 +14,7 @@ import pytest
 from conftest import DATE
 
 from scoring import demo
-from scoring.batch.arrow_pass import _StagedWriter, plan, remove_leftovers, split_size, unsuitable
+from scoring.batch.arrow_pass import _StagedWriter, plan, split_size, unsuitable
 from scoring.cli import main
 from scoring.dataset.storage import filesystem
 from scoring.model.signature import Feature
@@ -43,7 +44,8 @@ def spoiled_table() -> pa.Table:
     columns["income"][31] = None  # the id is checked before every feature
     types = {**{f.name: f.type for f in table.schema}, "age": pa.int64(), "utilization": pa.float64()}
     arrays = [pa.array(v, types[n]) for n, v in columns.items()]  # NaN stays NaN: not from pandas
-    return pa.Table.from_arrays(arrays, names=list(columns))
+    snapshot = pa.array([DATE - dt.timedelta(days=i % 7) for i in range(ROWS)], pa.date32())
+    return pa.Table.from_arrays([*arrays, snapshot], names=[*columns, "snapshot"])
 
 
 def write_input(tmp_path, table: pa.Table, row_group_size: int = 64) -> str:
@@ -82,6 +84,16 @@ LINEUPS = {
         "s1",
     ],
     "the pyfunc backend": ["--backend", "pyfunc"],
+    "an A/B split keyed by an integer and a date id": [
+        "--challenger",
+        f"sk={SKLEARN}",
+        "--ab",
+        "champion=0.5,sk=0.5",
+        "--ab-salt",
+        "s2",
+        "--id-column",
+        "customer_id,snapshot",
+    ],
 }
 
 
@@ -132,7 +144,7 @@ def test_auto_uses_the_arrow_pass_on_a_numeric_input(spark, registry, tmp_path):
     scored, rejects, manifest = read(tmp_path / "out")
     assert manifest["resources"]["engine"] == "arrow"
     assert scored.num_rows + rejects.num_rows == ROWS
-    assert len(manifest["output"]["files"]) == 2  # one per slice: each file is a slice of 150 rows
+    assert len(manifest["output"]["files"]) >= 2  # a file per slice: the input is split for both cores
 
 
 def _text_income(table: pa.Table) -> pa.Table:
@@ -170,20 +182,27 @@ def test_where_the_arrow_pass_could_differ_auto_takes_spark_and_arrow_refuses(
     assert manifest["resources"]["engine"] == "spark"
 
 
-def test_plan_cuts_whole_row_groups_into_splits_of_sparks_size(tmp_path):
+def test_plan_cuts_big_files_and_packs_small_ones_as_spark_splits_them(tmp_path):
     table = pa.table({"id": np.arange(10_000, dtype=np.int64), "x": np.random.default_rng(0).random(10_000)})
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=1_000)
-    pq.write_table(table.slice(0, 500), tmp_path / "b.parquet", row_group_size=1_000)
-    files = [(f"file:{tmp_path}/a.parquet", 10_000), (f"file:{tmp_path}/b.parquet", 500)]
+    for name in ("b", "c", "d"):
+        pq.write_table(table.slice(0, 300), tmp_path / f"{name}.parquet")
+    files = [(f"file:{tmp_path}/a.parquet", 10_000)] + [(f"file:{tmp_path}/{n}.parquet", 300) for n in "bcd"]
     footer = pq.ParquetFile(tmp_path / "a.parquet").metadata
     groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
     largest = max(g.column(0).total_compressed_size + g.column(1).total_compressed_size for g in groups)
+    a, b, c, d = (name for name, _ in files)
 
-    slices = plan(files, ["id", "x"], parallelism=2, max_partition_bytes=3 * largest, open_cost=1).slices
+    slices = plan(files, ["id", "x"], parallelism=2, max_partition_bytes=3 * largest, open_cost=0).slices
 
-    assert [s.row_groups for s in slices] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,), (0,)]
-    assert [s.index for s in slices] == [0, 1, 2, 3, 4]
-    assert sum(s.rows for s in slices) == 10_500
+    assert [s.parts for s in slices] == [
+        ((a, (0, 1, 2)),),
+        ((a, (3, 4, 5)),),
+        ((a, (6, 7, 8)),),
+        ((a, (9,)), (b, (0,)), (c, (0,)), (d, (0,))),  # three small files share the last slice
+    ]
+    assert [s.index for s in slices] == [0, 1, 2, 3]
+    assert [s.rows for s in slices] == [3_000, 3_000, 3_000, 1_900]
     # few bytes spread over the cores: Spark's split is the total over the parallelism
     assert split_size(100, parallelism=4, max_partition_bytes=1_000, open_cost=1) == 25
     assert split_size(10**9, parallelism=2, max_partition_bytes=1_000, open_cost=1) == 1_000
@@ -208,14 +227,22 @@ def test_unsuitable_names_what_the_arrow_pass_cannot_read(tmp_path):
     assert unsuitable(both, [x], ["id"], False).startswith("input files differ in column types")
 
 
-def test_files_of_dead_attempts_are_removed_and_nothing_else(tmp_path):
-    (tmp_path / "part-00000.snappy.parquet").write_bytes(b"kept")
-    (tmp_path / ".part-00001.snappy.parquet.0123456789ab.tmp").write_bytes(b"half-written")
-    (tmp_path / "_SUCCESS").write_bytes(b"")
+def test_an_attempt_writes_outside_the_staged_files_until_it_moves_its_file_in(tmp_path):
+    table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "probability": [0.1, 0.5, 0.9]})
+    staged, attempts = tmp_path / "run" / "data" / f"date={DATE}", tmp_path / "run" / "_attempts"
 
-    assert remove_leftovers(str(tmp_path)) == [".part-00001.snappy.parquet.0123456789ab.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_SUCCESS", "part-00000.snappy.parquet"]
-    assert remove_leftovers(str(tmp_path / "missing")) == []
+    dying = _StagedWriter(str(staged), str(attempts), 0, table.schema, "snappy")
+    dying.add(table)  # a worker killed here leaves this file, never a staged one
+    assert not staged.exists() or not list(staged.iterdir())
+    assert len(list(attempts.iterdir())) == 1
+    retry = _StagedWriter(str(staged), str(attempts), 0, table.schema, "snappy")
+    retry.add(table)
+    assert retry.commit() == 3
+
+    assert [p.name for p in staged.iterdir()] == ["part-00000.snappy.parquet"]
+    assert pq.read_table(staged / "part-00000.snappy.parquet").equals(table)
+    dying.abandon()
+    assert [p.name for p in attempts.iterdir()] == []
 
 
 @pytest.mark.parametrize("engine", ["arrow", "spark"])
@@ -262,17 +289,18 @@ def test_a_slices_file_appears_whole_on_s3_or_not_at_all(aws):
     keys = lambda: sorted(o["Key"] for o in s3.list_objects_v2(Bucket="arrow-pass").get("Contents", []))  # noqa: E731
     table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "probability": [0.1, 0.5, 0.9]})
 
-    kept = _StagedWriter("s3://arrow-pass/staged", 3, table.schema, "snappy")
+    staged, attempts = "s3://arrow-pass/run/data/p", "s3://arrow-pass/run/_attempts"
+    kept = _StagedWriter(staged, attempts, 3, table.schema, "snappy")
     kept.add(table)
     kept.add(table)
     assert kept.commit() == 6
-    dropped = _StagedWriter("s3://arrow-pass/staged", 4, table.schema, "snappy")
+    dropped = _StagedWriter(staged, attempts, 4, table.schema, "snappy")
     dropped.add(table)
     dropped.abandon()
 
-    # pyarrow keeps an empty "staged/" marker when it deletes a directory's last object: not a file
-    assert [k for k in keys() if not k.endswith("/")] == ["staged/part-00003.snappy.parquet"]
-    fs, path = filesystem("s3://arrow-pass/staged/part-00003.snappy.parquet")
+    # pyarrow keeps an empty "_attempts/" marker when it deletes a directory's last object: not a file
+    assert [k for k in keys() if not k.endswith("/")] == ["run/data/p/part-00003.snappy.parquet"]
+    fs, path = filesystem("s3://arrow-pass/run/data/p/part-00003.snappy.parquet")
     written = pq.ParquetFile(path, filesystem=fs)
     assert written.metadata.num_rows == 6 and written.metadata.num_row_groups == 1
     assert written.schema_arrow == table.schema

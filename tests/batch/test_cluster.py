@@ -118,7 +118,7 @@ def test_worker_lost_mid_job_every_row_scored_once(cluster, registry, tmp_path, 
         # Spark's committer's directory, or a file of an Arrow pass task's attempt
         lambda: (
             list(output.glob("_staging/*/data/*/_temporary"))
-            or list(output.glob("_staging/*/data/*/.part-*.tmp"))
+            or list(output.glob("_staging/*/_attempts/*"))
             or job.poll() is not None
         ),
         240,

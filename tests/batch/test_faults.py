@@ -128,8 +128,7 @@ def test_job_killed_mid_write_leaves_the_old_partition(registry, big_input, publ
     deadline = time.monotonic() + 240
     # the write has started: Spark's committer's directory, or a file of an Arrow pass task's attempt
     while not (
-        list(output.glob("_staging/*/data/*/_temporary"))
-        or list(output.glob("_staging/*/data/*/.part-*.tmp"))
+        list(output.glob("_staging/*/data/*/_temporary")) or list(output.glob("_staging/*/_attempts/*"))
     ):
         assert job.poll() is None and time.monotonic() < deadline, "the write never started"
         time.sleep(0.05)
