@@ -78,7 +78,7 @@ def models(registry, frame) -> dict:
     """Models trained here, registered in the test session's SQLite registry."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -89,7 +89,10 @@ def models(registry, frame) -> dict:
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=300, random_state=0)
         mlp.fit(floats, frame["default"])
+        mlp_regressor = MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=500, random_state=0)
+        mlp_regressor.fit(floats, frame["amount"] / 1_000)
     return {
+        "mlp_regressor": (mlp_regressor, _log(mlp_regressor, floats, "convert-mlp-regressor")),
         "logistic": (logistic, _log(logistic, floats, "convert-logistic", input_example=True)),
         "ridge": (ridge, _log(ridge, doubles, "convert-ridge")),
         "mlp": (mlp, _log(mlp, floats, "convert-mlp")),
@@ -195,6 +198,37 @@ def test_regressor_with_double_features_converts_in_double(models, frame, input_
     features = tuple(Feature(name, "double") for name in DOUBLES)
     scores = convert.onnx_predictor(tmp_path / "ridge.onnx", features).predict(frame[DOUBLES])
     np.testing.assert_allclose(scores.prediction, model.predict(frame[DOUBLES]), rtol=1e-12)
+
+
+def test_registered_regressor_quantizes_registers_with_its_signature_and_is_refused_above_tolerance(
+    models, input_path, capsys, report
+):
+    import mlflow
+
+    _, uri = models["mlp_regressor"]
+    flags = ["--model-uri", uri, "--input", str(input_path)]
+    assert _convert(*flags, "--tolerance", "0", "--register", "refused-regressor") == 1
+    refused = capsys.readouterr()
+    assert "above --tolerance 0: nothing registered or written" in refused.err.strip().splitlines()[-1]
+    assert _versions("refused-regressor") == []
+
+    code = _convert(*flags, "--quantize", "--tolerance", "0.5", "--register", "convert-mlp-regressor-onnx")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    export = float(re.search(r"parity of the export: max \|diff\| of prediction (\S+)", out).group(1))
+    quantized = float(
+        re.search(r"parity of the quantized export: max \|diff\| of prediction (\S+)", out).group(1)
+    )
+    assert 0 < export < 1e-4 and export < quantized < 0.5  # float32, then int8 weights
+    speed = re.search(r"quantized vs export: speed [\d,]+ vs [\d,]+ rows/s \(\S+x\).*", out)
+    assert speed, out
+    report(f"convert: MLPRegressor quantized: {speed.group(0)}")
+
+    registered = _registered(out)
+    assert mlflow.models.get_model_info(registered).signature == mlflow.models.get_model_info(uri).signature
+    tags = _version_tags(registered)
+    assert tags["converted_from"] == uri and tags["quantized"] == "true"
+    assert float(tags["max_abs_diff"]) == pytest.approx(quantized, rel=1e-2)
 
 
 def test_a_text_feature_gets_one_input_per_column(registry, frame, input_path, tmp_path):
