@@ -4,6 +4,7 @@ May import pyspark (lazily, inside the functions that build plans), ``scoring.mo
 ``scoring.dataset``; never Airflow nor boto3 (checked by ``lint-imports``, see ``.importlinter``).
 
 Modules: ``session``, ``inputs`` (read the partition, count its rows), ``quarantine`` (per-row checks
-and rejects), ``udf`` (the pandas UDF) and ``model_cache`` (its per-worker cache), ``job`` (one date),
-``backfill`` (a range of dates).
+and rejects), ``udf`` (the pandas UDF) and ``model_cache`` (its per-worker cache), ``arrow_pass``
+(the scoring pass whose tasks read, check, score and write the parquet themselves), ``job`` (one
+date), ``backfill`` (a range of dates).
 """

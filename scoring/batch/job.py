@@ -5,10 +5,12 @@
 Passes over the input, in the common case of a clean input: its rows are counted from the parquet
 footers (no pass), the id column read on the driver (or, for ids that are not one integer column, one
 shuffle of the id columns alone) tells that no id repeats, and the scoring pass
-checks, scores and writes every row in one go. Only what the written files show costs more: when fewer
-rows were scored than the footers hold, one more scan writes the rejects (their counts per reason are
-read back from the written rejects); when an id repeats, the valid rows are counted per id and all but
-one marked. Conservation (footers = scored + rejected, on the written files) closes every run.
+checks, scores and writes every row in one go: the Arrow pass (``scoring.batch.arrow_pass``: Python
+tasks read the files themselves and write scores and rejects) wherever it applies, else Spark's scan and
+UDF. In Spark's pass only what the written files show costs more: when fewer rows were scored than the
+footers hold, one more scan writes the rejects (their counts per reason are read back from the written
+rejects); when an id repeats, the valid rows are counted per id and all but one marked. Conservation
+(footers = scored + rejected, on the written files) closes every run.
 """
 
 from __future__ import annotations
