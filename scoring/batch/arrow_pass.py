@@ -83,13 +83,16 @@ class Plan:
 
     Attributes:
         slices: One per task, in file order.
-        schema: The read columns' types (the first file's; ``unsuitable`` requires all to agree).
-        schemas: Each file's types of the read columns, for ``unsuitable``.
+        schemas: Each file's types of the read columns, in file order, for ``unsuitable``.
     """
 
     slices: tuple[Slice, ...]
-    schema: pa.Schema
     schemas: Mapping[str, pa.Schema]
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The read columns' types: the first file's (``unsuitable`` requires all to agree)."""
+        return next(iter(self.schemas.values()), pa.schema([]))
 
 
 def read_columns(carried: Sequence[str], features: Sequence[Feature]) -> list[str]:
@@ -149,8 +152,7 @@ def plan(
         rows, size = rows + group_rows, size + cost
     if parts:
         slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
-    first = schemas[files[0][0]] if files else pa.schema([])
-    return Plan(tuple(slices), first, schemas)
+    return Plan(tuple(slices), schemas)
 
 
 def split_size(total_bytes: int, parallelism: int, max_partition_bytes: int, open_cost: int) -> int:
@@ -369,15 +371,9 @@ def _batches(piece: Slice, columns: Sequence[str], batch_size: int) -> Iterator[
     """
     for file, row_groups in piece.parts:
         try:
-            batches = parquet_file(file).iter_batches(
+            yield from parquet_file(file).iter_batches(
                 batch_size=batch_size, row_groups=list(row_groups), columns=list(columns), use_threads=False
             )
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                yield batch
         except (OSError, pa.ArrowException) as e:
             if _is_io_error(e):
                 raise
