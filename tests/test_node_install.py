@@ -3,8 +3,10 @@
 EMR 7.9 brings its own Spark (3.5); the bootstrap installs ``emr/requirements-node.txt`` and the wheel
 with ``--no-deps``. This builds that venv with pip's pyspark of the same Spark line standing in for
 EMR's, then runs ``spark-submit jobs/score.py`` from it on staged copies of two registered models (an
-sklearn pipeline logged the ordinary way and the ONNX model), with no registry, as a node would.
-It is the slow test of the suite (a venv build), so it is one test.
+sklearn pipeline logged the ordinary way and the ONNX model), with no registry, as a node would:
+each model through both passes (Spark's, which a repeated id calls for, and the Arrow pass, forced
+with ``--engine arrow`` on the input without it), so both run on EMR's Spark line. It is the slow test
+of the suite (a venv build), so it is one test.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def _ordinary_sklearn_model(frame: pd.DataFrame) -> tuple[object, str]:
     return model, f"models:/node-sklearn/{info.registered_model_version}"
 
 
-def _spark_submit(venv: Path, model_dir: str, input_path: Path, output: Path) -> subprocess.CompletedProcess:
+def _spark_submit(
+    venv: Path, model_dir: str, input_path: Path, output: Path, *flags: str
+) -> subprocess.CompletedProcess:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -84,7 +88,8 @@ def _spark_submit(venv: Path, model_dir: str, input_path: Path, output: Path) ->
     )
     command = [str(venv / "bin" / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
                str(ROOT / "jobs" / "score.py"), "--model-uri", model_dir, "--input", str(input_path),
-               "--output", str(output), "--date", DATE.isoformat(), "--id-column", "customer_id"]  # fmt: skip
+               "--output", str(output), "--date", DATE.isoformat(), "--id-column", "customer_id",
+               *flags]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -92,11 +97,18 @@ def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, re
     import onnxruntime as ort
 
     frame = demo.make_customers(ROWS, DATE, seed=5)
-    # Two more rows: a copy of row 0 without its income (rejected: null feature), and an exact copy of
-    # row 2 (one of the two rejected: repeated id; either scores the same).
-    bad = frame.iloc[[0, 2]].copy()
-    bad.loc[bad.index[0], "income"] = np.nan
-    demo.write_partitioned(pd.concat([frame, bad], ignore_index=True), tmp_path / "input", DATE)
+    # A copy of row 0 without its income (rejected: null feature) in both inputs; in the first, an
+    # exact copy of row 2 too (one of the two rejected: repeated id; either scores the same), which
+    # sends a run to Spark's pass.
+    null_income = frame.iloc[[0]].copy()
+    null_income["income"] = np.nan
+    repeated = frame.iloc[[2]]
+    for name, extra in (("dup", [null_income, repeated]), ("nodup", [null_income])):
+        demo.write_partitioned(pd.concat([frame, *extra], ignore_index=True), tmp_path / name, DATE)
+    runs = {
+        "spark": ("dup", (), {"null_feature:income": 1, "duplicate_id:customer_id": 1}),
+        "arrow": ("nodup", ("--engine", "arrow"), {"null_feature:income": 1}),
+    }
 
     sklearn_model, sklearn_uri = _ordinary_sklearn_model(frame)
     onnx_uri = f"models:/{demo.MODEL_NAME}/{registry['onnx']}"
@@ -110,19 +122,26 @@ def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, re
 
     for name, uri in (("sklearn", sklearn_uri), ("onnx", onnx_uri)):
         staged = stage_model(uri, str(tmp_path / f"{name}-staged"))
-        result = _spark_submit(node_venv, staged, tmp_path / "input", tmp_path / name)
-        assert result.returncode == 0, result.stderr[-4000:]
+        for engine, (input_name, flags, reasons) in runs.items():
+            output = tmp_path / f"{name}-{engine}"
+            result = _spark_submit(node_venv, staged, tmp_path / input_name, output, *flags)
+            assert result.returncode == 0, result.stderr[-4000:]
 
-        partition = tmp_path / name / f"date={DATE}"
-        manifest = json.loads((partition / "_manifest.json").read_text())
-        assert manifest["spark_version"].startswith("3.5.")
-        assert manifest["model"]["pinned_uri"] == uri
-        assert manifest["counts"] == {"input": ROWS + 2, "scored": ROWS, "rejected": 2}
-        assert set(manifest["rejects"]["by_reason"]) == {"null_feature:income", "duplicate_id:customer_id"}
-        out = pd.read_parquet(partition).sort_values("customer_id")
-        assert out["customer_id"].tolist() == expected_rows["customer_id"].tolist()
-        np.testing.assert_allclose(out["probability"], expected[name], atol=1e-6)
-        report(f"node venv | {NODE_PYSPARK} scored {name} model {uri}: {ROWS} rows + 2 rejects, as the model")
+            partition = output / f"date={DATE}"
+            manifest = json.loads((partition / "_manifest.json").read_text())
+            assert manifest["spark_version"].startswith("3.5.")
+            assert manifest["resources"]["engine"] == engine
+            assert manifest["model"]["pinned_uri"] == uri
+            rejected = sum(reasons.values())
+            assert manifest["counts"] == {"input": ROWS + rejected, "scored": ROWS, "rejected": rejected}
+            assert manifest["rejects"]["by_reason"] == reasons
+            out = pd.read_parquet(partition).sort_values("customer_id")
+            assert out["customer_id"].tolist() == expected_rows["customer_id"].tolist()
+            np.testing.assert_allclose(out["probability"], expected[name], atol=1e-6)
+            report(
+                f"node venv | {NODE_PYSPARK}, {engine} pass, scored {name} model {uri}: "
+                f"{ROWS} rows + {rejected} rejects, as the model"
+            )
 
 
 def resolve_onnx_session(uri: str, download_dir: Path, ort):

@@ -14,7 +14,7 @@ import pytest
 from conftest import DATE
 
 from scoring import demo
-from scoring.batch.arrow_pass import _StagedWriter, plan, split_size, unsuitable
+from scoring.batch.arrow_pass import UnreadableSlice, _batches, _StagedWriter, plan, split_size, unsuitable
 from scoring.cli import main
 from scoring.dataset.storage import filesystem
 from scoring.model.signature import Feature
@@ -304,3 +304,41 @@ def test_a_slices_file_appears_whole_on_s3_or_not_at_all(aws):
     written = pq.ParquetFile(path, filesystem=fs)
     assert written.metadata.num_rows == 6 and written.metadata.num_row_groups == 1
     assert written.schema_arrow == table.schema
+
+
+def test_a_task_reads_its_row_groups_from_s3_and_blames_only_a_corrupt_file(aws, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="arrow-in")
+    table = pa.table({"id": np.arange(1_000, dtype=np.int64), "x": np.random.default_rng(1).random(1_000)})
+    pq.write_table(table, tmp_path / "good.parquet", row_group_size=100)
+    pq.write_table(table, tmp_path / "bad.parquet", row_group_size=1_000)
+    # x's pages overwritten, its footer kept: planned as any file, unreadable when a task reads it
+    chunk = pq.ParquetFile(tmp_path / "bad.parquet").metadata.row_group(0).column(1)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray((tmp_path / "bad.parquet").read_bytes())
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    prefix = f"in/date={DATE}"
+    s3.put_object(
+        Bucket="arrow-in", Key=f"{prefix}/part-0.parquet", Body=(tmp_path / "good.parquet").read_bytes()
+    )
+    s3.put_object(Bucket="arrow-in", Key=f"{prefix}/part-1.parquet", Body=bytes(data))
+    # as Spark names them on EMR: s3a:// (Hadoop's connector) or s3:// (EMRFS)
+    good, bad = f"s3a://arrow-in/{prefix}/part-0.parquet", f"s3://arrow-in/{prefix}/part-1.parquet"
+
+    # a split of one byte: a slice per row group, each read on its own
+    input_plan = plan([(good, 1_000), (bad, 1_000)], ["id", "x"], 2, max_partition_bytes=1, open_cost=0)
+    slices: dict[str, list] = {}
+    for piece in input_plan.slices:
+        slices.setdefault(piece.parts[0][0], []).append(piece)
+
+    assert input_plan.schema == table.schema
+    assert [piece.parts for piece in slices[good]] == [((good, (g,)),) for g in range(10)]
+    read = [batch for piece in slices[good] for batch in _batches(piece, ["id", "x"], 64)]
+    assert pa.Table.from_batches(read).equals(table)
+    with pytest.raises(UnreadableSlice, match=f"^{bad} is not a Parquet file, or not a whole one"):
+        list(_batches(slices[bad][0], ["id", "x"], 64))
+    # the object gone after planning is the storage's answer, not the file's fault: raised as it is
+    s3.delete_object(Bucket="arrow-in", Key=f"{prefix}/part-0.parquet")
+    with pytest.raises(OSError) as gone:
+        list(_batches(slices[good][0], ["id", "x"], 64))
+    assert not isinstance(gone.value, UnreadableSlice)
