@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
 from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.storage import normalize_uri, read_json, write_text
-from scoring.dataset.validate import Report, read_partition, validate_partition
+from scoring.dataset.validate import Report, partition_batches, validate_partition
 from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION
 from scoring.model.combine import challenger_prefix
@@ -127,30 +127,42 @@ def challenger_scores(partition: str, manifest: dict) -> dict[str, tuple[np.ndar
     The scores are those the agreement figures compare: the positive class's probability, or a
     regressor's prediction (multiclass challengers have no scatter). Under an A/B split only the
     champion's own rows count, as in the agreement figures.
+
+    The partition is read a batch at a time: each row draws a random key and the ``SCATTER_POINTS``
+    rows of the smallest keys are kept, a uniform sample for which memory holds one batch and the
+    sample, whatever the partition's size.
     """
-    table = read_partition(partition, manifest)
-    if manifest.get("ab"):
-        table = table.filter(pc.equal(table.column("variant"), CHAMPION))
-    champion = _numeric(table, "")
-    if champion is None or table.num_rows == 0:
-        return {}
+    prefixes = {c["name"]: challenger_prefix(c["name"]) for c in manifest["challengers"]}
+    models = ("", *prefixes.values())  # the champion's columns have no prefix
+    wanted = {f"{prefix}{column}" for prefix in models for column in ("prediction", "probability")}
     rng = np.random.default_rng(0)
-    rows = rng.choice(table.num_rows, size=min(table.num_rows, SCATTER_POINTS), replace=False)
-    pairs = {}
-    for challenger in manifest["challengers"]:
-        values = _numeric(table, challenger_prefix(challenger["name"]))
-        if values is not None:
-            pairs[challenger["name"]] = (champion[rows], values[rows])
-    return pairs
+    keys = np.empty(0)
+    kept: dict[str, np.ndarray] = {}
+    for batch in partition_batches(partition, {*wanted, "variant"}):
+        if manifest.get("ab"):
+            batch = batch.filter(pc.equal(batch.column("variant"), CHAMPION))
+        scores = {prefix: values for prefix in models if (values := _numeric(batch, prefix)) is not None}
+        if "" not in scores:
+            return {}  # the champion's labels are classes: nothing to plot against
+        keys = np.concatenate([keys, rng.random(batch.num_rows)])
+        kept = {prefix: np.concatenate([kept.get(prefix, []), values]) for prefix, values in scores.items()}
+        if len(keys) > SCATTER_POINTS:
+            smallest = np.argpartition(keys, SCATTER_POINTS)[:SCATTER_POINTS]
+            keys, kept = keys[smallest], {prefix: values[smallest] for prefix, values in kept.items()}
+    if not len(keys):
+        return {}
+    order = np.argsort(keys)
+    champion = kept[""][order]
+    return {name: (champion, kept[prefix][order]) for name, prefix in prefixes.items() if prefix in kept}
 
 
-def _numeric(table: pa.Table, prefix: str) -> np.ndarray | None:
+def _numeric(batch: pa.RecordBatch, prefix: str) -> np.ndarray | None:
     """A model's comparable score column: its binary probability, else its numeric prediction."""
     for name in (f"{prefix}probability", f"{prefix}prediction"):
-        if name in table.column_names:
-            column = table.column(name)
+        if name in batch.column_names:
+            column = batch.column(name)
             if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-                return column.to_numpy().astype(float)
+                return column.to_numpy(zero_copy_only=False).astype(float)
     return None
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -321,8 +322,8 @@ class Tally:
         return np.concatenate(self.score_batches)
 
 
-# Rows read at a time: a batch of the columns the checks need is a few MB.
-TALLY_BATCH_ROWS = 65_536
+# Rows read at a time: a batch of the columns a check needs is a few MB.
+READ_BATCH_ROWS = 65_536
 
 
 def tally_partition(
@@ -347,13 +348,7 @@ def tally_partition(
     if one_integer_id and holds_int64(dataset.schema.field(id_columns[0]).type):
         rows = sum(footer.num_rows for footer in footers)
         tally.ids = RepeatCounter(rows, id_bounds(footers, id_columns[0]))
-    batches = dataset.to_batches(
-        columns=[c for c in dataset.schema.names if c in wanted],
-        batch_size=TALLY_BATCH_ROWS,
-        batch_readahead=1,
-        fragment_readahead=1,
-    )
-    for batch in batches:
+    for batch in read_batches(dataset, wanted):
         _tally_batch(tally, batch, id_columns)
     return tally
 
@@ -549,12 +544,25 @@ def partition_footers(dataset: ds.Dataset) -> list[pq.FileMetaData]:
     return footers
 
 
-def read_partition(partition_uri: str, manifest: dict) -> pa.Table:
-    """The partition's ids, scores, model versions and lineup columns, all rows at once."""
-    wanted = {*manifest["arguments"]["id_columns"], "prediction", "probability", "model_version"}
-    wanted.update(lineup_columns(manifest))
-    dataset = partition_dataset(partition_uri, staged_paths(partition_uri))
-    return dataset.to_table(columns=[c for c in dataset.schema.names if c in wanted])
+def read_batches(dataset: ds.Dataset, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
+    """The ``wanted`` columns the dataset has, ``READ_BATCH_ROWS`` rows at a time.
+
+    One file and one batch are read ahead at most: memory holds a few batches, whatever the
+    partition's size.
+    """
+    wanted = set(wanted)
+    return dataset.to_batches(
+        columns=[c for c in dataset.schema.names if c in wanted],
+        batch_size=READ_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+    )
+
+
+def partition_batches(partition_uri: str, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
+    """A partition's ``wanted`` columns a batch at a time (``read_batches``); none when it has no files."""
+    names = staged_paths(partition_uri)
+    return read_batches(partition_dataset(partition_uri, names), wanted) if names else iter(())
 
 
 def partition_scores(partition_uri: str) -> np.ndarray | None:

@@ -11,12 +11,15 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import DATE, OTHER_DATE, run_score
 
 from scoring import demo
 from scoring.cli import main
-from scoring.dataset.report import REPORT_FILE
+from scoring.dataset import validate
+from scoring.dataset.report import REPORT_FILE, SCATTER_POINTS, challenger_scores
 from scoring.dataset.validate import population_stability_index, psi_bins, validate_partition
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
@@ -105,6 +108,50 @@ def test_scoring_report_rewrites_the_report_and_refuses_an_unscored_date(output,
     assert main(["report", "--output", str(copy), "--date", "2026-12-25"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: partition ") and "no _manifest.json" in error and error.count("\n") == 1
+
+
+def scored_partition(path: Path, rows: int, files: int) -> Path:
+    """An A/B partition as the job writes it: the champion's probability is each row's number over rows,
+    challenger ``inv``'s is one minus it, challenger ``multi`` predicts classes; a row in three is the
+    challenger's variant."""
+    path.mkdir(parents=True)
+    for i, part in enumerate(np.array_split(np.arange(rows), files)):
+        p = part / rows
+        table = pa.table({
+            "id": part, "prediction": (p > 0.5).astype(np.int64), "probability": p,
+            "challenger_inv_prediction": (p < 0.5).astype(np.int64), "challenger_inv_probability": 1 - p,
+            "challenger_multi_prediction": pa.array(np.where(p > 0.3, "b", "a")),
+            "variant": pa.array(np.where(part % 3 == 0, "inv", "champion")),
+        })  # fmt: skip
+        pq.write_table(table, path / f"part-{i:05d}.snappy.parquet", row_group_size=1_000)
+    return path
+
+
+def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_at_a_time(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 97)  # every sample is drawn across many batches
+    manifest = {"challengers": [{"name": "inv"}, {"name": "multi"}], "ab": {"champion": 0.66, "inv": 0.34}}
+    rows = 12_000
+    partition = scored_partition(tmp_path / "big", rows, files=3)
+
+    pairs = challenger_scores(str(partition), manifest)
+
+    assert list(pairs) == ["inv"]  # a multiclass challenger has no scatter
+    champion, challenger = pairs["inv"]
+    assert len(champion) == SCATTER_POINTS == len(set(champion.tolist()))
+    np.testing.assert_array_equal(challenger, 1 - champion)  # each pair from one row
+    assert not np.any(np.rint(champion * rows) % 3 == 0)  # the champion's own rows only
+    # uniform over the three files, not the first rows read: each third holds a third, within 5 sd
+    thirds = np.bincount((champion * 3).astype(int), minlength=3)
+    assert np.all(np.abs(thirds - SCATTER_POINTS / 3) < 5 * np.sqrt(SCATTER_POINTS * 2 / 9)), thirds
+    again = challenger_scores(str(partition), manifest)["inv"]
+    np.testing.assert_array_equal(again[0], champion)  # seeded: the same page for the same data
+
+    # Fewer rows than points: every champion row, once.
+    small = scored_partition(tmp_path / "small", 300, files=2)
+    champion, _ = challenger_scores(str(small), manifest)["inv"]
+    assert sorted(np.rint(champion * 300).astype(int).tolist()) == [i for i in range(300) if i % 3]
 
 
 def test_psi_bins_add_up_to_the_index():

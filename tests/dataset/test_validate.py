@@ -131,7 +131,7 @@ def test_duplicate_ids_and_out_of_range_probability_are_caught(output, report):
 
 @pytest.mark.parametrize("statistics", [True, False], ids=["ids in the bitmap", "ids sorted (no statistics)"])
 def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, monkeypatch, statistics):
-    monkeypatch.setattr(validate, "TALLY_BATCH_ROWS", 3)  # every check sees many batches
+    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 3)  # every check sees many batches
     paths = sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))
     assert len(paths) > 1
     first_id = pq.read_table(paths[0]).column("customer_id")[0].as_py()
