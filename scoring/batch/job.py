@@ -73,7 +73,7 @@ from scoring.errors import InputError, ModelError, OutputError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
 from scoring.model.schema import check_columns
 from scoring.model.signature import Feature
@@ -311,16 +311,7 @@ def probe_members(
     probed = []
     for run_model in models:
         model = run_model.model
-        spec = ScorerSpec(
-            model_path=model.local_path,
-            fingerprint=model.fingerprint,
-            backend=run_model.backend,
-            device=config.device,
-            threads=threads,
-            features=model.features,
-            onnx_file=model.relative_onnx_file,
-            scores=config.scores,
-        )
+        spec = model.scorer_spec(run_model.backend, config.device, threads, config.scores)
         # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
         predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
         probed.append(

@@ -235,7 +235,7 @@ def convert_model(
         if export.note:
             echo(export.note)
 
-        source = load_predictor(_pyfunc_spec(model), model.local_path)
+        source = load_predictor(model.scorer_spec("pyfunc"), model.local_path)
         candidate = onnx_predictor(save_onnx(export.graph, Path(work, "export.onnx")), model.features)
         parity = measure_parity(source, candidate, sample.frame)
         echo(f"parity of the export: {parity.describe()}")
@@ -521,10 +521,6 @@ def onnx_predictor(onnx_file: str | Path, features: Sequence[Feature]) -> Predic
     """The job's ONNX predictor for a graph file, on the CPU with one thread, as one Spark task runs."""
     spec = ScorerSpec(str(onnx_file), "", "onnx", "cpu", 1, tuple(features))
     return load_predictor(spec, str(onnx_file))
-
-
-def _pyfunc_spec(model: ResolvedModel) -> ScorerSpec:
-    return ScorerSpec(model.local_path, model.fingerprint, "pyfunc", "cpu", 1, model.features)
 
 
 def written_columns(predictor: Predictor, frame: pd.DataFrame) -> tuple[OutputSpec, pd.DataFrame]:

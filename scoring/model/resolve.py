@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from scoring.errors import ModelError, first_line
+from scoring.model.predictors import ScorerSpec
 from scoring.model.signature import Feature, model_features
 
 SUPPORTED_URIS = (
@@ -84,6 +85,28 @@ class ResolvedModel:
     def feature_names(self) -> list[str]:
         """Names of the input columns, in model order."""
         return [f.name for f in self.features]
+
+    def scorer_spec(
+        self, backend: str, device: str = "cpu", threads: int = 1, scores: str = "auto"
+    ) -> ScorerSpec:
+        """What loads this model from where it is now (``local_path``).
+
+        Args:
+            backend: ``onnx`` or ``pyfunc``, already chosen (``choose_backend``).
+            device: ``auto``, ``cpu`` or ``cuda``; ONNX only.
+            threads: ONNX Runtime intra-op threads.
+            scores: ``auto``, ``label`` or ``probability``.
+        """
+        return ScorerSpec(
+            model_path=self.local_path,
+            fingerprint=self.fingerprint,
+            backend=backend,
+            device=device,
+            threads=threads,
+            features=self.features,
+            onnx_file=self.relative_onnx_file,
+            scores=scores,
+        )
 
 
 @dataclass(frozen=True)

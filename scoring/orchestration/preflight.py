@@ -22,7 +22,7 @@ from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import check_lineup, union_features
 from scoring.model.kinds import ModelKind, model_kind
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import PyfuncPredictor, ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import PyfuncPredictor, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, pin_model_uri, resolve_model
 from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
@@ -155,18 +155,8 @@ def _sample_output(
     With it, the model's kind (its backend, whether it is a tree ensemble), from what was loaded.
     """
     chosen = choose_backend(backend, model.is_onnx, model.has_pyfunc)
-    spec = ScorerSpec(
-        model_path=model.local_path,
-        fingerprint=model.fingerprint,
-        backend=chosen,
-        device="cpu",
-        threads=1,
-        features=model.features,
-        onnx_file=model.relative_onnx_file,
-        scores=scores,
-    )
     try:
-        predictor = load_predictor(spec, model.local_path)
+        predictor = load_predictor(model.scorer_spec(chosen, scores=scores), model.local_path)
         output = OutputSpec.of(predictor.predict(sample[model.feature_names]))
     except ModelError as e:
         raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e

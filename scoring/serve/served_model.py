@@ -21,7 +21,7 @@ from scoring.errors import ModelError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import score_columns
 from scoring.model.output import OutputSpec, Scores, prediction_values
-from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
+from scoring.model.predictors import Predictor, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
 from scoring.model.rows import typed_records
 from scoring.model.signature import Feature
@@ -134,16 +134,7 @@ def load_served_model(settings: ServeSettings) -> ServedModel:
     try:
         model = resolve_model(settings.model_uri, download_dir)
         backend = choose_backend(settings.backend, model.is_onnx, model.has_pyfunc)
-        spec = ScorerSpec(
-            model_path=model.local_path,
-            fingerprint=model.fingerprint,
-            backend=backend,
-            device=settings.device,
-            threads=settings.threads,
-            features=model.features,
-            onnx_file=model.relative_onnx_file,
-            scores=settings.scores,
-        )
+        spec = model.scorer_spec(backend, settings.device, settings.threads, settings.scores)
         predictor = load_predictor(spec, model.local_path)
         output = OutputSpec.of(predictor.predict(probe_frame(model.features)))
     except BaseException:
