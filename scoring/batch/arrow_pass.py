@@ -3,11 +3,11 @@
 Spark's own pass (``scoring.batch.job.score_frame``) reads the parquet in the JVM and moves every
 feature to a Python worker and every score back through Arrow, row by row on the JVM's side: on two
 cores that transport alone cost more than the model (``BENCHMARKS.md``). Here Spark only schedules:
-one task per slice of row groups (packed as Spark packs its splits), where the Python worker reads
-the slice with pyarrow, runs the batch job's row checks (``scoring.model.rows``, the same reasons in
-the same order as the Spark expressions of ``scoring.batch.quarantine``), scores the valid rows with
-the same ``BatchScorer`` as the UDF, and writes the scores and the rejects as parquet, in the schemas
-Spark's pass would have written.
+one task per slice of row groups (about Spark's split size, in whole rounds of tasks), where the
+Python worker reads the slice with pyarrow, runs the batch job's row checks (``scoring.model.rows``,
+the same reasons in the same order as the Spark expressions of ``scoring.batch.quarantine``), scores
+the valid rows with the same ``BatchScorer`` as the UDF, and writes the scores and the rejects as
+parquet, in the schemas Spark's pass would have written.
 
 Nothing else changes: the files land in the run's staging directories, where the job checks
 conservation on their footers, writes the manifest and publishes as always. A task writes each file
@@ -23,6 +23,7 @@ two valid rows share (so no row has to be chosen among repeats), features of num
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,11 +108,14 @@ def plan(
     max_partition_bytes: int,
     open_cost: int,
 ) -> Plan:
-    """Pack the input files' row groups into slices, from their footers, as Spark packs its splits.
+    """Pack the input files' row groups into slices, from their footers, in whole rounds of tasks.
 
-    Row groups are taken in file order and added to a slice while its bytes (the compressed bytes of
-    the columns read, plus ``open_cost`` for each file it opens) stay within the split size Spark's
-    own scan aims at (``split_size``): a big file is cut at row groups, small files share a slice.
+    The slices are the fewest whole rounds of tasks over the cores (a multiple of ``parallelism``) in
+    which a slice holds about ``max_partition_bytes`` at most, the bytes (the compressed bytes of the
+    columns read, plus ``open_cost`` for each file) shared evenly among them. The pass is bound by the
+    model's CPU: a last round that leaves cores idle (3 slices on 2 cores) would lengthen it, where
+    Spark's own packing of splits does not care. Row groups are taken in file order, each whole, into
+    the slice their middle byte falls in: a big file is cut at row groups, small files share a slice.
 
     Args:
         files: The input's files and their rows (``InputFiles.sizes``).
@@ -132,36 +136,31 @@ def plan(
         arrow = meta.schema.to_arrow_schema()
         schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
         leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path in read]
+        opened = False
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             if group.num_rows:
                 size = sum(group.column(i).total_compressed_size for i in leaves)
-                groups.append((file, g, group.num_rows, size))
-    total = sum(size for *_, size in groups) + open_cost * len(files)
-    split_bytes = split_size(total, parallelism, max_partition_bytes, open_cost)
+                groups.append((file, g, group.num_rows, size + (0 if opened else open_cost)))
+                opened = True
+    total = sum(size for *_, size in groups)
+    cores = max(parallelism, 1)
+    rounds = max(math.ceil(total / (max(max_partition_bytes, 1) * cores)), 1)
+    share = max(total / (rounds * cores), 1.0)
     slices: list[Slice] = []
     parts: dict[str, list[int]] = {}
-    rows = size = 0
+    rows = done = current = 0
     for file, g, group_rows, group_bytes in groups:
-        cost = group_bytes + (open_cost if file not in parts else 0)
-        if parts and size + cost > split_bytes:
+        into = int((done + group_bytes / 2) // share)  # the slice the group's middle byte falls in
+        if parts and into != current:
             slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
-            parts, rows, size = {}, 0, 0
-            cost = group_bytes + open_cost
+            parts, rows = {}, 0
+        current = into
         parts.setdefault(file, []).append(g)
-        rows, size = rows + group_rows, size + cost
+        rows, done = rows + group_rows, done + group_bytes
     if parts:
         slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
     return Plan(tuple(slices), schemas)
-
-
-def split_size(total_bytes: int, parallelism: int, max_partition_bytes: int, open_cost: int) -> int:
-    """The bytes per split Spark's file scan aims at (``FilePartition.maxSplitBytes``).
-
-    ``total_bytes`` includes the open cost of every file, as Spark counts it; Spark's
-    ``spark.sql.files.minPartitionNum`` (by default the parallelism) is the parallelism here.
-    """
-    return min(max_partition_bytes, max(open_cost, total_bytes // max(parallelism, 1)))
 
 
 def unsuitable(

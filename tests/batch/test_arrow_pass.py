@@ -14,7 +14,7 @@ import pytest
 from conftest import DATE
 
 from scoring import demo
-from scoring.batch.arrow_pass import UnreadableSlice, _batches, _StagedWriter, plan, split_size, unsuitable
+from scoring.batch.arrow_pass import UnreadableSlice, _batches, _StagedWriter, plan, unsuitable
 from scoring.cli import main
 from scoring.dataset.storage import filesystem
 from scoring.model.signature import Feature
@@ -182,30 +182,45 @@ def test_where_the_arrow_pass_could_differ_auto_takes_spark_and_arrow_refuses(
     assert manifest["resources"]["engine"] == "spark"
 
 
-def test_plan_cuts_big_files_and_packs_small_ones_as_spark_splits_them(tmp_path):
+def group_bytes(path, columns: int) -> list[int]:
+    footer = pq.ParquetFile(path).metadata
+    groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
+    return [sum(g.column(c).total_compressed_size for c in range(columns)) for g in groups]
+
+
+def test_plan_cuts_big_files_and_packs_small_ones_in_whole_rounds_of_even_slices(tmp_path):
     table = pa.table({"id": np.arange(10_000, dtype=np.int64), "x": np.random.default_rng(0).random(10_000)})
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=1_000)
     for name in ("b", "c", "d"):
         pq.write_table(table.slice(0, 300), tmp_path / f"{name}.parquet")
     files = [(f"file:{tmp_path}/a.parquet", 10_000)] + [(f"file:{tmp_path}/{n}.parquet", 300) for n in "bcd"]
-    footer = pq.ParquetFile(tmp_path / "a.parquet").metadata
-    groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
-    largest = max(g.column(0).total_compressed_size + g.column(1).total_compressed_size for g in groups)
+    sizes = {name: group_bytes(tmp_path / f"{name.rsplit('/', 1)[-1]}", 2) for name, _ in files}
+    largest = max(sizes[files[0][0]])
     a, b, c, d = (name for name, _ in files)
 
+    # at most about three of a's row groups a slice: 10.9 groups' worth need two rounds on two cores
     slices = plan(files, ["id", "x"], parallelism=2, max_partition_bytes=3 * largest, open_cost=0).slices
 
-    assert [s.parts for s in slices] == [
-        ((a, (0, 1, 2)),),
-        ((a, (3, 4, 5)),),
-        ((a, (6, 7, 8)),),
-        ((a, (9,)), (b, (0,)), (c, (0,)), (d, (0,))),  # three small files share the last slice
-    ]
+    assert len(slices) == 4
     assert [s.index for s in slices] == [0, 1, 2, 3]
-    assert [s.rows for s in slices] == [3_000, 3_000, 3_000, 1_900]
-    # few bytes spread over the cores: Spark's split is the total over the parallelism
-    assert split_size(100, parallelism=4, max_partition_bytes=1_000, open_cost=1) == 25
-    assert split_size(10**9, parallelism=2, max_partition_bytes=1_000, open_cost=1) == 1_000
+    read = [(file, g) for s in slices for file, groups in s.parts for g in groups]
+    assert read == [(a, g) for g in range(10)] + [(b, 0), (c, 0), (d, 0)]  # each group once, in order
+    assert slices[-1].parts[-3:] == ((b, (0,)), (c, (0,)), (d, (0,)))  # small files share a slice
+    assert [s.rows for s in slices] == [
+        sum(1_000 if f == a else 300 for f, gs in s.parts for _ in gs) for s in slices
+    ]
+    load = [sum(sizes[f][g] for f, gs in s.parts for g in gs) for s in slices]
+    assert max(load) - min(load) <= largest  # even, to a row group
+
+    # Equal one-group files on two cores: three make two slices (two rounds would idle a core), a file
+    # kept whole; four make two slices, or four when a slice may hold one file's bytes only.
+    for name in ("e", "f", "g", "h"):
+        pq.write_table(table.slice(0, 1_000), tmp_path / f"{name}.parquet")
+    equal = [(f"file:{tmp_path}/{n}.parquet", 1_000) for n in "efgh"]
+    one = group_bytes(tmp_path / "e.parquet", 2)[0]
+    assert [len(s.parts) for s in plan(equal[:3], ["id", "x"], 2, 2**27, 2**22).slices] == [1, 2]
+    assert [len(s.parts) for s in plan(equal, ["id", "x"], 2, 2 * one, 0).slices] == [2, 2]
+    assert [len(s.parts) for s in plan(equal, ["id", "x"], 2, one, 0).slices] == [1, 1, 1, 1]
 
 
 def test_unsuitable_names_what_the_arrow_pass_cannot_read(tmp_path):
