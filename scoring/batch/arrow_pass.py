@@ -3,7 +3,7 @@
 Spark's own pass (``scoring.batch.job.score_frame``) reads the parquet in the JVM and moves every
 feature to a Python worker and every score back through Arrow, row by row on the JVM's side: on two
 cores that transport alone cost more than the model (``BENCHMARKS.md``). Here Spark only schedules:
-one task per slice of row groups (about Spark's split size, in whole rounds of tasks), where the
+one task per slice of row groups (even slices in whole rounds of tasks over the cores), where the
 Python worker reads the slice with pyarrow, runs the batch job's row checks (``scoring.model.rows``,
 the same reasons in the same order as the Spark expressions of ``scoring.batch.quarantine``), scores
 the valid rows with the same ``BatchScorer`` as the UDF, and writes the scores and the rejects as
@@ -110,12 +110,14 @@ def plan(
 ) -> Plan:
     """Pack the input files' row groups into slices, from their footers, in whole rounds of tasks.
 
-    The slices are the fewest whole rounds of tasks over the cores (a multiple of ``parallelism``) in
-    which a slice holds about ``max_partition_bytes`` at most, the bytes (the compressed bytes of the
-    columns read, plus ``open_cost`` for each file) shared evenly among them. The pass is bound by the
+    The bytes (the compressed bytes of the columns read, plus ``open_cost`` for each file that holds
+    rows) are shared evenly among the fewest whole rounds of tasks over the cores (``parallelism``
+    shares a round) in which a share is about ``max_partition_bytes`` at most. The pass is bound by the
     model's CPU: a last round that leaves cores idle (3 slices on 2 cores) would lengthen it, where
     Spark's own packing of splits does not care. Row groups are taken in file order, each whole, into
-    the slice their middle byte falls in: a big file is cut at row groups, small files share a slice.
+    the share their middle byte falls in: a big file is cut at row groups, small files share a slice.
+    A row group bigger than a share leaves the next one empty, so there are fewer slices than shares
+    where row groups are coarse (one row group makes one slice on any number of cores).
 
     Args:
         files: The input's files and their rows (``InputFiles.sizes``).
@@ -146,12 +148,13 @@ def plan(
     total = sum(size for *_, size in groups)
     cores = max(parallelism, 1)
     rounds = max(math.ceil(total / (max(max_partition_bytes, 1) * cores)), 1)
-    share = max(total / (rounds * cores), 1.0)
+    shares = rounds * cores
+    share = max(total / shares, 1.0)
     slices: list[Slice] = []
     parts: dict[str, list[int]] = {}
     rows = done = current = 0
     for file, g, group_rows, group_bytes in groups:
-        into = int((done + group_bytes / 2) // share)  # the slice the group's middle byte falls in
+        into = min(int((done + group_bytes / 2) // share), shares - 1)  # where its middle byte falls
         if parts and into != current:
             slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
             parts, rows = {}, 0

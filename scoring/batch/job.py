@@ -390,7 +390,7 @@ def arrow_plan(
     """The input's slices for the Arrow pass, from its footers; None for Spark's pass (``--engine``).
 
     Args:
-        spark: The run's session (its split size and parallelism shape the slices).
+        spark: The run's session (its maxPartitionBytes, openCostInBytes and parallelism shape the slices).
         config: The run's arguments.
         inputs: The input's files.
         features: The run's features, in model order.
