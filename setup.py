@@ -17,6 +17,8 @@ setup(
         "mlflow>=3.1,<4",
         "onnxruntime>=1.20",
         "pyarrow>=15",
+        # --table: scores published as an Apache Iceberg table, one commit per date.
+        "pyiceberg[sql-sqlite,pyarrow]>=0.12",
         "pandas>=2.2",
         "numpy>=1.26",
         # Spearman's ranks of the challengers' agreement figures.

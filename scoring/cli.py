@@ -12,12 +12,16 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from scoring.config import ENGINES, SCORES, JobConfig
 from scoring.errors import ScoringError
 from scoring.lineup import Lineup, LineupError, parse_challenger, parse_pairs
 from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
 from scoring.model.predictors import BACKENDS, DEVICES
+
+if TYPE_CHECKING:
+    from scoring.dataset.destination import Destination
 
 log = logging.getLogger("scoring")
 
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.set_defaults(run=_run_backfill)
 
     validate = commands.add_parser("validate", help="check a published partition; exit 1 when invalid")
-    validate.add_argument("--output", required=True, help="root of the output dataset")
+    add_destination_arguments(validate)
     validate.add_argument("--date", required=True, type=_date, help="the partition to check, YYYY-MM-DD")
     validate.add_argument("--partition-column", default="date", help="partition column (default: date)")
     validate.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
@@ -69,12 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="write a published partition's _report.html (the job writes it too) and print where"
     )
-    report.add_argument("--output", required=True, help="root of the output dataset")
+    add_destination_arguments(report)
     report.add_argument("--date", required=True, type=_date, help="the partition, YYYY-MM-DD")
     report.add_argument("--partition-column", default="date", help="partition column (default: date)")
     report.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
     report.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
     report.set_defaults(run=_run_report)
+
+    add_table_commands(commands)
 
     convert = commands.add_parser(
         "convert", help="export an MLflow scikit-learn model to ONNX; refused when parity is off"
@@ -112,7 +118,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     )
     add_lineup_arguments(parser)
     add("--input", required=True, help="input parquet file or directory (hive-partitioned or not)")
-    add("--output", required=True, help="root of the date-partitioned output dataset")
+    add_destination_arguments(parser)
     if dated:
         add("--date", required=True, type=_date, help="the partition to score, YYYY-MM-DD")
     add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
@@ -155,6 +161,59 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
         type=_json_object,
         help="the pre-flight's cost estimate (a JSON object), kept in the manifest beside the duration",
     )
+
+
+def add_destination_arguments(parser: argparse.ArgumentParser, table_only: bool = False) -> None:
+    """Where the scores are published: ``--output`` (a directory) or ``--table`` (Iceberg), and ``--catalog``.
+
+    Args:
+        parser: The subcommand's parser.
+        table_only: The command works on tables only (``history``, ``restore``, ``maintain``).
+    """
+    where = parser.add_mutually_exclusive_group(required=True)
+    if not table_only:
+        where.add_argument("--output", help="root of the date-partitioned output dataset (a directory)")
+    where.add_argument(
+        "--table",
+        metavar="NAMESPACE.TABLE",
+        help="an Apache Iceberg table, each date published in one commit (rejects in TABLE__rejects)",
+    )
+    parser.add_argument(
+        "--catalog",
+        default=None,
+        help="the pyiceberg catalog holding --table (.pyiceberg.yaml, PYICEBERG_CATALOG__NAME__*); default: "
+        "pyiceberg's default name, or an embedded SQLite catalog in ./warehouse when none is configured",
+    )
+    if table_only:
+        parser.add_argument("--partition-column", default="date", help="partition column (default: date)")
+
+
+def add_table_commands(commands: argparse._SubParsersAction) -> None:
+    """``history``, ``restore`` and ``maintain``: a table's versions of a date, and its upkeep."""
+    history = commands.add_parser(
+        "history", help="list a table's versions of a date (snapshot, model, counts)"
+    )
+    add_destination_arguments(history, table_only=True)
+    history.add_argument("--date", required=True, type=_date, help="the date, YYYY-MM-DD")
+    history.set_defaults(run=_run_history)
+
+    restore = commands.add_parser("restore", help="commit a date's earlier version back, for that date alone")
+    add_destination_arguments(restore, table_only=True)
+    restore.add_argument("--date", required=True, type=_date, help="the date, YYYY-MM-DD")
+    restore.add_argument("--to", required=True, type=int, metavar="SNAPSHOT", help="a snapshot from history")
+    restore.set_defaults(run=_run_restore)
+
+    maintain = commands.add_parser(
+        "maintain", help="expire a table's old snapshots and remove files no kept snapshot references"
+    )
+    add_destination_arguments(maintain, table_only=True)
+    maintain.add_argument(
+        "--older-than",
+        default=dt.timedelta(days=30),
+        type=_age,
+        help="what to expire (default: 30d; e.g. 12h, 7d)",
+    )
+    maintain.set_defaults(run=_run_maintain)
 
 
 def add_lineup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +345,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         lineup=lineup,
         input=args.input,
         output=args.output,
+        table=args.table,
+        catalog=args.catalog,
         date=args.date,
         id_columns=args.id_column,
         partition_column=args.partition_column,
@@ -329,7 +390,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from scoring.dataset.validate import report_json, validate_partition
 
     report = validate_partition(
-        args.output,
+        _destination(args),
         args.date,
         args.partition_column,
         args.psi_threshold,
@@ -344,13 +405,59 @@ def _run_report(args: argparse.Namespace) -> int:
     from scoring.dataset.report import write_report
 
     where = write_report(
-        args.output,
+        _destination(args),
         args.date,
         args.partition_column,
         psi_threshold=args.psi_threshold,
         psi_action=args.psi_action,
     )
     print(where)
+    return 0
+
+
+def _destination(args: argparse.Namespace) -> Destination:
+    from scoring.dataset.destination import Destination
+
+    return Destination(
+        directory=getattr(args, "output", None),
+        table=args.table,
+        catalog=args.catalog,
+        partition_column=args.partition_column,
+    )
+
+
+def _run_history(args: argparse.Namespace) -> int:
+    from scoring.dataset.table import HISTORY_HEADER, history, open_tables
+
+    _, scores, _ = open_tables(args.catalog, args.table)
+    versions = history(scores, args.date)
+    if not versions:
+        print(f"table {args.table} has no version of {args.date}")
+        return 0
+    print(HISTORY_HEADER)
+    for version in versions:
+        print(version.line())
+    return 0
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from scoring.dataset.table import open_tables, restore
+
+    _, scores, rejects = open_tables(args.catalog, args.table)
+    if rejects is None:
+        raise ScoringError(f"table {args.table}: no rejects table beside it; was it written by scoring?")
+    snapshot = restore(scores, rejects, args.partition_column, args.date, args.to)
+    print(f"restored {args.date} of {args.table} as it was in snapshot {args.to}: snapshot {snapshot}")
+    return 0
+
+
+def _run_maintain(args: argparse.Namespace) -> int:
+    from scoring.dataset.table import maintain, open_tables
+
+    _, scores, rejects = open_tables(args.catalog, args.table)
+    for table in (scores, rejects):
+        if table is not None:
+            print(maintain(table, args.older_than).line())
     return 0
 
 
@@ -429,6 +536,17 @@ def _json_object(value: str) -> dict:
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError("expected a JSON object")
     return parsed
+
+
+def _age(value: str) -> dt.timedelta:
+    """``30d``, ``12h`` or ``90m``: how old a snapshot or file must be to go."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    number, unit = value[:-1], value[-1:]
+    if unit not in units or not number.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected a number of days, hours or minutes (30d, 12h, 90m), not {value!r}"
+        )
+    return dt.timedelta(**{units[unit]: int(number)})
 
 
 def _fraction(value: str) -> float:

@@ -18,15 +18,18 @@ SCORES = ("auto", "label", "probability")
 ENGINES = ("auto", "arrow", "spark")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """What one scoring run needs.
 
     Attributes:
         model_uri: Model reference (see ``scoring.model.resolve.SUPPORTED_URIS``).
         input: Parquet file or directory (hive-partitioned or not), any URI Spark reads.
-        output: Root of the date-partitioned output dataset.
+        output: Root of the date-partitioned output dataset; or None with ``table``.
         date: The partition to score and write.
+        table: The Iceberg table (``NAMESPACE.TABLE``) to publish to, instead of ``output``.
+        catalog: The pyiceberg catalog holding ``table``; None: pyiceberg's default name
+            (``scoring.dataset.catalog``: the embedded SQLite catalog when nothing configures it).
         id_columns: Columns that identify a row; copied to the output.
         partition_column: Name of the output's partition column, and of the input's when it has one.
         keep_columns: Further input columns copied to the output.
@@ -50,8 +53,10 @@ class JobConfig:
 
     model_uri: str
     input: str
-    output: str
+    output: str | None = None
     date: dt.date
+    table: str | None = None
+    catalog: str | None = None
     id_columns: tuple[str, ...] = ("id",)
     partition_column: str = "date"
     keep_columns: tuple[str, ...] = ()
@@ -70,6 +75,10 @@ class JobConfig:
     report: bool = True
     engine: str = "auto"
     cost_estimate: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.output is None) == (self.table is None):
+            raise ValueError("a run publishes to an output directory or to a table: give one of the two")
 
     @property
     def partition_value(self) -> str:
@@ -91,7 +100,8 @@ class JobConfig:
         args = [
             "--model-uri", self.model_uri,
             "--input", self.input,
-            "--output", self.output,
+            *(["--output", self.output] if self.output is not None else ["--table", str(self.table)]),
+            *(["--catalog", self.catalog] if self.catalog else []),
             "--date", self.partition_value,
             "--id-column", ",".join(self.id_columns),
             "--partition-column", self.partition_column,

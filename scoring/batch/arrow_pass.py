@@ -23,6 +23,7 @@ two valid rows share (so no row has to be chosen among repeats), features of num
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,6 +211,8 @@ class Outputs:
         rejects_schema: The rejected rows' Arrow schema.
         codec: Parquet compression.
         model_columns: ``model_name`` and ``model_version``: one value each, or by A/B variant.
+        partition: The date's column and value, written into every row (an Iceberg table's files
+            hold their partition column); None for a directory, whose path holds it.
     """
 
     scores: str
@@ -219,6 +222,14 @@ class Outputs:
     rejects_schema: pa.Schema
     codec: str
     model_columns: Mapping[str, Mapping[str | None, str]]
+    partition: tuple[str, dt.date] | None = None
+
+    def with_partition(self, columns: list[pa.Array], names: list[str], rows: int) -> pa.Table:
+        """A table of ``columns``, with the partition's column last when the output carries it."""
+        if self.partition is not None:
+            columns = [*columns, pa.repeat(pa.scalar(self.partition[1], pa.date32()), rows)]
+            names = [*names, self.partition[0]]
+        return pa.Table.from_arrays(columns, names=names)
 
 
 @dataclass(frozen=True)
@@ -343,7 +354,8 @@ class ArrowPass:
             else:
                 columns.append(pa.array([by_variant[v] for v in variants], type=pa.string()))
         names = [*self.carried, *(c.name for c in self.scorer.columns), "model_name", "model_version"]
-        return pa.Table.from_arrays(columns, names=names).cast(self.outputs.scores_schema)
+        table = self.outputs.with_partition(columns, names, int(valid.sum()))
+        return table.cast(self.outputs.scores_schema)
 
     def rejects_table(self, batch: pa.RecordBatch, valid: np.ndarray, reasons: np.ndarray) -> pa.Table:
         """The batch's rejected rows: carried columns and features as read, and the reason."""
@@ -351,7 +363,7 @@ class ArrowPass:
         names = self.read_columns
         columns = [batch.column(c).filter(mask) for c in names]
         columns.append(pa.array(reasons[~valid].tolist(), type=pa.string()))
-        table = pa.Table.from_arrays(columns, names=[*names, REJECT_REASON])
+        table = self.outputs.with_partition(columns, [*names, REJECT_REASON], int((~valid).sum()))
         return table.cast(self.outputs.rejects_schema)
 
 

@@ -22,8 +22,9 @@ from scoring.batch.job import run_job
 from scoring.batch.progress import duration_text, remaining_text
 from scoring.batch.session import get_session
 from scoring.config import JobConfig
-from scoring.dataset.publish import MANIFEST_FILE, is_published
-from scoring.dataset.storage import normalize_uri, read_json
+from scoring.dataset.destination import destination_of
+from scoring.dataset.publish import MANIFEST_FILE
+from scoring.dataset.storage import read_json
 from scoring.errors import ScoringError
 from scoring.model.resolve import resolve_model
 
@@ -99,8 +100,8 @@ def _backfill_date(
     spark: SparkSession,
 ) -> DateResult:
     """Score one date of the range, or skip it when these models published it already."""
-    partition = f"{normalize_uri(pinned.output)}/{pinned.partition_column}={date.isoformat()}"
-    manifest = read_json(f"{partition}/{MANIFEST_FILE}") if is_published(partition) else None
+    day = destination_of(pinned).day(date)
+    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.published else None
     if manifest and _same_models(manifest, version, challengers) and not force:
         return DateResult(date, "skipped", f"already published by version {version}")
     try:

@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scoring import faults
 from scoring.batch.agreement import lineup_figures
 from scoring.batch.arrow_pass import (
     ArrowPass,
@@ -57,18 +56,12 @@ from scoring.batch.session import start_session
 from scoring.batch.udf import BatchScorer, Member, distribute_model, score_column, ship_classifier
 from scoring.batch.unique_ids import ids_unique
 from scoring.config import JobConfig
+from scoring.dataset.destination import destination_of
 from scoring.dataset.manifest import ScoredModel, build_manifest
-from scoring.dataset.publish import (
-    MANIFEST_FILE,
-    OutputLocation,
-    discard_run,
-    publish,
-    recover,
-    reject_counts,
-    staged_files,
-)
+from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
+from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
-from scoring.dataset.storage import exists, write_json
+from scoring.dataset.table import TableRun
 from scoring.errors import InputError, ModelError, OutputError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
@@ -107,7 +100,6 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         ScoringError: The model, the input or the output is not usable; nothing was published.
     """
     started_at = dt.datetime.now(dt.UTC)
-    location = OutputLocation.new_run(config.output, f"{config.partition_column}={config.partition_value}")
     carried = _carried_columns(config)
     session = (lambda: spark) if spark is not None else start_session(config.master)
     lineup = config.lineup
@@ -121,8 +113,9 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         features = union_features({m.name: m.model.features for m in models})
         check_columns(column_types(source.schema), features, carried, config.input)
         partitioned = config.partition_column in source.columns
+        partition = f"{config.partition_column}={config.partition_value}"
         inputs = count_input(
-            source, config.input, location.partition if partitioned else None, config.skip_corrupt_files
+            source, config.input, partition if partitioned else None, config.skip_corrupt_files
         )
         if inputs.rows == 0:
             raise InputError(
@@ -143,9 +136,13 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         scored = score_frame(valid, features, members, models, config, carried)
         rejects = rejects_frame(checked, carried, features)
         engine = "spark" if input_plan is None else "arrow"
+        publisher = open_publisher(config, scored, rejects)
+        if config.table:
+            scored, rejects = (with_partition_value(frame, config) for frame in (scored, rejects))
+        location = publisher.location
 
-        output_existed = exists(location.root)
-        recover(location.root, location.partition)
+        publisher.prepare()
+        published = False
         try:
             with spark_read_errors(config.input):
                 with progress(
@@ -156,7 +153,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                     by_tasks=input_plan is not None,
                 ):
                     if input_plan is None:
-                        scored.write.parquet(location.staged)
+                        scored.write.mode("append").parquet(location.staged)
                     else:
                         direct = arrow_pass(
                             spark, config, features, members, models, carried, location,
@@ -167,7 +164,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 # Every row Spark's pass did not write was rejected: only then is the input read
                 # again, for the rejects. The Arrow pass wrote its rejects as it went.
                 if input_plan is None and sum(n for _, n in files) < inputs.rows:
-                    rejects.write.parquet(location.staged_rejects)
+                    rejects.write.mode("append").parquet(location.staged_rejects)
             reject_files = staged_files(location.staged_rejects)
             counts = reject_counts(location.staged_rejects)
             _check_conservation(inputs.rows, files, reject_files, location)
@@ -182,6 +179,8 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 agreement=agreement,
                 variant_rows=variant_rows,
                 run_id=location.run_id,
+                output_path=publisher.output_path,
+                rejects_path=publisher.rejects_path,
                 input_rows=inputs.rows,
                 input_files=inputs.files,
                 skipped_files=inputs.skipped,
@@ -195,16 +194,34 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                 cores=spark.sparkContext.defaultParallelism,
                 engine=engine,
             )
-            write_json(f"{location.staged}/{MANIFEST_FILE}", manifest)
-            faults.at("before-publish")
-            publish(location)
+            manifest = publisher.publish(manifest)
+            published = True
         finally:
-            discard_run(location, output_existed)
+            publisher.finish(published)
     rejected = manifest["counts"]["rejected"]
-    log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, location.final)
+    log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, publisher.where)
     if config.report:
-        write_report_or_warn(config.output, config.date, config.partition_column)
+        write_report_or_warn(destination_of(config), config.date)
     return manifest
+
+
+def open_publisher(config: JobConfig, scored: DataFrame, rejects: DataFrame) -> Publisher:
+    """How this run publishes: into the output directory, or into the table.
+
+    The table is created or evolved now, from the output's schemas, so that a changed column type
+    fails the run before it scores.
+    """
+    if config.table is None:
+        return DirectoryPublisher(config)
+    schemas = (arrow_schema(with_partition_value(frame, config).schema) for frame in (scored, rejects))
+    return TablePublisher(config, *schemas)
+
+
+def with_partition_value(frame: DataFrame, config: JobConfig) -> DataFrame:
+    """The rows with the date's column: an Iceberg table's files hold their partition's value."""
+    from pyspark.sql import functions as F
+
+    return frame.withColumn(config.partition_column, F.lit(config.date))
 
 
 def check_duplicates(
@@ -428,7 +445,7 @@ def arrow_pass(
     members: list[Member],
     models: list[RunModel],
     carried: list[str],
-    location: OutputLocation,
+    location: OutputLocation | TableRun,
     schemas: tuple[StructType, StructType],
 ) -> ArrowPass:
     """The run's Arrow pass, as its tasks run it.
@@ -454,6 +471,7 @@ def arrow_pass(
         rejects_schema=arrow_schema(schemas[1]),
         codec=codec(spark.conf.get("spark.sql.parquet.compression.codec")),
         model_columns=model_columns(lineup, models),
+        partition=(config.partition_column, config.date) if config.table else None,
     )
     return ArrowPass(
         scorer=BatchScorer(tuple(members), lineup, keys),
@@ -484,7 +502,10 @@ def _check_reject_fraction(rejected: int, rows: int, counts: dict[str, int], con
 
 
 def _check_conservation(
-    rows: int, files: list[tuple[str, int]], reject_files: list[tuple[str, int]], location: OutputLocation
+    rows: int,
+    files: list[tuple[str, int]],
+    reject_files: list[tuple[str, int]],
+    location: OutputLocation | TableRun,
 ) -> None:
     """Input rows (their footers) = scored rows + rejected rows, counted on the written files."""
     scored = sum(n for _, n in files)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from scoring import __version__
 from scoring.config import JobConfig
-from scoring.dataset.publish import REJECTS_DIR
 from scoring.model.output import OutputSpec
 from scoring.model.resolve import ResolvedModel
 
@@ -32,6 +31,8 @@ def build_manifest(
     backend: str,
     output: OutputSpec,
     run_id: str,
+    output_path: str,
+    rejects_path: str,
     input_rows: int,
     input_files: int,
     skipped_files: list[str],
@@ -56,6 +57,8 @@ def build_manifest(
         backend: The backend that scored (``pyfunc`` or ``onnx``).
         output: The model's output: its columns, how each was computed, the classes.
         run_id: The run's unique id.
+        output_path: Where the scores are: the output's root, or a table run's directory.
+        rejects_path: Where the rejects are likewise.
         input_rows: Rows read from the input partition.
         input_files: Input files that held rows.
         skipped_files: Unreadable input files that were skipped.
@@ -105,13 +108,14 @@ def build_manifest(
             "rejected": sum(rows for _, rows in reject_files),
         },
         "rejects": {
-            "path": f"{config.output.rstrip('/')}/{REJECTS_DIR}",
+            "path": rejects_path,
             "rows": sum(rows for _, rows in reject_files),
             "by_reason": dict(sorted(reject_reasons.items())),
             "files": [{"name": name, "rows": rows} for name, rows in reject_files],
         },
         "output": {
-            "path": config.output,
+            "path": output_path,
+            "table": config.table,
             "rows": sum(rows for _, rows in files),
             "files": [{"name": name, "rows": rows} for name, rows in files],
             "columns": [{"name": name, "type": dtype} for name, dtype in columns],

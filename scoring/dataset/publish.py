@@ -34,6 +34,7 @@ on S3.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -147,15 +148,19 @@ def staged_paths(uri: str) -> list[str]:
     return sorted(names)
 
 
-def staged_files(uri: str) -> list[tuple[str, int]]:
-    """The parquet files under ``uri`` (``staged_paths``) and their row counts, read from their footers only.
+def staged_files(uri: str, names: Iterable[str] | None = None) -> list[tuple[str, int]]:
+    """Parquet files under ``uri`` and their row counts, read from their footers only.
+
+    Args:
+        uri: The directory.
+        names: The files, relative to ``uri``; by default those listed there (``staged_paths``).
 
     Raises:
         OutputError: A file is not readable parquet.
     """
     fs, path = filesystem(uri)
     files = []
-    for name in staged_paths(uri):
+    for name in staged_paths(uri) if names is None else names:
         try:
             rows = pq.ParquetFile(f"{path}/{name}", filesystem=fs).metadata.num_rows
         except (OSError, pa.ArrowException) as e:

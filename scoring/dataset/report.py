@@ -27,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
 from scoring.dataset.publish import MANIFEST_FILE
-from scoring.dataset.storage import normalize_uri, read_json, write_text
+from scoring.dataset.storage import read_json, write_text
 from scoring.dataset.validate import Report, partition_batches, validate_partition
 from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION
@@ -64,7 +65,7 @@ code { font-size: 12px; background: #f4f4f4; padding: 1px 4px; }
 
 
 def write_report(
-    output: str,
+    output: str | Destination,
     date: dt.date,
     partition_column: str = "date",
     validation: Report | None = None,
@@ -74,7 +75,8 @@ def write_report(
     """Write ``_report.html`` into a published partition, beside its manifest.
 
     Args:
-        output: Root of the output dataset (a local path or ``s3://``).
+        output: Root of the output dataset (a local path or ``s3://``), or the destination (a
+            directory or an Iceberg table, whose report lies in the published run's directory).
         date: The partition.
         partition_column: The output's partition column.
         validation: The partition's validation, when the caller ran it (the DAG's ``validate_output``);
@@ -88,20 +90,22 @@ def write_report(
     Raises:
         OutputError: The partition has no manifest.
     """
-    partition = f"{normalize_uri(output)}/{partition_column}={date.isoformat()}"
-    manifest = read_json(f"{partition}/{MANIFEST_FILE}")
+    destination = as_destination(output, partition_column)
+    day = destination.day(date)
+    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
     if manifest is None:
-        raise OutputError(f"partition {partition}: no {MANIFEST_FILE}, nothing to report")
+        where = day.uri or f"{day.name} of {destination.label}"
+        raise OutputError(f"partition {where}: no {MANIFEST_FILE}, nothing to report")
     if validation is None:
-        validation = validate_partition(output, date, partition_column, psi_threshold, psi_action)
-    scores = challenger_scores(partition, manifest) if manifest.get("challengers") else {}
-    uri = f"{partition}/{REPORT_FILE}"
+        validation = validate_partition(destination, date, partition_column, psi_threshold, psi_action)
+    scores = challenger_scores(day, manifest) if manifest.get("challengers") else {}
+    uri = f"{day.uri}/{REPORT_FILE}"
     write_text(uri, render_report(manifest, validation, scores), "text/html; charset=utf-8")
     return uri
 
 
 def write_report_or_warn(
-    output: str, date: dt.date, partition_column: str = "date", validation: Report | None = None
+    output: str | Destination, date: dt.date, partition_column: str = "date", validation: Report | None = None
 ) -> str | None:
     """Write the published partition's report as `write_report` does; a failure is logged, not raised.
 
@@ -121,7 +125,7 @@ def write_report_or_warn(
     return uri
 
 
-def challenger_scores(partition: str, manifest: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def challenger_scores(day: Day, manifest: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A seeded sample of (champion score, challenger score) pairs per challenger, for the scatter plots.
 
     The scores are those the agreement figures compare: the positive class's probability, or a
@@ -138,7 +142,7 @@ def challenger_scores(partition: str, manifest: dict) -> dict[str, tuple[np.ndar
     rng = np.random.default_rng(0)
     keys = np.empty(0)
     kept: dict[str, np.ndarray] = {}
-    for batch in partition_batches(partition, {*wanted, "variant"}):
+    for batch in partition_batches(day, {*wanted, "variant"}):
         if manifest.get("ab"):
             batch = batch.filter(pc.equal(batch.column("variant"), CHAMPION))
         scores = {prefix: values for prefix in models if (values := _numeric(batch, prefix)) is not None}

@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.ids import RepeatCounter, holds_int64, id_bounds
-from scoring.dataset.publish import MANIFEST_FILE, REJECTS_DIR, is_published, staged_files, staged_paths
-from scoring.dataset.storage import filesystem, normalize_uri, read_json
+from scoring.dataset.publish import MANIFEST_FILE, staged_files, staged_paths
+from scoring.dataset.storage import filesystem, read_json
 from scoring.errors import OutputError
 from scoring.model.schema import arrow_type_name
 
@@ -135,7 +135,7 @@ class Report:
 
 
 def validate_partition(
-    output: str,
+    output: str | Destination,
     date: dt.date,
     partition_column: str = "date",
     psi_threshold: float = 0.2,
@@ -145,9 +145,9 @@ def validate_partition(
     """Check one published partition against its manifest and its predecessor.
 
     Args:
-        output: Root of the output dataset.
+        output: Root of the output dataset, or the destination (a directory or an Iceberg table).
         date: The partition to check.
-        partition_column: The output's partition column.
+        partition_column: The output's partition column (for a root given as a string).
         psi_threshold: Population stability index above which the score distribution has drifted
             from the previous published partition's (0.1: some shift; 0.2: a significant one).
         psi_action: ``warn`` or ``fail`` when the drift is above the threshold.
@@ -158,19 +158,17 @@ def validate_partition(
     Returns:
         The report; ``report.ok`` is False when any check failed.
     """
-    root = normalize_uri(output)
-    partition = f"{partition_column}={date.isoformat()}"
-    final = f"{root}/{partition}"
-    report = Report(final)
-    published = is_published(final)
-    report.add("published", published, "_SUCCESS present" if published else "no _SUCCESS: not published")
-    manifest = read_json(f"{final}/{MANIFEST_FILE}")
+    destination = as_destination(output, partition_column)
+    day = destination.day(date)
+    report = Report(day.uri or f"{destination.label} {day.name}")
+    report.add("published", day.published, day.detail)
+    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
     problem = f"no {MANIFEST_FILE}" if manifest is None else _manifest_problem(manifest)
     if not report.add("manifest", problem is None, problem or f"run {manifest['run_id']}"):
         return report
 
-    names = staged_paths(final)
-    dataset = partition_dataset(final, names) if names else None
+    names = day_files(day)
+    dataset = partition_dataset(day.uri, names) if names else None
     footers = partition_footers(dataset) if dataset else []
     files = list(zip(names, (footer.num_rows for footer in footers), strict=True))
     listed = [(f["name"], f["rows"]) for f in manifest["output"]["files"]]
@@ -178,15 +176,16 @@ def validate_partition(
     report.add(
         "files", files == listed, found if files == listed else f"{found}; manifest lists {_describe(listed)}"
     )
-    _check_counts(report, manifest, files, staged_files(f"{root}/{REJECTS_DIR}/{partition}"))
+    rejects = staged_files(day.rejects_uri, day.rejects) if day.rejects_uri else []
+    _check_counts(report, manifest, files, rejects)
     if dataset is None:
         return report
-    previous = previous_partition(root, partition_column, date)
+    previous = destination.previous(date)
     _check_schema(report, dataset.schema, manifest)
     tally = tally_partition(dataset, footers, manifest, keep_scores=previous is not None)
     _check_values(report, tally, manifest)
     _check_lineup(report, tally, manifest, variant_tolerance)
-    _check_drift(report, tally.scores(), root, previous, psi_threshold, psi_action)
+    _check_drift(report, tally.scores(), previous, psi_threshold, psi_action)
     return report
 
 
@@ -445,8 +444,7 @@ def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_toleranc
 def _check_drift(
     report: Report,
     score: np.ndarray | None,
-    root: str,
-    previous: str | None,
+    previous: Day | None,
     threshold: float,
     action: str,
 ) -> None:
@@ -454,17 +452,17 @@ def _check_drift(
         why = "no numeric score column" if score is None and previous else "no earlier published partition"
         report.add("score drift", True, f"skipped: {why}")
         return
-    reference = partition_scores(f"{root}/{previous}")
+    reference = partition_scores(previous)
     if reference is None:
-        report.add("score drift", True, f"skipped: {previous} has no numeric score column")
+        report.add("score drift", True, f"skipped: {previous.name} has no numeric score column")
         return
     bins = psi_bins(reference, score)
     value = bins.psi
-    report.drift = Drift(previous, bins, reference, score)
+    report.drift = Drift(previous.name, bins, reference, score)
     report.add(
         "score drift",
         value <= threshold,
-        f"PSI {value:.3f} against {previous} (threshold {threshold})",
+        f"PSI {value:.3f} against {previous.name} (threshold {threshold})",
         severity=action,
     )
 
@@ -501,19 +499,6 @@ def score_column(table: pa.Table) -> np.ndarray | None:
     if pa.types.is_floating(prediction.type) or pa.types.is_integer(prediction.type):
         return prediction.to_numpy()
     return None
-
-
-def previous_partition(root: str, partition_column: str, date: dt.date) -> str | None:
-    """The latest published partition before ``date``."""
-    fs, path = filesystem(root)
-    names = [
-        info.base_name
-        for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{partition_column}=")
-    ]
-    earlier = sorted(n for n in names if n.split("=", 1)[1] < date.isoformat())
-    published = [n for n in earlier if is_published(f"{root}/{n}")]
-    return published[-1] if published else None
 
 
 def partition_dataset(partition_uri: str, names: list[str]) -> ds.Dataset:
@@ -559,15 +544,20 @@ def read_batches(dataset: ds.Dataset, wanted: Iterable[str]) -> Iterator[pa.Reco
     )
 
 
-def partition_batches(partition_uri: str, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
-    """A partition's ``wanted`` columns a batch at a time (``read_batches``); none when it has no files."""
-    names = staged_paths(partition_uri)
-    return read_batches(partition_dataset(partition_uri, names), wanted) if names else iter(())
+def day_files(day: Day) -> list[str]:
+    """A published day's scores files, relative to its directory: the table's, or those listed there."""
+    return list(day.files) if day.files is not None else staged_paths(day.uri)
 
 
-def partition_scores(partition_uri: str) -> np.ndarray | None:
-    """A published partition's score column (``score_column``), the only column read."""
-    dataset = partition_dataset(partition_uri, staged_paths(partition_uri))
+def partition_batches(day: Day, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
+    """A day's ``wanted`` columns a batch at a time (``read_batches``); none when it has no files."""
+    names = day_files(day)
+    return read_batches(partition_dataset(day.uri, names), wanted) if names else iter(())
+
+
+def partition_scores(day: Day) -> np.ndarray | None:
+    """A published day's score column (``score_column``), the only column read."""
+    dataset = partition_dataset(day.uri, day_files(day))
     columns = [c for c in ("prediction", "probability") if c in dataset.schema.names]
     return score_column(dataset.to_table(columns=columns)) if columns else None
 

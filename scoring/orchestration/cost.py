@@ -22,10 +22,11 @@ import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from scoring.dataset.catalog import open_catalog
+from scoring.dataset.destination import Destination, as_destination
 from scoring.dataset.manifest import duration_seconds
 from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.storage import read_json
-from scoring.dataset.validate import previous_partition
 from scoring.errors import ScoringError
 from scoring.model.kinds import ModelKind
 from scoring.orchestration import emr
@@ -54,22 +55,24 @@ def load_prices(directory: Path | None = None) -> dict:
 
 
 def earlier_manifests(
-    output: str, partition_column: str, date: dt.date, limit: int = EARLIER_RUNS
+    output: str | Destination, partition_column: str, date: dt.date, limit: int = EARLIER_RUNS
 ) -> list[dict]:
     """The manifests of the latest ``limit`` published partitions of ``output`` before ``date``, latest first.
 
-    A partition without a manifest is passed over; an output that does not exist yet has none.
+    ``output`` is a directory root or the destination (a directory or an Iceberg table). A partition
+    without a manifest is passed over; an output that does not exist yet (a directory, or a table its
+    first run creates) has none. A catalog that cannot be opened fails here, before any cluster.
     """
+    destination = as_destination(output, partition_column)
+    if destination.table and not open_catalog(destination.catalog).table_exists(destination.table):
+        return []
     found: list[dict] = []
-    before = date
-    while len(found) < limit:
-        name = previous_partition(output, partition_column, before)
-        if name is None:
-            break
-        manifest = read_json(f"{output.rstrip('/')}/{name}/{MANIFEST_FILE}")
+    for day in destination.days_before(date):
+        manifest = read_json(f"{day.uri}/{MANIFEST_FILE}")
         if manifest is not None:
             found.append(manifest)
-        before = dt.date.fromisoformat(name.split("=", 1)[1])
+        if len(found) == limit:
+            break
     return found
 
 

@@ -19,6 +19,7 @@ from conftest import DATE, OTHER_DATE, run_score
 from scoring import demo
 from scoring.cli import main
 from scoring.dataset import validate
+from scoring.dataset.destination import Day
 from scoring.dataset.report import REPORT_FILE, SCATTER_POINTS, challenger_scores
 from scoring.dataset.validate import population_stability_index, psi_bins, validate_partition
 
@@ -127,6 +128,11 @@ def scored_partition(path: Path, rows: int, files: int) -> Path:
     return path
 
 
+def day_of(partition: Path) -> Day:
+    """A published day of a directory output, whose files are those under ``partition``."""
+    return Day(partition.name, str(partition), "", True, "made by the test")
+
+
 def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_at_a_time(
     tmp_path, monkeypatch
 ):
@@ -135,7 +141,7 @@ def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_
     rows = 12_000
     partition = scored_partition(tmp_path / "big", rows, files=3)
 
-    pairs = challenger_scores(str(partition), manifest)
+    pairs = challenger_scores(day_of(partition), manifest)
 
     assert list(pairs) == ["inv"]  # a multiclass challenger has no scatter
     champion, challenger = pairs["inv"]
@@ -145,12 +151,12 @@ def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_
     # uniform over the three files, not the first rows read: each third holds a third, within 5 sd
     thirds = np.bincount((champion * 3).astype(int), minlength=3)
     assert np.all(np.abs(thirds - SCATTER_POINTS / 3) < 5 * np.sqrt(SCATTER_POINTS * 2 / 9)), thirds
-    again = challenger_scores(str(partition), manifest)["inv"]
+    again = challenger_scores(day_of(partition), manifest)["inv"]
     np.testing.assert_array_equal(again[0], champion)  # seeded: the same page for the same data
 
     # Fewer rows than points: every champion row, once.
     small = scored_partition(tmp_path / "small", 300, files=2)
-    champion, _ = challenger_scores(str(small), manifest)["inv"]
+    champion, _ = challenger_scores(day_of(small), manifest)["inv"]
     assert sorted(np.rint(champion * 300).astype(int).tolist()) == [i for i in range(300) if i % 3]
 
 
@@ -224,7 +230,8 @@ def test_the_report_is_written_to_s3_as_html(output, aws):
     import boto3
     import pyarrow.fs as pafs
 
-    from scoring.dataset.report import write_report
+    from scoring.dataset.destination import Day
+from scoring.dataset.report import write_report
 
     boto3.client("s3").create_bucket(Bucket="reports")
     fs, _ = pafs.FileSystem.from_uri("s3://reports/scores")
