@@ -528,7 +528,19 @@ class Version:
         )
 
 
-HISTORY_HEADER = f"  {'snapshot':>20} {'committed (UTC)':<19} {'action':<8} {'model':<28} {'scored':>12} {'rejected':>9}  run"
+HISTORY_HEADER = (
+    "  "
+    + " ".join(
+        (
+            "snapshot".rjust(20),
+            "committed (UTC)".ljust(19),
+            "action".ljust(8),
+            "model".ljust(28),
+            "scored".rjust(12),
+        )
+    )
+    + f" {'rejected':>9}  run"
+)
 
 
 def history(table: Table, date: dt.date) -> list[Version]:

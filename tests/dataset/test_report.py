@@ -230,8 +230,7 @@ def test_the_report_is_written_to_s3_as_html(output, aws):
     import boto3
     import pyarrow.fs as pafs
 
-    from scoring.dataset.destination import Day
-from scoring.dataset.report import write_report
+    from scoring.dataset.report import write_report
 
     boto3.client("s3").create_bucket(Bucket="reports")
     fs, _ = pafs.FileSystem.from_uri("s3://reports/scores")

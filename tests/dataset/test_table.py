@@ -17,7 +17,6 @@ from scoring.dataset import table as tables
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import Destination
 from scoring.dataset.validate import validate_partition
-from scoring.errors import OutputError
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
 SKLEARN = f"models:/{demo.MODEL_NAME}@sklearn"
@@ -189,7 +188,8 @@ def test_a_new_challenger_adds_columns_and_a_changed_type_is_refused(
     capsys.readouterr()
     code = main(
         ["score", "--model-uri", CHAMPION, "--input", str(input_dir), "--table", "analytics.other",
-         "--catalog", catalog, "--date", DATE.isoformat(), "--id-column", "customer_id", "--keep-columns", "region"]
+         "--catalog", catalog, "--date", DATE.isoformat(), "--id-column", "customer_id",
+         "--keep-columns", "region"]
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
