@@ -7,6 +7,11 @@
 - ``bench.stats``: medians and what is derived from them (B, fixed and per-row cost).
 - ``bench.report``: the Markdown tables.
 - ``bench.ways``: what each way runs; ``python -m bench.ways WAY ...`` is one way's process.
+  ``ours_table`` is the job publishing to an Iceberg table (a fresh SQLite catalog per run) instead of
+  a directory, its rows verified from the table.
+- ``bench.publish_s3``: ``python -m bench.publish_s3``, the publish step alone on S3 (moto, in
+  process): a directory's journaled swap against a table's commit, on the same staged files; seconds,
+  objects and bytes copied, requests.
 
 Not part of the ``scoring`` package: it imports ``scoring`` only as its users do.
 """

@@ -3,6 +3,9 @@
 Written with numpy and pyarrow in chunks, so that 10 million rows never need much memory, under
 ``WORKDIR/data/rows=N/date=2026-11-01/part-0000K.parquet`` (hive-partitioned, so the job's
 ``--partition-column date --date 2026-11-01`` reads it), and reused when a complete copy is there.
+
+A way's written rows are counted from its output's parquet footers (``count_rows``), or for a way
+that publishes to an Iceberg table, from a pyiceberg scan of the date (``count_table_rows``).
 """
 
 from __future__ import annotations
@@ -106,6 +109,46 @@ def parquet_files(root: Path) -> list[Path]:
         for path in root.rglob("*.parquet")
         if not any(part.startswith(("_", ".")) for part in path.relative_to(root).parts)
     )
+
+
+def count_table_rows(
+    catalog_name: str, properties: dict[str, str], identifier: str
+) -> tuple[int, list[str], int]:
+    """Rows of the date in an Iceberg table and in its rejects' table, with pyiceberg (a scan each).
+
+    The scan's count reads the data files' record counts from the table's manifests (a file's rows
+    are read only where the filter does not match it whole), as ``count_rows`` reads parquet footers.
+
+    Args:
+        catalog_name: The catalog's name (a SQL catalog keeps its tables under its name).
+        properties: The catalog's pyiceberg properties.
+        identifier: The scores table, ``NAMESPACE.TABLE``; its rejects are ``NAMESPACE.TABLE__rejects``.
+
+    Returns:
+        The scores' rows of the date (0 when there is no table), the table's column names, and the
+        date's rejected rows (0 when there is no rejects' table).
+    """
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import EqualTo
+
+    catalog = load_catalog(catalog_name, **properties)
+    try:
+        counts = []
+        for name in (identifier, f"{identifier}__rejects"):
+            try:
+                table = catalog.load_table(name)
+            except NoSuchTableError:
+                counts.append((0, []))
+                continue
+            scan = table.scan(row_filter=EqualTo(PARTITION_COLUMN, DATE.isoformat()))
+            counts.append((scan.count(), [field.name for field in table.schema().fields]))
+    finally:
+        engine = getattr(catalog, "engine", None)  # a SQL catalog's connections: closed before deletion
+        if engine is not None:
+            engine.dispose()
+    (rows, columns), (rejected, _) = counts
+    return rows, columns, rejected
 
 
 def count_rows(root: Path) -> tuple[int, list[str]]:

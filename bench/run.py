@@ -4,8 +4,9 @@
    the work directory; the models are trained, exported and registered once.
 2. Each round runs every (way, size) once, in an order shuffled with a fixed seed per round. Every run
    is a fresh subprocess writing to a fresh directory, which is deleted after its rows are counted from
-   the parquet footers. A run that exits non-zero, times out or writes fewer (or more) rows than its
-   input has is failed and never timed.
+   the parquet footers (a table way's, ``ours_table``, from a pyiceberg scan of the date in the fresh
+   catalog in that directory, its rejects from ``TABLE__rejects``). A run that exits non-zero, times
+   out or writes fewer (or more) rows than its input has is failed and never timed.
 3. ``WORKDIR/results.json`` holds every measurement, the machine and the command (rewritten after each
    run); the Markdown report is printed, written to ``WORKDIR/results.md`` and, with ``--markdown
    FILE``, put between the markers of FILE's ``--section`` (``results``, or ``lineup`` for a run of the
@@ -32,7 +33,18 @@ from pathlib import Path
 import psutil
 
 from bench import data, measure, report
-from bench.ways import GPU_WAYS, RETRAINED_WAYS, WAYS, Way, command
+from bench.ways import (
+    CATALOG,
+    CATALOG_FILE,
+    GPU_WAYS,
+    RETRAINED_WAYS,
+    TABLE,
+    WAYS,
+    Way,
+    catalog_properties,
+    command,
+    environment,
+)
 from scoring.cli import positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -184,17 +196,17 @@ def _run_once(way: Way, rows: int, input_root: Path, models, env, args, workdir:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     output = scratch / "out"
+    if way.table:
+        output.mkdir()  # the fresh catalog's SQLite file is made in it, which needs its directory
     line = command(way, models, input_root, output, args.master)
     log = logs / f"{number:04d}-{way.name}-rows={rows}.log"
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     unreadable = None
     try:
-        outcome = measure.run_process(line, env, scratch, log, args.timeout)
+        outcome = measure.run_process(line, environment(way, output, env), scratch, log, args.timeout)
         try:
-            written, columns = data.count_rows(output) if output.is_dir() else (0, [])
-            rejects = output / "_rejects"
-            rejected = data.count_rows(rejects)[0] if rejects.is_dir() else 0
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            written, columns, rejected = _count(way, output)
+        except Exception as e:  # pyarrow's ArrowInvalid is a ValueError; pyiceberg's and SQLite's vary
             written, columns, rejected, unreadable = 0, [], 0, f"unreadable output: {e}"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -226,6 +238,17 @@ def _run_once(way: Way, rows: int, input_root: Path, models, env, args, workdir:
         "command": shlex.join(line),
         "log": str(log),
     }
+
+
+def _count(way: Way, output: Path) -> tuple[int, list[str], int]:
+    """Rows a run wrote, its columns, and the rows it rejected: of its directory, or of its table."""
+    if way.table:
+        if not (output / CATALOG_FILE).is_file():  # the run failed before it made its catalog
+            return 0, [], 0
+        return data.count_table_rows(CATALOG, catalog_properties(output), TABLE)
+    written, columns = data.count_rows(output) if output.is_dir() else (0, [])
+    rejects = output / "_rejects"
+    return written, columns, data.count_rows(rejects)[0] if rejects.is_dir() else 0
 
 
 def _environment(tracking_uri: str, spark_conf: Sequence[str]) -> dict[str, str]:

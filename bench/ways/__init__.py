@@ -5,6 +5,11 @@ session with ``scoring.batch.session.get_session`` and the same master as the jo
 process runs with the same settings. ``python -m bench.ways WAY ...`` runs one of the ways below that
 are not the job itself (``ours_*`` run the ``scoring`` console script, exactly as a user would).
 
+``ours_table`` is ``ours_onnx`` publishing to an Iceberg table instead of a directory: ``--table
+bench.scores --catalog bench``, the catalog a fresh SQL one (SQLite, ``OUTPUT/catalog.db``, its
+warehouse ``OUTPUT/warehouse``) configured by ``PYICEBERG_CATALOG__BENCH__*`` variables in that run's
+environment alone (``environment``).
+
 This module imports neither Spark nor ONNX Runtime: the benchmark's driver only builds commands.
 """
 
@@ -27,6 +32,8 @@ class Way:
         model: Which model it scores with: ``none``, ``gbt`` (the classifier) or ``mlp``.
         subset: Whether it runs on the small row-at-a-time subset instead of the sizes.
         provider: ONNX Runtime provider of the ``raw`` way: ``cpu`` or ``cuda``.
+        table: Whether it publishes to an Iceberg table (``TABLE`` in the catalog ``CATALOG``, a fresh
+            SQLite one in the run's output directory: ``environment``) instead of a directory.
     """
 
     name: str
@@ -34,6 +41,7 @@ class Way:
     model: str = "gbt"
     subset: bool = False
     provider: str = "cpu"
+    table: bool = False
 
 
 WAYS: dict[str, Way] = {
@@ -48,6 +56,11 @@ WAYS: dict[str, Way] = {
         Way("predict_batch_udf", "pyspark.ml.functions.predict_batch_udf + ONNX Runtime (1 thread)"),
         Way("spark_udf", "mlflow.pyfunc.spark_udf of models:/bench@sklearn, env_manager=local"),
         Way("ours_onnx", "scoring score --model-uri models:/bench@onnx (the job, ONNX backend)"),
+        Way(
+            "ours_table",
+            "ours_onnx publishing to an Iceberg table (--table, a fresh SQLite catalog) instead of --output",
+            table=True,
+        ),
         Way("ours_pyfunc", "scoring score --model-uri models:/bench@sklearn --backend pyfunc"),
         Way("ours_spark", "scoring score --model-uri models:/bench@onnx --engine spark (Spark's pass)"),
         Way(
@@ -72,6 +85,11 @@ ALL_WAYS = {**WAYS, **GPU_WAYS}
 RETRAINED_WAYS = ("ours_lineup", "ours_retrained")
 # The lineup's challengers: (name, attribute of ``bench.model.Models`` holding its model reference).
 CHALLENGERS = (("sklearn", "sklearn_uri"), ("retrained", "retrained_uri"))
+# The table ways' table and catalog; its configuration is the run's environment (``environment``).
+TABLE = "bench.scores"
+CATALOG = "bench"
+CATALOG_ENV = f"PYICEBERG_CATALOG__{CATALOG.upper()}__"
+CATALOG_FILE = "catalog.db"
 
 
 def command(way: Way, models, input_root: Path, output: Path, master: str) -> list[str]:
@@ -90,7 +108,8 @@ def command(way: Way, models, input_root: Path, output: Path, master: str) -> li
         uri = {"ours_pyfunc": models.sklearn_uri, "ours_retrained": models.retrained_uri}.get(
             way.name, models.onnx_uri
         )
-        line = [scoring, "score", "--model-uri", uri, "--input", str(input_root), "--output", str(output)]
+        line = [scoring, "score", "--model-uri", uri, "--input", str(input_root)]
+        line += ["--table", TABLE, "--catalog", CATALOG] if way.table else ["--output", str(output)]
         line += ["--date", date, "--id-column", data.ID_COLUMN, "--partition-column", data.PARTITION_COLUMN]
         line += ["--master", master]
         if way.name == "ours_lineup":
@@ -109,3 +128,35 @@ def command(way: Way, models, input_root: Path, output: Path, master: str) -> li
     if way.name == "spark_udf":
         line += ["--model-uri", models.sklearn_uri]
     return line
+
+
+def catalog_properties(output: Path) -> dict[str, str]:
+    """The pyiceberg properties of a table way's catalog: SQLite and its warehouse in ``output``.
+
+    Args:
+        output: The run's fresh output directory (absolute; it must exist before the run, for SQLite).
+    """
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{output}/{CATALOG_FILE}",
+        "warehouse": f"file://{output}/warehouse",
+    }
+
+
+def environment(way: Way, output: Path, base: dict[str, str]) -> dict[str, str]:
+    """The environment of one run of ``way``: ``base``, and for a table way its catalog's configuration.
+
+    ``--catalog bench`` is configured as pyiceberg users configure a catalog, by
+    ``PYICEBERG_CATALOG__BENCH__*`` variables, for that process only; any such variable inherited from
+    the caller's environment is dropped, so every run gets a fresh catalog of its own.
+
+    Args:
+        way: The way.
+        output: The run's fresh output directory.
+        base: The environment every run shares.
+    """
+    if not way.table:
+        return base
+    env = {k: v for k, v in base.items() if not k.upper().startswith(CATALOG_ENV)}
+    env.update({CATALOG_ENV + key.upper(): value for key, value in catalog_properties(output).items()})
+    return env

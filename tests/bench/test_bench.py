@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -218,11 +219,87 @@ def test_failed_runs_are_reported_and_never_timed(tmp_path, monkeypatch):
     assert not any((tmp_path / "runs").iterdir())
 
 
+def test_table_way_publishes_to_a_fresh_catalog_in_its_output_directory(tmp_path):
+    from bench.model import Models
+    from bench.ways import CATALOG_ENV, WAYS, command, environment
+
+    models = Models(**{f.name: "m" for f in dataclasses.fields(Models)})
+    output = tmp_path / "out"
+    line = command(WAYS["ours_table"], models, Path("in"), output, "local[2]")
+    onnx = command(WAYS["ours_onnx"], models, Path("in"), output, "local[2]")
+    at = line.index("--table")
+    assert line[at : at + 4] == ["--table", "bench.scores", "--catalog", "bench"]
+    assert "--output" not in line
+    # Otherwise the very job of ours_onnx.
+    assert [a for a in line if a not in ("--table", "bench.scores", "--catalog", "bench")] == [
+        a for a in onnx if a not in ("--output", str(output))
+    ]
+    base = {"PATH": "/bin", CATALOG_ENV + "URI": "sqlite:////elsewhere.db", CATALOG_ENV + "S3__REGION": "x"}
+    env = environment(WAYS["ours_table"], output, base)
+    assert env == {
+        "PATH": "/bin",
+        CATALOG_ENV + "TYPE": "sql",
+        CATALOG_ENV + "URI": f"sqlite:///{output}/catalog.db",
+        CATALOG_ENV + "WAREHOUSE": f"file://{output}/warehouse",
+    }
+    assert environment(WAYS["ours_onnx"], output, base) is base
+
+
+# A stand-in for the job: publishes ARGV[1] rows of the date (and 5 of the day before) to bench.scores,
+# and ARGV[2] rejected rows to bench.scores__rejects, in the catalog its environment configures.
+FAKE_TABLE_JOB = """
+import datetime as dt, sys
+import pyarrow as pa
+from pyiceberg.catalog import load_catalog
+from scoring.dataset.table import ensure_table
+
+catalog = load_catalog("bench")
+date = dt.date(2026, 11, 1)
+for name, rows in (("bench.scores", int(sys.argv[1])), ("bench.scores__rejects", int(sys.argv[2]))):
+    days = [date] * rows + ([date - dt.timedelta(days=1)] * 5 if name == "bench.scores" else [])
+    data = pa.table({"id": pa.array(range(len(days)), pa.int64()), "date": pa.array(days, pa.date32())})
+    ensure_table(catalog, name, data.schema, "date").append(data)
+"""
+
+
+def test_table_runs_are_verified_from_the_table(tmp_path, monkeypatch):
+    from bench import run as bench_run
+    from bench.ways import WAYS
+
+    root = data.ensure_dataset(tmp_path, 100)
+    rows = [100, 3]  # written, rejected
+
+    def fake(way, models, root, output, master):
+        return [sys.executable, "-c", FAKE_TABLE_JOB, *map(str, rows)]
+
+    monkeypatch.setattr(bench_run, "command", fake)
+    args = build_parser().parse_args(["--timeout", "120"])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # A catalog variable inherited from the caller is not the run's: its catalog is a fresh one.
+    env = {**bench_run._environment("sqlite:///unused.db", []), "PYICEBERG_CATALOG__BENCH__URI": "x"}
+    way = WAYS["ours_table"]
+    whole = bench_run._run_once(way, 100, root, None, env, args, tmp_path, logs)
+    assert (whole["status"], whole["rows_written"], whole["rows_rejected"]) == ("ok", 100, 3), whole
+    assert whole["columns"] == ["id", "date"] and whole["rows_verified"]
+    rows[:] = [10, 2]
+    short = bench_run._run_once(way, 100, root, None, env, args, tmp_path, logs)
+    assert (short["status"], short["reason"]) == ("failed", "wrote 10 of 100 rows (2 rejected)")
+    # A run that fails before its catalog exists is failed for its exit, not for its output.
+    monkeypatch.setattr(
+        bench_run, "command", lambda way, models, root, output, master: [sys.executable, "-c", "exit(2)"]
+    )
+    failed = bench_run._run_once(way, 100, root, None, env, args, tmp_path, logs)
+    assert (failed["status"], failed["reason"], failed["rows_written"]) == ("failed", "exit 2", 0)
+    assert not any((tmp_path / "runs").iterdir())
+
+
 def test_command_smoke_run_at_a_tiny_size(tmp_path):
     workdir = tmp_path / "work"
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text(f"# Benchmarks\n\n{report.START}\n{report.END}\n")
-    flags = ["--sizes", "4000", "--rounds", "1", "--ways", "floor,raw,ours_onnx", "--train-rows", "2000"]
+    ways = "floor,raw,ours_onnx,ours_table"
+    flags = ["--sizes", "4000", "--rounds", "1", "--ways", ways, "--train-rows", "2000"]
     flags += ["--workdir", str(workdir), "--markdown", str(doc)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *flags], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -233,7 +310,7 @@ def test_command_smoke_run_at_a_tiny_size(tmp_path):
     assert results["command"].endswith("-m bench " + shlex.join(flags))
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["pyspark"]
     runs = {m["way"]: m for m in results["measurements"]}
-    assert sorted(runs) == ["floor", "ours_onnx", "raw"]
+    assert sorted(runs) == ["floor", "ours_onnx", "ours_table", "raw"]
     for m in runs.values():
         assert m["status"] == "ok" and m["returncode"] == 0
         assert m["wall_s"] > 0 and m["peak_rss_bytes"] > 0
@@ -241,12 +318,17 @@ def test_command_smoke_run_at_a_tiny_size(tmp_path):
     # Spark and its JVM weigh more than one Python process; the job carries its model columns.
     assert runs["floor"]["peak_rss_bytes"] > runs["raw"]["peak_rss_bytes"]
     assert {"id", "prediction", "probability", "model_version"} <= set(runs["ours_onnx"]["columns"])
+    # The table way's rows were counted from its table (the date column is one of the table's).
+    assert {"id", "prediction", "probability", "model_version", "date"} <= set(runs["ours_table"]["columns"])
+    assert "--table bench.scores --catalog bench" in runs["ours_table"]["command"]
+    assert "--output" not in runs["ours_table"]["command"]
     # Every run's directory is gone; the logs stay.
     assert not any((workdir / "runs").iterdir())
-    assert len(list((workdir / "logs").iterdir())) == 3
+    assert len(list((workdir / "logs").iterdir())) == 4
     table = doc.read_text()
     assert table.startswith("# Benchmarks\n\n" + report.START) and "### 4,000 rows" in table
     assert "| ours_onnx | 1/1 |" in table and "| ours_onnx | 1/1 |" in done.stdout
+    assert "| ours_table | 1/1 |" in table
 
 
 def test_lineup_table_ratios_per_median_and_per_round():
