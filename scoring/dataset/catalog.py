@@ -53,8 +53,6 @@ def open_catalog(name: str | None = None) -> Catalog:
     Raises:
         OutputError: The configuration does not make a catalog (a missing URI, an unknown type).
     """
-    from pyiceberg.catalog import load_catalog
-
     name, properties = catalog_properties(name)
     if properties is None:
         properties = embedded_properties()
@@ -63,6 +61,24 @@ def open_catalog(name: str | None = None) -> Catalog:
             "catalog %r is not configured: using the embedded SQLite catalog %s", name, properties["uri"]
         )
     try:
-        return load_catalog(name, **properties)
+        return _load(name, properties)
     except (ValueError, ImportError) as e:
         raise OutputError(f"catalog {name!r}: {e}") from e
+
+
+def _load(name: str, properties: dict[str, str]) -> Catalog:
+    """``load_catalog``, tried twice when a new SQL catalog's tables were being created by another process.
+
+    pyiceberg's SQL catalog creates its tables when first opened; two runs opening a new SQLite
+    catalog at once can both try, and the loser's ``CREATE TABLE`` fails although the tables exist.
+    """
+    from pyiceberg.catalog import load_catalog
+
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # no SQL catalog support installed: nothing to retry
+        return load_catalog(name, **properties)
+    try:
+        return load_catalog(name, **properties)
+    except OperationalError:
+        return load_catalog(name, **properties)

@@ -28,7 +28,6 @@ or by ``maintain``, which removes unreferenced files older than its horizon.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -133,21 +132,36 @@ def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition
         OutputError: A column's type differs from the table's, or the table is not partitioned by
             ``partition_column``.
     """
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
 
     namespace, _ = split_identifier(identifier)
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
-        with contextlib.suppress(NamespaceAlreadyExistsError):  # another table's, or a concurrent run's
-            catalog.create_namespace(namespace)
+        _create_namespace(catalog, namespace)
         try:
             table = _create(catalog, identifier, nullable(schema), partition_column)
             log.info("created table %s at %s", identifier, table.location())
-        except TableAlreadyExistsError:
-            table = catalog.load_table(identifier)  # a concurrent run created it first
+        except (TableAlreadyExistsError, CommitFailedException):
+            # A concurrent run created it first (pyiceberg reports that as either, by catalog).
+            table = catalog.load_table(identifier)
     _check_partitioning(table, identifier, partition_column)
     return _evolve(table, identifier, nullable(schema))
+
+
+def _create_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create the namespace unless it exists: another table's, or a concurrent run made it first.
+
+    A concurrent creation surfaces as the catalog's own error (a SQL catalog's integrity error, a
+    REST catalog's conflict): it is raised again only when the namespace still does not exist.
+    """
+    if catalog.namespace_exists(namespace):
+        return
+    try:
+        catalog.create_namespace(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
 
 
 def _create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str) -> Table:
@@ -350,13 +364,21 @@ def clean_date(scores: Table, rejects: Table, partition: str, keep: str | None =
             name = directory.rsplit("/", 1)[-1]
             if name == keep or _canonical(directory) in referenced:
                 continue
-            if lease_is_live(read_json(f"{leases}/{name}/{LEASE_FILE}")):
+            if lease_is_live(_read_lease(f"{leases}/{name}/{LEASE_FILE}")):
                 continue
             discard(directory)
             removed.append(directory)
     if removed:
         log.info("removed %d directories of runs killed before their commit", len(removed))
     return removed
+
+
+def _read_lease(uri: str) -> dict | None:
+    """A run's lease; None when there is none or a kill cut its writing short (the run is gone)."""
+    try:
+        return read_json(uri)
+    except ValueError:
+        return None
 
 
 def _run_directories(root: str) -> list[str]:
