@@ -179,9 +179,18 @@ def summary(manifest: dict) -> str:
         f"scored {manifest['counts']['scored']:,} of {rows:,} rows "
         f"({manifest['counts']['rejected']:,} rejected) for {partition['column']}={partition['value']} "
         f"with {manifest['model']['pinned_uri']} ({manifest['model']['backend']}) in "
-        f"{duration_seconds(manifest):.1f} s ({rows_per_second(manifest):,.0f} rows/s) -> "
-        f"{manifest['output']['path'].rstrip('/')}/{partition['column']}={partition['value']}"
+        f"{duration_seconds(manifest):.1f} s ({rows_per_second(manifest):,.0f} rows/s) "
+        f"-> {_published(manifest)}"
     ) + "".join(f"\n  {line}" for line in lineup_lines(manifest))
+
+
+def _published(manifest: dict) -> str:
+    """Where the partition was published: the table (and its snapshot), or the partition's directory."""
+    output, partition = manifest["output"], manifest["partition"]
+    if output.get("table"):
+        snapshot = f", snapshot {output['snapshot_id']}" if output.get("snapshot_id") else ""
+        return f"table {output['table']}{snapshot}"
+    return f"{output['path'].rstrip('/')}/{partition['column']}={partition['value']}"
 
 
 def lineup_lines(manifest: dict) -> list[str]:

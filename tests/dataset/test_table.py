@@ -235,3 +235,66 @@ def test_two_commits_of_one_date_never_mix_the_later_wins(tmp_path, monkeypatch,
     assert now.num_rows == 20 and set(now["model_version"].to_pylist()) == {"b"}
     latest = summaries(catalog, DATE)[-1]
     assert latest[tables.RUN_ID] == "b" and latest[tables.REPLACED_RUN] == "a"
+
+
+def test_interleaved_runs_leave_the_rejects_of_the_version_published(tmp_path, monkeypatch, catalog):
+    """A's rejects, then all of B, then A's scores: A's version is published, with A's rejects current.
+
+    Otherwise A's rejects would be referenced by an expired snapshot only once ``maintain`` ran.
+    """
+    from scoring import faults
+    from scoring.config import JobConfig
+    from scoring.dataset.publisher import TablePublisher
+
+    monkeypatch.chdir(tmp_path)
+    schemas = (
+        pa.schema([("id", pa.int64()), ("model_version", pa.string()), ("date", pa.date32())]),
+        pa.schema([("id", pa.int64()), ("reject_reason", pa.string()), ("date", pa.date32())]),
+    )
+    config = JobConfig(model_uri="x", input="x", table=TABLE, catalog=catalog, date=DATE)
+
+    def written(version: str, rows: int) -> tuple[TablePublisher, dict]:
+        import pyarrow.parquet as pq
+
+        publisher = TablePublisher(config, *schemas)
+        run = publisher.location
+        publisher.prepare()
+        for directory, schema, n in ((run.staged, schemas[0], rows), (run.staged_rejects, schemas[1], 1)):
+            columns = {"id": range(n), schema.names[1]: [version] * n, "date": [DATE] * n}
+            Path(directory.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table(columns, schema), f"{directory.removeprefix('file://')}/part-0.parquet")
+        manifest = {
+            "counts": {"input": rows + 1, "scored": rows, "rejected": 1},
+            "model": {"name": "m", "version": version, "run_id": version},
+            "rejects": {"by_reason": {"r": 1}, "files": [{"name": "part-0.parquet", "rows": 1}]},
+            "output": {"files": [{"name": "part-0.parquet", "rows": rows}]},
+            "resources": {"engine": "arrow"},
+        }
+        return publisher, manifest
+
+    a, a_manifest = written("a", 10)
+    b, b_manifest = written("b", 20)
+    real_at = faults.at
+
+    def b_runs_between_a_commits(point: str) -> None:
+        if point == "between-commits":
+            monkeypatch.setattr(faults, "at", real_at)
+            b.publish(b_manifest)
+            b.finish(True)
+            monkeypatch.setattr(faults, "at", b_runs_between_a_commits)
+
+    monkeypatch.setattr(faults, "at", b_runs_between_a_commits)
+    a.publish(a_manifest)
+    a.finish(True)
+    monkeypatch.setattr(faults, "at", real_at)
+
+    assert set(scan(catalog, DATE)["model_version"].to_pylist()) == {"a"}
+    assert set(scan(catalog, DATE, name=tables.rejects_identifier(TABLE))["reject_reason"].to_pylist()) == {
+        "a"
+    }
+    for name in (TABLE, tables.rejects_identifier(TABLE)):
+        tables.maintain(open_catalog(catalog).load_table(name), dt.timedelta(0))
+    assert set(scan(catalog, DATE, name=tables.rejects_identifier(TABLE))["reject_reason"].to_pylist()) == {
+        "a"
+    }
+    assert validate_partition(Destination(table=TABLE, catalog=catalog), DATE).checks[0].status == "ok"
