@@ -3,7 +3,9 @@
 It makes a synthetic credit-risk dataset (two dates, hive-partitioned parquet), trains a gradient
 boosting classifier, registers it in a local SQLite MLflow registry twice (as an sklearn pyfunc model,
 alias ``sklearn``, and exported to ONNX, alias ``champion``), scores both dates with the real job (0.2% of the
-rows lack their income and land in the rejects), and prints where the output is and what it looks like.
+rows lack their income and land in the rejects) into a directory and into an Apache Iceberg table
+(``demo.scores``, in a SQL catalog on SQLite that ``demo-workdir/.pyiceberg.yaml`` configures as ``demo``),
+and prints where the output is, what it looks like and a query on the table.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ FEATURE_RANGES = {
     "utilization": {"min": 0, "max": 1},
 }
 _MARKER = ".scoring-demo"
+# The demo's Iceberg catalog and table: `--catalog demo --table demo.scores`, configured by the
+# .pyiceberg.yaml the demo writes into its workdir (PYICEBERG_HOME points pyiceberg at it).
+CATALOG = "demo"
+TABLE = "demo.scores"
+PER_DAY = (
+    "SELECT date, count(*) AS scored, round(avg(probability), 4) AS mean_probability "
+    "FROM scores GROUP BY date ORDER BY date"
+)
 
 
 def make_customers(rows: int, date: dt.date, seed: int = 0) -> pd.DataFrame:
@@ -187,6 +197,35 @@ def use_local_registry(workdir: Path) -> None:
     mlflow.set_experiment("scoring-demo")
 
 
+def use_local_catalog(workdir: Path) -> Path:
+    """Configure the Iceberg catalog ``demo`` for this process: SQLite and a warehouse in ``workdir``.
+
+    Writes ``workdir/.pyiceberg.yaml`` and points ``PYICEBERG_HOME`` at ``workdir``, as a user would
+    (``export PYICEBERG_HOME=...``) to reach the same catalog from a shell.
+
+    Returns:
+        The configuration file.
+    """
+    config = workdir / ".pyiceberg.yaml"
+    config.write_text(
+        "catalog:\n"
+        f"  {CATALOG}:\n"
+        "    type: sql\n"
+        f"    uri: sqlite:///{workdir / 'catalog.db'}\n"
+        f"    warehouse: {(workdir / 'warehouse').as_uri()}\n"
+    )
+    os.environ["PYICEBERG_HOME"] = str(workdir)
+    return config
+
+
+def table_per_day(catalog: str = CATALOG, table: str = TABLE):
+    """The table's scored rows and mean probability per day, through pyiceberg and DuckDB."""
+    from scoring.dataset.catalog import open_catalog  # reads the configuration afresh, as the job does
+
+    scan = open_catalog(catalog).load_table(table).scan(selected_fields=("date", "probability"))
+    return scan.to_duckdb(table_name="scores").sql(PER_DAY)
+
+
 def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> None:
     """Run the demo end to end and print what it did.
 
@@ -231,6 +270,14 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         )
         print(summary(run_job(config, spark)))
 
+    # The same dates published to an Iceberg table instead: one catalog commit per date.
+    use_local_catalog(root)
+    for date in DATES:
+        table_config = dataclasses.replace(config, date=date, output=None, table=TABLE, catalog=CATALOG)
+        manifest = run_job(table_config, spark)
+        snapshot = manifest["output"]["snapshot_id"]
+        print(f"{summary(manifest).split(' -> ')[0]} -> table {TABLE}, snapshot {snapshot}")
+
     # The same first date again, with the scikit-learn version as a challenger, an ensemble of both and
     # a 90/10 A/B split, in one pass, to a dataset of its own.
     lineup = Lineup(
@@ -245,6 +292,13 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     scored = pq.read_table(output, partitioning="hive").to_pandas()
     print(f"\ndemo: {len(scored):,} scored rows under {output}; a few of them (read back with pyarrow):")
     print(scored.sample(5, random_state=1).to_string(index=False))
+    print(f"\ndemo: the table {TABLE} per day, read through pyiceberg and DuckDB:")
+    print(table_per_day())
+    query = (
+        "from pyiceberg.catalog import load_catalog; "
+        f"table = load_catalog('{CATALOG}').load_table('{TABLE}'); "
+        f"print(table.scan().to_duckdb('scores').sql('{PER_DAY}'))"
+    )
     print(
         "\nTry it:\n"
         f"  export MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}\n"
@@ -256,6 +310,13 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         f"read_parquet('{output}/*/*.parquet', hive_partitioning = true) GROUP BY date\\\").show()\"\n"
         f"  .venv/bin/python -c \"import pandas as pd; print(pd.read_parquet('{root / 'lineup'}').head())\""
         "    # champion, challenger, ensemble, variant\n"
+        f"  export PYICEBERG_HOME={root}    # its .pyiceberg.yaml configures the catalog {CATALOG!r}\n"
+        f'  .venv/bin/python -c "{query}"\n'
+        f"  .venv/bin/scoring score --model-uri models:/{MODEL_NAME}@sklearn --input {root / 'input'} "
+        f"--table {TABLE} --catalog {CATALOG} --date {DATES[0]} --id-column customer_id "
+        "--keep-columns region,segment\n"
+        f"  .venv/bin/scoring history --table {TABLE} --catalog {CATALOG} --date {DATES[0]}"
+        "    # the day's versions: the demo's, then the line above's\n"
         "  make dag-demo    # the daily Airflow DAG scores 2026-11-01 on this machine"
     )
 

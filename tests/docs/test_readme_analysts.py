@@ -1,4 +1,4 @@
-"""README's "Reading the output (for analysts)", run as written against output the real job published.
+"""README's "Reading the output directory (for analysts)", run as written against the real job's output.
 
 The snippets are taken from README.md itself (each fenced block follows a ``<!-- tested: NAME -->``
 marker), so the README cannot drift from what the readers do. The output is the job's own: the demo
@@ -27,7 +27,7 @@ from conftest import DATE, OTHER_DATE, ROWS, run_score
 from scoring import demo
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SECTION = "## Reading the output (for analysts)"
+SECTION = "## Reading the output directory (for analysts)"
 SNIPPETS = {
     "published": "python",
     "pandas": "python",
