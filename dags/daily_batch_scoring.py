@@ -1,7 +1,9 @@
 """Daily batch scoring: one day's partition, scored with a registry model and published.
 
 Scores one day's partition of parquet input with a model from the MLflow registry and publishes it,
-with its rejects and manifest, to a date-partitioned parquet dataset. Challengers can be scored beside
+with its rejects and manifest, to a date-partitioned parquet dataset (param `output`), or to an Apache
+Iceberg table (param `table`, `NAMESPACE.TABLE`, in the pyiceberg catalog named by `catalog`): each
+date replaced in one catalog commit, rejects in `TABLE__rejects`. Challengers can be scored beside
 it in the same pass (params `challengers`, `ensemble`, `ab_split`, `ab_salt`, `decision_threshold`).
 
 `validate_model` (the lineup makes sense; every model's alias resolves, is recent, has a signature:
@@ -19,7 +21,17 @@ both pass) -> `choose_compute`:
   A retried or cleared task finds its run's cluster and step by their
   idempotency key instead of starting new ones; killing `wait_for_step` cancels the step.
 
--> `validate_output` (manifest, counts, schema, values, score drift against the previous partition).
+-> `validate_output` (manifest, counts, schema, values, score drift against the previous partition;
+with `table`, the table's current version of the date) -> `maintain_table` (with `table` and
+`maintain_older_than_days`: expires older snapshots of the scores and rejects tables and removes files
+no kept snapshot references; skipped otherwise).
+
+Tables on EMR live in the Glue catalog: the step's environment configures pyiceberg's catalog `catalog`
+(`default` when null) as Glue in the AWS connection's region, with its warehouse at `glue_warehouse`
+(default `s3://<output's bucket>/iceberg`), and the tasks that read the table (`preflight`'s cost
+estimate, `validate_output`, `maintain_table`) open it with the same configuration. Locally the
+catalog is whatever this worker's pyiceberg configuration says (`PYICEBERG_CATALOG__<NAME>__*`,
+`.pyiceberg.yaml`).
 
 The partition scored is the run's data interval start (UTC). Params set what one run needs; their
 defaults come from the `SCORING_*` environment variables (see `scoring/orchestration/tasks.py`).
@@ -69,10 +81,13 @@ with DAG(
     validate = task(
         tasks.validate_output, task_id="validate_output", trigger_rule="none_failed_min_one_success"
     )()
+    # Only after the day validated: an invalid version may need an older snapshot restored.
+    maintain = task(tasks.maintain_table, task_id="maintain_table")()
 
     preflight >> branch >> [local, artifacts]
     wait >> [terminate, validate]
     local >> validate
+    validate >> maintain
     # stage_artifacts is a setup too: a teardown runs when one of its setups succeeded, so it ends the
     # run's cluster even when create_cluster failed after EMR created it; on the local path both are
     # skipped, and so is the teardown.

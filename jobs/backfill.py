@@ -1,6 +1,7 @@
 r"""spark-submit entry point of ad hoc backfills outside Airflow.
 
-    spark-submit jobs/backfill.py --model-uri models:/NAME@ALIAS --input PATH --output PATH \
+    spark-submit jobs/backfill.py --model-uri models:/NAME@ALIAS --input PATH \
+        (--output PATH | --table NAMESPACE.TABLE [--catalog NAME]) \
         --start YYYY-MM-DD --end YYYY-MM-DD [--force] [the other flags of jobs/score.py]
 
 Dates run in order with the model pinned once; dates already published by the same model version

@@ -5,7 +5,10 @@ with ``--no-deps``. This builds that venv with pip's pyspark of the same Spark l
 EMR's, then runs ``spark-submit jobs/score.py`` from it on staged copies of two registered models (an
 sklearn pipeline logged the ordinary way and the ONNX model), with no registry, as a node would:
 each model through both passes (Spark's, which a repeated id calls for, and the Arrow pass, forced
-with ``--engine arrow`` on the input without it), so both run on EMR's Spark line. It is the slow test
+with ``--engine arrow`` on the input without it), so both run on EMR's Spark line. Then the ONNX model
+publishes through both passes to an Iceberg table (``--table``) in a Glue catalog configured, as the
+DAG configures it on EMR, by pyiceberg's variables only (moto's Glue on 127.0.0.1, the warehouse on the
+local disk, which local Spark writes), and the table is read back with pyiceberg. It is the slow test
 of the suite (a venv build), so it is one test.
 """
 
@@ -23,6 +26,8 @@ import pytest
 from conftest import DATE, features
 
 from scoring import demo
+from scoring.dataset.catalog import open_catalog
+from scoring.dataset.table import rejects_identifier
 from scoring.orchestration.artifacts import build_wheel, stage_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +79,9 @@ def _ordinary_sklearn_model(frame: pd.DataFrame) -> tuple[object, str]:
 
 
 def _spark_submit(
-    venv: Path, model_dir: str, input_path: Path, output: Path, *flags: str
+    venv: Path, model_dir: str, input_path: Path, where: list[str], *flags: str
 ) -> subprocess.CompletedProcess:
+    """``spark-submit jobs/score.py`` on the node's venv; ``where`` is ``--output DIR`` or ``--table ...``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -88,13 +94,15 @@ def _spark_submit(
     )
     command = [str(venv / "bin" / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
                str(ROOT / "jobs" / "score.py"), "--model-uri", model_dir, "--input", str(input_path),
-               "--output", str(output), "--date", DATE.isoformat(), "--id-column", "customer_id",
-               *flags]  # fmt: skip
+               *where, "--date", DATE.isoformat(), "--id-column", "customer_id", *flags]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, registry, tmp_path, report):
+def test_node_venv_scores_staged_models_like_the_models_themselves(
+    node_venv, registry, aws, tmp_path, monkeypatch, report
+):
     import onnxruntime as ort
+    from pyiceberg.expressions import EqualTo
 
     frame = demo.make_customers(ROWS, DATE, seed=5)
     # A copy of row 0 without its income (rejected: null feature) in both inputs; in the first, an
@@ -120,11 +128,14 @@ def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, re
         "onnx": onnx_model.run(None, {"features": x.to_numpy(np.float32)})[1][:, 1],
     }
 
+    staged = {}
     for name, uri in (("sklearn", sklearn_uri), ("onnx", onnx_uri)):
-        staged = stage_model(uri, str(tmp_path / f"{name}-staged"))
+        staged[name] = stage_model(uri, str(tmp_path / f"{name}-staged"))
         for engine, (input_name, flags, reasons) in runs.items():
             output = tmp_path / f"{name}-{engine}"
-            result = _spark_submit(node_venv, staged, tmp_path / input_name, output, *flags)
+            result = _spark_submit(
+                node_venv, staged[name], tmp_path / input_name, ["--output", str(output)], *flags
+            )
             assert result.returncode == 0, result.stderr[-4000:]
 
             partition = output / f"date={DATE}"
@@ -142,6 +153,34 @@ def test_node_venv_scores_staged_models_like_the_models_themselves(node_venv, re
                 f"node venv | {NODE_PYSPARK}, {engine} pass, scored {name} model {uri}: "
                 f"{ROWS} rows + {rejected} rejects, as the model"
             )
+
+    # The table: Glue configured by variables alone, as the DAG's step configures it on EMR.
+    glue = {"TYPE": "glue", "WAREHOUSE": f"file://{tmp_path}/warehouse", "GLUE__REGION": "us-east-1",
+            "GLUE__ENDPOINT": aws.endpoint, "GLUE__ACCESS_KEY_ID": "testing",
+            "GLUE__SECRET_ACCESS_KEY": "testing"}  # fmt: skip
+    for key, value in glue.items():
+        monkeypatch.setenv(f"PYICEBERG_CATALOG__NODE__{key}", value)
+    table_flags = ["--table", "node.scores", "--catalog", "node"]
+    for engine, (input_name, flags, reasons) in runs.items():
+        result = _spark_submit(node_venv, staged["onnx"], tmp_path / input_name, table_flags, *flags)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+        scores = open_catalog("node").load_table("node.scores")  # a re-run replaces the date
+        summary = scores.current_snapshot().summary
+        manifest = json.loads(Path(summary["scoring.manifest"].removeprefix("file://")).read_text())
+        assert manifest["spark_version"].startswith("3.5.") and summary["scoring.engine"] == engine
+        rejected = sum(reasons.values())
+        assert json.loads(summary["scoring.rejects-by-reason"]) == reasons
+        date = EqualTo("date", DATE.isoformat())
+        out = scores.scan(row_filter=date).to_pandas().sort_values("customer_id")
+        assert out["customer_id"].tolist() == expected_rows["customer_id"].tolist()
+        np.testing.assert_allclose(out["probability"], expected["onnx"], atol=1e-6)
+        rejects = open_catalog("node").load_table(rejects_identifier("node.scores"))
+        assert len(rejects.scan(row_filter=date).to_arrow()) == rejected
+        report(
+            f"node venv | {NODE_PYSPARK}, {engine} pass, published the onnx model to an Iceberg table in "
+            f"Glue (moto): {ROWS} rows + {rejected} rejects, read back by pyiceberg, as the model"
+        )
 
 
 def resolve_onnx_session(uri: str, download_dir: Path, ort):

@@ -4,6 +4,10 @@ Every cluster and step carries an idempotency key (one per DAG run and date). A 
 Airflow task looks for the cluster or step of its key before starting one, so a retry never pays for a
 second cluster nor scores a date twice.
 
+A run that publishes to an Iceberg table (``--table``) finds its catalog in Glue: the step's
+environment configures pyiceberg's catalog of the run for it (``glue_catalog``, ``catalog_environment``),
+and the Airflow tasks that read the table apply the same configuration while they read it.
+
 Cost-relevant choices (see ``emr/*.json``): on-demand core nodes (a spot reclaim mid-write only costs
 a retried task, so spot is a reasonable edit), one step at a time, ``KeepJobFlowAliveWhenNoSteps`` so
 that the DAG's teardown owns the cluster's life, and an idle auto-termination timeout as the second
@@ -21,9 +25,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from scoring import PROJECT_ROOT
 from scoring.config import JobConfig
@@ -38,6 +43,15 @@ FLAVOURS = ("cpu", "gpu")
 ALIVE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 REUSABLE_STEP_STATES = ("PENDING", "RUNNING", "COMPLETED")
 FAILED_STEP_STATES = ("CANCEL_PENDING", "CANCELLED", "FAILED", "INTERRUPTED")
+# pyiceberg's name of the catalog used when none is named; the DAG names it explicitly on EMR, so that
+# the job on the cluster and the tasks reading the table on the Airflow worker mean the same catalog.
+DEFAULT_CATALOG = "default"
+# The Glue catalog's warehouse (where tables created by a run get their location) when none is given:
+# this folder of the output's bucket.
+WAREHOUSE_FOLDER = "iceberg"
+# A catalog name pyiceberg's environment variables can carry: they read ``_`` as ``-``, and a shell
+# exports no name with ``-`` (YARN sets executors' variables with ``export``).
+_CATALOG_NAME = re.compile(r"[A-Za-z0-9]+")
 
 
 class StepFailed(ScoringError):
@@ -106,25 +120,90 @@ def job_flow_config(
     }
 
 
+def glue_catalog(warehouse: str, region: str | None = None) -> dict[str, str]:
+    """The pyiceberg properties of the Glue catalog that holds an EMR run's table.
+
+    Credentials are left to boto3's default chain (the nodes' instance profile: EMR's EC2 role needs
+    Glue's table and database actions, and S3 access to the warehouse). S3's region is left out:
+    pyiceberg asks the bucket for it.
+
+    Args:
+        warehouse: Where a table the run creates gets its location (``s3://BUCKET/PREFIX``), when its
+            Glue database gives none.
+        region: Glue's region: the cluster's. None: boto3's default.
+    """
+    return {"type": "glue", "warehouse": warehouse, **({"glue.region": region} if region else {})}
+
+
+def default_warehouse(output: str) -> str:
+    """The Glue warehouse of a run that names none: ``WAREHOUSE_FOLDER`` in ``output``'s bucket.
+
+    Raises:
+        ScoringError: ``output`` is not an ``s3://`` URI (nowhere on S3 to put the warehouse).
+    """
+    parsed = urlparse(output)
+    if parsed.scheme not in ("s3", "s3a", "s3n") or not parsed.netloc:
+        raise ScoringError(
+            f"output {output!r} is not on S3: give the Glue catalog's warehouse (s3://BUCKET/PREFIX)"
+        )
+    return f"s3://{parsed.netloc}/{WAREHOUSE_FOLDER}"
+
+
+def catalog_environment(name: str, properties: Mapping[str, str]) -> dict[str, str]:
+    """The ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables that configure catalog ``name`` with ``properties``.
+
+    pyiceberg reads ``__`` in a key's variable as ``.`` and ``_`` as ``-``: ``glue.region`` is
+    ``..._GLUE__REGION`` and ``s3.access-key-id`` is ``..._S3__ACCESS_KEY_ID``.
+
+    Raises:
+        ScoringError: The name is not letters and digits, or a key holds ``_`` (neither survives the
+            variables' spelling).
+    """
+    if not _CATALOG_NAME.fullmatch(name):
+        raise ScoringError(
+            f"catalog {name!r}: an EMR run's catalog is configured by environment variables, so its "
+            "name must be letters and digits only"
+        )
+    environment = {}
+    for key, value in properties.items():
+        if "_" in key:
+            raise ScoringError(f"catalog {name!r}: property {key!r} cannot be set by pyiceberg's variables")
+        spelled = key.replace(".", "__").replace("-", "_").upper()
+        environment[f"PYICEBERG_CATALOG__{name.upper()}__{spelled}"] = str(value)
+    return environment
+
+
 def step_name(key: str) -> str:
     """The scoring step's name for a run's key."""
     return f"score {key}"
 
 
-def scoring_step(key: str, job_uri: str, config: JobConfig) -> dict[str, Any]:
+def scoring_step(
+    key: str, job_uri: str, config: JobConfig, environment: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The ``command-runner.jar`` spark-submit step, with the job's usual flags.
 
     Client deploy mode: the driver runs on the primary node, so the step's stderr holds the job's
     own one-line error when it fails. ``ActionOnFailure=CONTINUE``: the DAG's teardown, not the step,
     ends the cluster, so that a failed step's logs can still be read back first.
+
+    Args:
+        key: The run's idempotency key (the step's name).
+        job_uri: The staged ``jobs/score.py``.
+        config: The job's configuration: its flags.
+        environment: Variables the job sees (a table's catalog: ``catalog_environment``). The driver
+            gets them through ``env`` before ``spark-submit`` (in client mode it is spark-submit's
+            own child; ``spark.yarn.appMasterEnv.*`` would not reach it), the executors through
+            ``spark.executorEnv.*``.
     """
+    variables = sorted((environment or {}).items())
+    launcher = ["env", *(f"{name}={value}" for name, value in variables)] if variables else []
+    executors = [arg for name, value in variables for arg in ("--conf", f"spark.executorEnv.{name}={value}")]
+    submit = ["spark-submit", "--deploy-mode", "client", *executors, job_uri, *config.to_cli_args()]
     return {
         "Name": step_name(key),
         "ActionOnFailure": "CONTINUE",
-        "HadoopJarStep": {
-            "Jar": "command-runner.jar",
-            "Args": ["spark-submit", "--deploy-mode", "client", job_uri, *config.to_cli_args()],
-        },
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [*launcher, *submit]},
     }
 
 

@@ -5,12 +5,17 @@ logical date, never the wall clock's. The run's models besides the champion (cha
 an A/B split: ``scoring.lineup``) come from the params ``challengers``, ``ensemble``, ``ab_split``,
 ``ab_salt`` and ``decision_threshold``, read in one place (``lineup_from_params``); ``validate_model``
 pins every model, and later tasks take the pinned lineup from its XCom, never from the params.
+Where the run publishes (the ``output`` directory, or the Iceberg ``table`` in ``catalog``) is read in
+one place too (``destination_fields``): the job's flags and every task that reads the output
+(``preflight``'s cost estimate, ``validate_output``, ``maintain_table``) go through it. On EMR the
+table's catalog is Glue (``catalog_environment``).
 Airflow, pandas, pyarrow and MLflow are imported inside the functions: the scheduler parses the DAG
 file often, and this module is all it imports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -19,15 +24,18 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scoring import PROJECT_ROOT
 from scoring.config import ENGINES, SCORES, JobConfig
 from scoring.errors import ModelError, ScoringError
 from scoring.lineup import Lineup, LineupError
 from scoring.orchestration import emr
+
+if TYPE_CHECKING:
+    from scoring.dataset.destination import Destination
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +45,38 @@ COMPUTES = ("local", "emr")
 # The params' JSON schemas beyond their defaults (the DAG file hands them to Airflow's ``Param``): the
 # trigger form offers the choices and refuses a value of the wrong kind before any task runs.
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "output": {
+        "type": "string",
+        "description": "root of the date-partitioned output directory (a path or s3://); not written "
+        "when table is set (on EMR its bucket then holds the Glue warehouse, unless glue_warehouse says)",
+    },
+    "table": {
+        "type": ["null", "string"],
+        "pattern": r"^[^.\s]+(\.[^.\s]+)+$",
+        "description": "an Apache Iceberg table, NAMESPACE.TABLE, to publish to instead of output: each "
+        "date replaced in one catalog commit, rejects in TABLE__rejects; null: the output directory",
+    },
+    "catalog": {
+        "type": ["null", "string"],
+        "description": "the pyiceberg catalog holding table, configured on this worker as pyiceberg's "
+        "users configure one (PYICEBERG_CATALOG__NAME__* variables, .pyiceberg.yaml); null: pyiceberg's "
+        "default name (an embedded SQLite catalog in ./warehouse when nothing configures it). On EMR it "
+        "is Glue, configured by the DAG for the step and for the tasks that read the table (letters and "
+        "digits only)",
+    },
+    "glue_warehouse": {
+        "type": ["null", "string"],
+        "pattern": "^s3://",
+        "description": "on EMR with table: where the Glue catalog puts tables a run creates "
+        "(s3://BUCKET/PREFIX); null: s3://<output's bucket>/iceberg",
+    },
+    "maintain_older_than_days": {
+        "type": ["null", "number"],
+        "minimum": 1,
+        "description": "with table: after validate_output passes, expire the scores' and rejects' "
+        "snapshots older than this many days and remove files no kept snapshot references (scoring "
+        "maintain); at least a day, so that a run still writing keeps its files; null: no maintenance",
+    },
     "compute": {"enum": list(COMPUTES)},
     "scores": {"enum": list(SCORES)},
     "engine": {
@@ -92,6 +132,13 @@ def default_params() -> dict[str, Any]:
         "model_uri": env("SCORING_MODEL_URI", "models:/credit-risk@champion"),
         "input": env("SCORING_INPUT", str(PROJECT_ROOT / "demo-workdir" / "input")),
         "output": env("SCORING_OUTPUT", str(PROJECT_ROOT / "demo-workdir" / "output")),
+        # An Iceberg table instead of the output directory (see destination_fields), in a pyiceberg catalog.
+        "table": env("SCORING_TABLE") or None,
+        "catalog": env("SCORING_CATALOG") or None,
+        # On EMR, the Glue catalog's warehouse (None: in the output's bucket, emr.default_warehouse).
+        "glue_warehouse": env("SCORING_GLUE_WAREHOUSE") or None,
+        # Table maintenance after the run validates (None: none).
+        "maintain_older_than_days": _number_or_none(env("SCORING_MAINTAIN_OLDER_THAN_DAYS")),
         "id_column": env("SCORING_ID_COLUMN", "customer_id"),
         "keep_columns": env("SCORING_KEEP_COLUMNS", ""),
         "scores": env("SCORING_SCORES", "auto"),
@@ -118,6 +165,78 @@ def default_params() -> dict[str, Any]:
         "ab_salt": None,
         "decision_threshold": 0.5,
     }
+
+
+def _number_or_none(value: str | None) -> float | None:
+    """A number from an environment variable; None when it is unset or empty."""
+    return None if value in (None, "") else float(value)
+
+
+def destination_fields(params: Mapping[str, Any]) -> dict[str, str | None]:
+    """Where the run publishes, as ``JobConfig``'s ``output``, ``table`` and ``catalog``: the one place.
+
+    With ``table`` set the run publishes to the table, and ``output`` is not the job's. On EMR the
+    catalog is always named (``emr.DEFAULT_CATALOG`` when the param is null), so that the job on the
+    cluster and the tasks on this worker configure and open the same one.
+    """
+    table = params["table"] or None
+    catalog = params["catalog"] or None
+    if table and catalog is None and params["compute"] == "emr":
+        catalog = emr.DEFAULT_CATALOG
+    return {"output": None if table else params["output"], "table": table, "catalog": catalog}
+
+
+def destination(params: Mapping[str, Any]) -> Destination:
+    """The run's output as readers see it (``scoring.dataset.destination``): the directory or the table."""
+    from scoring.dataset.destination import Destination
+
+    fields = destination_fields(params)
+    return Destination(
+        directory=fields["output"],
+        table=fields["table"],
+        catalog=fields["catalog"],
+        partition_column=params["partition_column"],
+    )
+
+
+def catalog_environment(params: Mapping[str, Any]) -> dict[str, str]:
+    """The variables configuring pyiceberg's catalog of an EMR run's table; none for other runs.
+
+    On EMR the table's catalog is Glue (``emr.glue_catalog``) in the AWS connection's region, its
+    warehouse the param ``glue_warehouse`` or a folder of the output's bucket. The step's job gets
+    these variables, and the tasks that read the table set them while they do (``catalog_configured``).
+    A local run uses the worker's own pyiceberg configuration.
+
+    Raises:
+        ScoringError: No warehouse on S3 (``output`` is not on S3 and ``glue_warehouse`` is null), or a
+            catalog name that environment variables cannot carry.
+    """
+    fields = destination_fields(params)
+    if params["compute"] != "emr" or not fields["table"]:
+        return {}
+    warehouse = params["glue_warehouse"] or emr.default_warehouse(params["output"])
+    region = emr_client(params).meta.region_name
+    return emr.catalog_environment(str(fields["catalog"]), emr.glue_catalog(warehouse, region))
+
+
+@contextlib.contextmanager
+def catalog_configured(params: Mapping[str, Any]) -> Iterator[None]:
+    """While the block runs, this process opens the run's catalog as the job does (an EMR run's Glue).
+
+    The variables of ``catalog_environment`` are set for the block and restored after it; whatever
+    else configures the catalog here (credentials, endpoints) stays.
+    """
+    environment = catalog_environment(params)
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def lineup_from_params(params: Mapping[str, Any]) -> Lineup:
@@ -186,7 +305,7 @@ def job_config(
         model_uri=model_uri,
         lineup=lineup or Lineup(),
         input=params["input"],
-        output=params["output"],
+        **destination_fields(params),
         date=date,
         id_columns=tuple(params["id_column"].split(",")),
         partition_column=params["partition_column"],
@@ -291,7 +410,9 @@ def preflight(model: dict) -> dict:
         found["output"],
         "".join(f"; challenger {name}'s: {shape}" for name, shape in found.get("challengers", {}).items()),
     )
-    return {**found, "estimate": cost_estimate(context["params"], config, found)}
+    with catalog_configured(context["params"]):
+        estimate = cost_estimate(context["params"], config, found)
+    return {**found, "estimate": estimate}
 
 
 def cost_estimate(params: Mapping[str, Any], config: JobConfig, found: Mapping[str, Any]) -> dict:
@@ -300,7 +421,9 @@ def cost_estimate(params: Mapping[str, Any], config: JobConfig, found: Mapping[s
     On EMR it prices the flavour's cluster with ``emr_core_nodes`` core nodes; on the GPU flavour it
     also warns when no model of the run can use a GPU (a tree ensemble, a pyfunc model), with what
     the CPU flavour would cost. A local run gets its duration on the local master's cores and no price:
-    ``max_cost_usd`` limits EMR runs only.
+    ``max_cost_usd`` limits EMR runs only. The throughput comes from the run's earlier dates, in its
+    output directory or its table (``cost.earlier_manifests``; the caller configures an EMR run's
+    catalog: ``catalog_configured``).
 
     Args:
         params: The DAG run's params.
@@ -310,10 +433,11 @@ def cost_estimate(params: Mapping[str, Any], config: JobConfig, found: Mapping[s
     Raises:
         BudgetExceeded: An EMR run's estimate is over ``max_cost_usd``.
     """
+    from scoring.dataset.destination import destination_of
     from scoring.orchestration import cost
 
     rate, source = cost.throughput(
-        cost.earlier_manifests(config.output, config.partition_column, config.date)
+        cost.earlier_manifests(destination_of(config), config.partition_column, config.date)
     )
     budget = params.get("max_cost_usd")
     if params["compute"] != "emr":
@@ -474,19 +598,22 @@ def add_step(cluster_id: str, artifacts: dict, checked: dict | None = None) -> s
     The step's ``--model-uri`` and ``--challenger NAME=URI`` are the models' staged copies, so the
     cluster needs no registry access; each copy's provenance record gives the manifest the registry's
     name, version and run id. ``checked`` is the pre-flight's XCom: its cost estimate goes to the job.
+    With ``table`` set the step carries ``--table`` and ``--catalog``, and the variables that make
+    that catalog Glue (``catalog_environment``).
     """
     from airflow.sdk import get_current_context
 
     context = get_current_context()
+    params = context["params"]
     config = job_config(
-        context["params"],
+        params,
         partition_date(context),
         artifacts["model"],
         pinned_lineup(artifacts),
         (checked or {}).get("estimate"),
     )
-    step = emr.scoring_step(run_key(context), artifacts["job"], config)
-    return emr.find_or_add_step(emr_client(context["params"]), cluster_id, step)
+    step = emr.scoring_step(run_key(context), artifacts["job"], config, catalog_environment(params))
+    return emr.find_or_add_step(emr_client(params), cluster_id, step)
 
 
 def terminate_cluster(cluster_id: str | None) -> list[str]:
@@ -504,7 +631,11 @@ def terminate_cluster(cluster_id: str | None) -> list[str]:
 
 @fail_fast
 def validate_output() -> dict:
-    """Task: check the published partition and write its report; fail the run when it is not valid."""
+    """Task: check the published partition and write its report; fail the run when it is not valid.
+
+    The partition is the date in the output directory, or the table's current version of the date
+    (``destination``; an EMR run's table read through its Glue catalog).
+    """
     from airflow.sdk import get_current_context
 
     from scoring.dataset.report import write_report_or_warn
@@ -513,16 +644,49 @@ def validate_output() -> dict:
     context = get_current_context()
     params = context["params"]
     date = partition_date(context)
-    report = validate_partition(
-        params["output"], date, params["partition_column"], float(params["psi_threshold"])
-    )
-    log.info("%s", report.summary())
-    # The job wrote the report already; this one carries the DAG's drift threshold, and is written
-    # before a failed validation is raised, since that is when somebody opens it.
-    write_report_or_warn(params["output"], date, params["partition_column"], validation=report)
+    where = destination(params)
+    with catalog_configured(params):
+        report = validate_partition(where, date, params["partition_column"], float(params["psi_threshold"]))
+        log.info("%s", report.summary())
+        # The job wrote the report already; this one carries the DAG's drift threshold, and is written
+        # before a failed validation is raised, since that is when somebody opens it.
+        write_report_or_warn(where, date, params["partition_column"], validation=report)
     if not report.ok:
         raise ScoringError(f"output partition is not valid:\n{report.summary()}")
     return report.to_json()
+
+
+@fail_fast
+def maintain_table() -> list[str]:
+    """Task: after the day validated, expire the table's old snapshots and remove unreferenced files.
+
+    Runs ``scoring.dataset.table.maintain`` on the scores and the rejects tables with the horizon
+    ``maintain_older_than_days`` (as ``scoring maintain --older-than``): the current version of every
+    date, and every file a kept snapshot references, stay. Skipped without that param or ``table``.
+
+    Returns:
+        One line per table: what was expired and removed.
+    """
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    context = get_current_context()
+    params = context["params"]
+    days = params["maintain_older_than_days"]
+    where = destination(params)
+    if days is None or where.table is None:
+        why = "the output is a directory" if where.table is None else "no maintain_older_than_days"
+        raise AirflowSkipException(f"no table maintenance: {why}")
+
+    from scoring.dataset.table import maintain, open_tables
+
+    with catalog_configured(params):
+        _, scores, rejects = open_tables(where.catalog, where.table)
+        horizon = dt.timedelta(days=float(days))
+        lines = [maintain(table, horizon).line() for table in (scores, rejects) if table is not None]
+    for line in lines:
+        log.info("%s", line)
+    return lines
 
 
 def emr_client(params: dict) -> Any:

@@ -1,4 +1,8 @@
-"""The daily DAG: integrity, a local run on real Spark, and EMR runs against moto's server."""
+"""The daily DAG: integrity, local runs on real Spark, and EMR runs against moto's server.
+
+Each path publishes to the output directory and to an Iceberg table: locally in a SQL catalog, on
+EMR (moto) in the Glue catalog with the table's files on S3.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,16 @@ import boto3
 import pendulum
 import pyarrow.fs as pafs
 import pytest
+from test_emr import step_parts
 
 from scoring import demo
 from scoring.batch.job import run_job
 from scoring.cli import build_parser, config_from_args
+from scoring.dataset.catalog import open_catalog
 from scoring.dataset.publish import REJECTS_DIR
+from scoring.dataset.publisher import TablePublisher
 from scoring.dataset.storage import filesystem
+from scoring.dataset.table import open_tables, rejects_identifier
 from scoring.orchestration import cost, emr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,12 +91,15 @@ CHAMPION_ALONE = {
     "ab_salt": None,
     "decision_threshold": 0.5,
 }
+# And these: the output directory, no table, no maintenance.
+DIRECTORY_OUTPUT = {"table": None, "catalog": None, "glue_warehouse": None, "maintain_older_than_days": None}
+TABLE = "analytics.scores"
 
 
 def run_dag(dag, date: dt.date, **conf):
     run = dag.test(
         logical_date=pendulum.datetime(date.year, date.month, date.day, tz="UTC"),
-        run_conf={**CHAMPION_ALONE, **conf},
+        run_conf={**CHAMPION_ALONE, **DIRECTORY_OUTPUT, **conf},
     )
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
@@ -136,6 +147,7 @@ def test_local_run_scores_real_data_end_to_end(dag, registry, input_dir, tmp_pat
     assert run.state == "success", states
     assert states["run_local"] == "success" and states["validate_output"] == "success"
     assert states["create_cluster"] == "skipped" and states["terminate_cluster"] == "skipped"
+    assert states["maintain_table"] == "skipped"  # a directory has no snapshots to expire
     import pandas as pd
 
     scored = pd.read_parquet(tmp_path / "out" / "date=2026-11-01")
@@ -191,13 +203,88 @@ def test_local_run_scores_challengers_pinned_by_validate_model(dag, registry, in
     assert manifest["ensemble"]["weights"] == {"champion": 0.75, "plain": 0.25}
 
 
+def test_table_params_are_typed_and_default_to_the_output_directory(dag):
+    from scoring.orchestration import tasks
+
+    defaults = tasks.default_params()
+    assert {name: defaults[name] for name in DIRECTORY_OUTPUT} == DIRECTORY_OUTPUT
+    for name in ("output", *DIRECTORY_OUTPUT):
+        assert dag.params.get_param(name).description, name
+    table = dag.params.get_param("table")
+    table.resolve(TABLE)
+    with pytest.raises(Exception, match="does not match"):
+        table.resolve("scores")  # no namespace
+    with pytest.raises(Exception, match="less than the minimum"):
+        dag.params.get_param("maintain_older_than_days").resolve(0.5)
+
+
+@pytest.fixture
+def sql_catalog(tmp_path, monkeypatch) -> str:
+    """A SQL catalog on SQLite, configured by pyiceberg's variables (the job's subprocess inherits them)."""
+    root = tmp_path / "catalog"
+    root.mkdir()
+    monkeypatch.setenv("PYICEBERG_CATALOG__DAGLOCAL__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__DAGLOCAL__URI", f"sqlite:///{root}/catalog.db")
+    monkeypatch.setenv("PYICEBERG_CATALOG__DAGLOCAL__WAREHOUSE", f"file://{root}/warehouse")
+    return "daglocal"
+
+
+def date_rows(catalog: str, identifier: str, date: dt.date):
+    from pyiceberg.expressions import EqualTo
+
+    table = open_catalog(catalog).load_table(identifier)
+    return table.scan(row_filter=EqualTo("date", date.isoformat())).to_arrow()
+
+
+def test_local_run_publishes_to_a_table_validates_it_and_maintains_it(
+    dag, registry, input_dir, sql_catalog, tmp_path, caplog
+):
+    date = dt.date(2026, 11, 1)
+    run, states = run_dag(
+        dag,
+        date,
+        compute="local",
+        local_master="local[2]",
+        input=str(input_dir),
+        output=str(tmp_path / "out"),
+        table=TABLE,
+        catalog=sql_catalog,
+        maintain_older_than_days=1,
+    )
+
+    assert run.state == "success", states
+    assert states["run_local"] == "success" and states["validate_output"] == "success"
+    assert states["maintain_table"] == "success"
+    assert not (tmp_path / "out").exists()  # the table instead of the directory
+    validation = run.get_task_instance("validate_output").xcom_pull(task_ids="validate_output")
+    assert validation["ok"] and {c["status"] for c in validation["checks"]} == {"ok"}
+    published = next(c for c in validation["checks"] if c["name"] == "published")
+    assert f"of table {TABLE}" in published["detail"]
+    scores = date_rows(sql_catalog, TABLE, date)
+    rejects = date_rows(sql_catalog, rejects_identifier(TABLE), date)
+    summary = open_catalog(sql_catalog).load_table(TABLE).current_snapshot().summary
+    assert scores.num_rows == int(summary["scoring.rows-scored"]) > 0
+    assert scores.num_rows + rejects.num_rows == int(summary["scoring.rows-input"])
+    assert set(scores["model_version"].to_pylist()) == {registry["onnx"]}
+    # validate_output wrote the report again, beside the manifest in the run's directory of the table.
+    run_dir = summary["scoring.manifest"].rsplit("/", 1)[0]
+    assert caplog.text.count(f"report: {run_dir}/_report.html") == 2, "the job, then validate_output"
+    # With nothing older than a day: nothing expired, nothing removed, both tables looked at.
+    lines = run.get_task_instance("maintain_table").xcom_pull(task_ids="maintain_table")
+    assert lines == [
+        f"{TABLE}: 0 snapshots expired, 0 unreferenced files removed",
+        f"{rejects_identifier(TABLE)}: 0 snapshots expired, 0 unreferenced files removed",
+    ]
+
+
 class FakeEmr(threading.Thread):
     """Plays EMR's part, which moto does not: runs each step's command, then sets its state.
 
     The step's flags go through the real ``scoring score`` parser and the real job runs on the test's
     Spark with local copies of the S3 input, and without a registry (``MLFLOW_TRACKING_URI`` unset, as
     on a cluster): it scores the model staged on S3. Its output is uploaded where the step would have
-    written it. ``fail=True`` writes a stderr log to the cluster's log URI and fails the step.
+    written it; a table's version is published into the step's catalog (``publish_to_table``).
+    ``fail=True`` writes a stderr log to the cluster's log URI and fails the step.
     """
 
     def __init__(self, spark, local_input: Path, work: Path, fail: bool = False) -> None:
@@ -205,6 +292,7 @@ class FakeEmr(threading.Thread):
         self.spark, self.local_input, self.work, self.fail = spark, local_input, work, fail
         self.done = threading.Event()
         self.steps: list[list[str]] = []
+        self.environments: list[dict[str, str]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -223,8 +311,11 @@ class FakeEmr(threading.Thread):
                             step.state = "FAILED"
 
     def execute(self, cluster, step) -> str:
-        assert step.args[:3] == ["spark-submit", "--deploy-mode", "client"]
-        config = config_from_args(build_parser().parse_args(["score", *step.args[4:]]))
+        environment, confs, _, flags = step_parts(step.args)
+        # The executors get what the driver gets.
+        assert confs == {f"spark.executorEnv.{name}": value for name, value in environment.items()}
+        self.environments.append(environment)
+        config = config_from_args(build_parser().parse_args(["score", *flags]))
         if self.fail:
             log = "\n".join(
                 ["starting", "error: input s3://scoring-dag-test/input: something upstream broke"]
@@ -233,6 +324,9 @@ class FakeEmr(threading.Thread):
             key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
             boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=gzip.compress(log.encode()))
             return "FAILED"
+        if config.table:
+            self.publish_to_table(config, environment)
+            return "COMPLETED"
         local = dataclasses.replace(config, input=str(self.local_input), output=str(self.work / "out"))
         with no_registry():
             run_job(local, self.spark)
@@ -244,6 +338,64 @@ class FakeEmr(threading.Thread):
                     str(self.work / "out" / relative), f"{root}/{relative}", destination_filesystem=fs
                 )
         return "COMPLETED"
+
+    def publish_to_table(self, config, environment: dict[str, str]) -> None:
+        """Score into a local SQL catalog, then publish that version into the step's catalog, as on EMR.
+
+        Local Spark cannot write to S3, so the real job writes its files and commits in a stand-in
+        catalog here; their copies then go under the step's table's location (Glue on moto, S3) and
+        ``TablePublisher`` commits them there with the run's manifest: what the job on the cluster
+        does, with the step's variables as the only configuration of the catalog beyond moto's.
+        """
+        stand_in = {
+            "PYICEBERG_CATALOG__FAKEEMR__TYPE": "sql",
+            "PYICEBERG_CATALOG__FAKEEMR__URI": f"sqlite:///{self.work}/stand-in.db",
+            "PYICEBERG_CATALOG__FAKEEMR__WAREHOUSE": f"file://{self.work}/stand-in",
+        }
+        local = dataclasses.replace(config, input=str(self.local_input), catalog="fakeemr")
+        with no_registry(), environment_set({**stand_in, **environment}):
+            manifest = run_job(local, self.spark)
+            _, scores, rejects = open_tables("fakeemr", str(config.table))
+            publisher = TablePublisher(config, scores.schema().as_arrow(), rejects.schema().as_arrow())
+            publisher.prepare()
+            published = False
+            try:
+                for part, target in (("output", publisher.output_path), ("rejects", publisher.rejects_path)):
+                    source_fs, source = filesystem(manifest[part]["path"])
+                    target_fs, target_path = filesystem(target)
+                    for file in manifest[part]["files"]:
+                        pafs.copy_files(
+                            f"{source}/{file['name']}",
+                            f"{target_path}/{file['name']}",
+                            source_filesystem=source_fs,
+                            destination_filesystem=target_fs,
+                        )
+                publisher.publish(
+                    {
+                        **manifest,
+                        "run_id": publisher.location.run_id,
+                        "output": {**manifest["output"], "path": publisher.output_path},
+                        "rejects": {**manifest["rejects"], "path": publisher.rejects_path},
+                    }
+                )
+                published = True
+            finally:
+                publisher.finish(published)
+
+
+@contextlib.contextmanager
+def environment_set(variables: dict[str, str]):
+    """These variables set while the block runs, then as they were."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -326,6 +478,7 @@ def test_emr_run_creates_the_gpu_cluster_runs_the_step_validates_s3_and_terminat
     assert "yarn-site" in [c["Classification"] for c in cluster["Configurations"]]
     key = next(t["Value"] for t in cluster["Tags"] if t["Key"] == emr.IDEMPOTENCY_TAG)
     (args,) = fake.steps
+    assert fake.environments == [{}]  # a directory's run configures no catalog
     assert args[3] == f"s3://{BUCKET}/artifacts/0.1.0/{key}/score.py"
     staged_model = f"s3://{BUCKET}/artifacts/0.1.0/{key}/model"
     assert args[args.index("--model-uri") + 1] == staged_model
@@ -528,3 +681,72 @@ def test_an_estimate_over_max_cost_usd_fails_the_preflight_with_no_cluster(
     # The demo champion is a tree ensemble in ONNX: GPU nodes would pay GPU prices for CPU work.
     assert "the gpu flavour cannot pay off: " in log and "TreeEnsembleClassifier" in log
     assert f"the cpu flavour would cost ${cpu['usd']:.2f} instead of ${gpu['usd']:.2f}" in log
+
+
+def test_emr_run_publishes_to_a_glue_table_on_s3_validates_and_maintains_it(
+    dag, spark, registry, bucket, aws, tmp_path, monkeypatch
+):
+    date = dt.date(2026, 11, 12)
+    demo.write_partitioned(demo.make_customers(300, date, seed=9), tmp_path / "in", date)
+    upload_input(tmp_path / "in")
+    # What this worker adds to the DAG's Glue configuration of the catalog: moto's endpoints and keys
+    # (pyiceberg's S3 FileIO ignores AWS_ENDPOINT_URL). The catalog param is left null: "default".
+    for key, value in {
+        "S3__ENDPOINT": aws.endpoint,
+        "S3__REGION": "us-east-1",
+        "S3__ACCESS_KEY_ID": "testing",
+        "S3__SECRET_ACCESS_KEY": "testing",
+        "GLUE__ENDPOINT": aws.endpoint,
+        "GLUE__ACCESS_KEY_ID": "testing",
+        "GLUE__SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(f"PYICEBERG_CATALOG__DEFAULT__{key}", value)
+    fake = FakeEmr(spark, tmp_path / "in", tmp_path)
+    run, states = run_dag_on_fake_emr(dag, date, fake, table=TABLE, maintain_older_than_days=1)
+
+    assert run.state == "success", states
+    assert states["validate_output"] == "success" and states["maintain_table"] == "success"
+    assert states["terminate_cluster"] == "success"
+    # The step: the table's flags, and the variables that make its catalog Glue, in the connection's
+    # region, its warehouse in the output's bucket.
+    (args,) = fake.steps
+    _, _, _, flags = step_parts(args)
+    assert flags[flags.index("--table") + 1] == TABLE and "--output" not in flags
+    assert flags[flags.index("--catalog") + 1] == emr.DEFAULT_CATALOG
+    assert fake.environments == [
+        {
+            "PYICEBERG_CATALOG__DEFAULT__TYPE": "glue",
+            "PYICEBERG_CATALOG__DEFAULT__WAREHOUSE": f"s3://{BUCKET}/iceberg",
+            "PYICEBERG_CATALOG__DEFAULT__GLUE__REGION": "us-east-1",
+        }
+    ]
+    # Glue holds the tables, their files on S3 under the warehouse; nothing went to the directory.
+    glue = boto3.client("glue")
+    for name in ("scores", "scores__rejects"):
+        found = glue.get_table(DatabaseName="analytics", Name=name)["Table"]
+        assert found["Parameters"]["table_type"].upper() == "ICEBERG"
+        assert found["StorageDescriptor"]["Location"] == f"s3://{BUCKET}/iceberg/analytics.db/{name}"
+    s3 = boto3.client("s3")
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"output/date={date}")
+    data = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"iceberg/analytics.db/scores/data/date={date}/")
+    assert any(o["Key"].endswith(".parquet") for o in data["Contents"])
+    # validate_output read the Glue table's version of the date, and wrote the report beside it.
+    validation = run.get_task_instance("validate_output").xcom_pull(task_ids="validate_output")
+    assert validation["ok"], validation
+    assert validation["partition"].startswith(
+        f"s3://{BUCKET}/iceberg/analytics.db/scores/data/date={date}/run-"
+    )
+    assert any(o["Key"].endswith("/_report.html") for o in data["Contents"])
+    glue_variables = fake.environments[0]
+    for name, value in glue_variables.items():
+        monkeypatch.setenv(name, value)
+    scores = date_rows(emr.DEFAULT_CATALOG, TABLE, date)
+    summary = open_catalog(emr.DEFAULT_CATALOG).load_table(TABLE).current_snapshot().summary
+    rejected = int(summary["scoring.rows-rejected"])
+    assert scores.num_rows == int(summary["scoring.rows-scored"]) == 300 - rejected
+    assert set(scores["model_version"].to_pylist()) == {registry["onnx"]}
+    lines = run.get_task_instance("maintain_table").xcom_pull(task_ids="maintain_table")
+    assert lines == [
+        f"{TABLE}: 0 snapshots expired, 0 unreferenced files removed",
+        f"{rejects_identifier(TABLE)}: 0 snapshots expired, 0 unreferenced files removed",
+    ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
+import os
 
 import boto3
 import pytest
@@ -87,6 +89,116 @@ def test_the_dags_engine_param_reaches_the_steps_flags():
     assert config_from_args(build_parser().parse_args(["score", *args[4:]])).engine == "spark"
     default = job_config(default_params(), CONFIG.date, CONFIG.model_uri)
     assert default.engine == "auto" and "--engine" not in default.to_cli_args()
+
+
+TABLE_CONFIG = dataclasses.replace(CONFIG, output=None, table="analytics.scores", catalog="glue")
+
+
+def step_parts(args: list[str]) -> tuple[dict[str, str], dict[str, str], str, list[str]]:
+    """A step's ``env`` variables, spark-submit's ``--conf`` settings, the job's URI and the job's flags."""
+    environment = {}
+    if args[0] == "env":
+        submit = args.index("spark-submit")
+        environment = dict(arg.split("=", 1) for arg in args[1:submit])
+        args = args[submit:]
+    assert args[:3] == ["spark-submit", "--deploy-mode", "client"]
+    rest, confs = args[3:], {}
+    while rest[0] == "--conf":
+        name, _, value = rest[1].partition("=")
+        confs[name] = value
+        rest = rest[2:]
+    return environment, confs, rest[0], rest[1:]
+
+
+def pyiceberg_sees(monkeypatch, environment: dict[str, str], name: str) -> dict[str, str] | None:
+    """The catalog's properties pyiceberg reads from ``environment`` and nothing else."""
+    from scoring.dataset.catalog import catalog_properties
+
+    for variable in list(os.environ):
+        if variable.upper().startswith("PYICEBERG_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("PYICEBERG_HOME", "/nonexistent")  # no .pyiceberg.yaml either
+    monkeypatch.setenv("HOME", "/nonexistent")
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    return catalog_properties(name)[1]
+
+
+def test_a_table_step_carries_its_flags_and_configures_the_glue_catalog_for_driver_and_executors(
+    monkeypatch,
+):
+    environment = emr.catalog_environment("glue", emr.glue_catalog("s3://data/iceberg", "eu-west-1"))
+    step = emr.scoring_step(KEY, "s3://artifacts/score.py", TABLE_CONFIG, environment)
+
+    variables, confs, job, flags = step_parts(step["HadoopJarStep"]["Args"])
+    assert variables == environment  # the driver's, set before spark-submit (client mode)
+    assert confs == {f"spark.executorEnv.{name}": value for name, value in environment.items()}
+    assert job == "s3://artifacts/score.py"
+    assert flags[flags.index("--table") + 1] == "analytics.scores" and "--output" not in flags
+    assert flags[flags.index("--catalog") + 1] == "glue"
+    assert config_from_args(build_parser().parse_args(["score", *flags])) == TABLE_CONFIG
+    # What pyiceberg on the node makes of those variables.
+    assert pyiceberg_sees(monkeypatch, variables, "glue") == {
+        "type": "glue",
+        "warehouse": "s3://data/iceberg",
+        "glue.region": "eu-west-1",
+    }
+
+
+def test_catalog_variables_spell_pyicebergs_keys_and_refuse_what_they_cannot_carry(monkeypatch):
+    properties = {"type": "glue", "s3.access-key-id": "key", "glue.endpoint": "http://127.0.0.1:5000"}
+    environment = emr.catalog_environment("Prod2", properties)
+    assert "PYICEBERG_CATALOG__PROD2__S3__ACCESS_KEY_ID" in environment
+    assert pyiceberg_sees(monkeypatch, environment, "prod2") == properties
+    with pytest.raises(emr.ScoringError, match="letters and digits only"):
+        emr.catalog_environment("glue_prod", properties)
+    with pytest.raises(emr.ScoringError, match="'py_io' cannot be set"):
+        emr.catalog_environment("glue", {"py_io": "x"})
+    assert emr.scoring_step(KEY, "s3://a/score.py", CONFIG)["HadoopJarStep"]["Args"][0] == "spark-submit"
+
+
+def test_the_dags_table_params_reach_the_job_and_name_a_glue_catalog_on_emr(monkeypatch):
+    from scoring.orchestration import tasks
+
+    # The AWS connection's region is Glue's.
+    monkeypatch.setattr(tasks, "emr_client", lambda params: boto3.client("emr", region_name="eu-west-1"))
+    params = {
+        **tasks.default_params(),
+        "compute": "emr",
+        "output": "s3://data/scores/daily",
+        "table": "analytics.scores",
+    }
+    config = tasks.job_config(params, CONFIG.date, CONFIG.model_uri)
+    # The catalog is named on EMR: the job and the worker's tasks open the one the variables configure.
+    assert (config.output, config.table, config.catalog) == (None, "analytics.scores", emr.DEFAULT_CATALOG)
+    where = tasks.destination(params)
+    assert (where.directory, where.table, where.catalog) == (None, "analytics.scores", "default")
+    assert tasks.catalog_environment(params) == {
+        "PYICEBERG_CATALOG__DEFAULT__TYPE": "glue",
+        "PYICEBERG_CATALOG__DEFAULT__WAREHOUSE": "s3://data/iceberg",
+        "PYICEBERG_CATALOG__DEFAULT__GLUE__REGION": "eu-west-1",
+    }
+    named = {**params, "catalog": "scores", "glue_warehouse": "s3://lake/warehouse"}
+    assert tasks.catalog_environment(named) == {
+        "PYICEBERG_CATALOG__SCORES__TYPE": "glue",
+        "PYICEBERG_CATALOG__SCORES__WAREHOUSE": "s3://lake/warehouse",
+        "PYICEBERG_CATALOG__SCORES__GLUE__REGION": "eu-west-1",
+    }
+    with pytest.raises(emr.ScoringError, match="is not on S3: give the Glue catalog's warehouse"):
+        tasks.catalog_environment({**params, "output": "/data/scores"})
+    # The tasks that read the table see the variables while they read, and not after.
+    monkeypatch.delenv("PYICEBERG_CATALOG__DEFAULT__TYPE", raising=False)
+    with tasks.catalog_configured(params):
+        assert os.environ["PYICEBERG_CATALOG__DEFAULT__TYPE"] == "glue"
+    assert "PYICEBERG_CATALOG__DEFAULT__TYPE" not in os.environ
+    # Locally the worker's own configuration holds, and a catalog left null stays pyiceberg's default.
+    local = {**params, "compute": "local"}
+    assert tasks.job_config(local, CONFIG.date, CONFIG.model_uri).catalog is None
+    assert tasks.catalog_environment(local) == {}
+    # Without a table the run writes the output directory, as before.
+    directory = tasks.job_config({**params, "table": None}, CONFIG.date, CONFIG.model_uri)
+    assert (directory.output, directory.table, directory.catalog) == ("s3://data/scores/daily", None, None)
+    assert tasks.catalog_environment({**params, "table": None}) == {}
 
 
 def test_idempotency_key_is_per_run_and_date():
