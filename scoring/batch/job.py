@@ -20,6 +20,8 @@ import datetime as dt
 import logging
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,7 @@ from scoring.batch.session import start_session
 from scoring.batch.udf import BatchScorer, Member, distribute_model, score_column, ship_classifier
 from scoring.batch.unique_ids import ids_unique
 from scoring.config import JobConfig
+from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import destination_of
 from scoring.dataset.manifest import ScoredModel, build_manifest
 from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
@@ -72,6 +75,7 @@ from scoring.model.schema import check_columns
 from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -102,6 +106,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     started_at = dt.datetime.now(dt.UTC)
     carried = _carried_columns(config)
     session = (lambda: spark) if spark is not None else start_session(config.master)
+    catalog = open_catalog_in_background(config)
     lineup = config.lineup
     with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
         models = resolve_models(config, download_dir)
@@ -136,7 +141,7 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         scored = score_frame(valid, features, members, models, config, carried)
         rejects = rejects_frame(checked, carried, features)
         engine = "spark" if input_plan is None else "arrow"
-        publisher = open_publisher(config, scored, rejects)
+        publisher = open_publisher(config, scored, rejects, catalog)
         if config.table:
             scored, rejects = (with_partition_value(frame, config) for frame in (scored, rejects))
         location = publisher.location
@@ -205,7 +210,24 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     return manifest
 
 
-def open_publisher(config: JobConfig, scored: DataFrame, rejects: DataFrame) -> Publisher:
+def open_catalog_in_background(config: JobConfig) -> Callable[[], Catalog | None]:
+    """Open the table's catalog while the model resolves and Spark starts; the function returned waits.
+
+    Importing pyiceberg and opening a catalog take about a second, which the run would otherwise add
+    to its fixed cost. A catalog that cannot be opened fails the run when it is waited for, before
+    anything is scored.
+    """
+    if config.table is None:
+        return lambda: None
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-open")
+    opened = executor.submit(open_catalog, config.catalog)
+    executor.shutdown(wait=False)
+    return opened.result
+
+
+def open_publisher(
+    config: JobConfig, scored: DataFrame, rejects: DataFrame, catalog: Callable[[], Catalog | None]
+) -> Publisher:
     """How this run publishes: into the output directory, or into the table.
 
     The table is created or evolved now, from the output's schemas, so that a changed column type
@@ -214,7 +236,7 @@ def open_publisher(config: JobConfig, scored: DataFrame, rejects: DataFrame) -> 
     if config.table is None:
         return DirectoryPublisher(config)
     schemas = (arrow_schema(with_partition_value(frame, config).schema) for frame in (scored, rejects))
-    return TablePublisher(config, *schemas)
+    return TablePublisher(config, *schemas, catalog=catalog())
 
 
 def with_partition_value(frame: DataFrame, config: JobConfig) -> DataFrame:

@@ -22,6 +22,7 @@ from scoring.dataset.storage import discard, exists, filesystem, write_json
 from scoring.errors import OutputError
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,23 @@ class DirectoryPublisher:
 class TablePublisher:
     """Publishes a date of an Iceberg table and its rejects' table (``--table``)."""
 
-    def __init__(self, config: JobConfig, scores_schema: pa.Schema, rejects_schema: pa.Schema) -> None:
+    def __init__(
+        self,
+        config: JobConfig,
+        scores_schema: pa.Schema,
+        rejects_schema: pa.Schema,
+        catalog: Catalog | None = None,
+    ) -> None:
+        """Open (or create, or evolve) the scores and rejects tables for a new run.
+
+        Args:
+            config: The run's arguments (``table``, ``catalog``, the date).
+            scores_schema: The scored rows' schema, the date's column included.
+            rejects_schema: The rejected rows' schema likewise.
+            catalog: The catalog, when the caller opened it already; else ``config.catalog`` is opened.
+        """
         identifier = str(config.table)
-        catalog = open_catalog(config.catalog)
+        catalog = catalog or open_catalog(config.catalog)
         self.column, self.date = config.partition_column, config.date
         self.scores = tables.ensure_table(catalog, identifier, scores_schema, self.column)
         self.rejects = tables.ensure_table(
