@@ -623,6 +623,11 @@ def restore(scores: Table, rejects: Table, column: str, date: dt.date, snapshot_
     summary = {**version, ACTION: "restore", RESTORED_FROM: str(snapshot_id)}
     summary.pop(REPLACED_RUN, None)
     rejects_id = version.get(REJECTS_SNAPSHOT)
+    if rejects_id and rejects.metadata.snapshot_by_id(int(rejects_id)) is None:
+        raise OutputError(
+            f"table {name}: the rejects of snapshot {snapshot_id}'s version (snapshot {rejects_id} of "
+            f"{'.'.join(rejects.name())}) were expired; that version cannot be restored whole"
+        )
     old_rejects = date_files(rejects, column, date, int(rejects_id)) if rejects_id else []
     rejects_snapshot = replace_date(rejects, column, date, lambda: old_rejects, summary)
     old_scores = date_files(scores, column, date, snapshot_id)
