@@ -87,7 +87,7 @@ class Destination:
             from scoring.dataset.table import dates_before
 
             scores, _ = self._open()
-            for earlier in dates_before(scores, self.partition_column, date):
+            for earlier in dates_before(scores, self.partition_column, date) if scores is not None else ():
                 yield self._table_day(earlier)
             return
         root = normalize_uri(str(self.directory))
@@ -108,10 +108,15 @@ class Destination:
         return next(self.days_before(date), None)
 
     def _open(self) -> tuple:
+        """The scores and rejects tables, opened once; (None, None) while the table does not exist."""
+        from scoring.dataset.catalog import open_catalog
         from scoring.dataset.table import open_tables
 
         if not self._tables:
-            _, scores, rejects = open_tables(self.catalog, str(self.table))
+            if open_catalog(self.catalog).table_exists(str(self.table)):
+                _, scores, rejects = open_tables(self.catalog, str(self.table))
+            else:
+                scores = rejects = None  # its first run creates it
             self._tables.update(scores=scores, rejects=rejects)
         return self._tables["scores"], self._tables["rejects"]
 
@@ -119,8 +124,10 @@ class Destination:
         from scoring.dataset.table import table_day
 
         scores, rejects = self._open()
-        found = table_day(scores, rejects, self.partition_column, date)
         name = self.partition(date)
+        if scores is None:
+            return Day(name, "", "", False, f"table {self.table} does not exist")
+        found = table_day(scores, rejects, self.partition_column, date)
         directories = {os.path.dirname(path) for path in found.files}
         if not found.files:
             return Day(name, "", "", False, f"table {self.table} holds no rows of {date}")

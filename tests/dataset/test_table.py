@@ -298,3 +298,19 @@ def test_interleaved_runs_leave_the_rejects_of_the_version_published(tmp_path, m
         "a"
     }
     assert validate_partition(Destination(table=TABLE, catalog=catalog), DATE).checks[0].status == "ok"
+
+
+def test_backfill_into_a_table_skips_the_dates_it_already_published(
+    spark, registry, input_dir, catalog, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    backfill = ["backfill", "--model-uri", CHAMPION, "--input", str(input_dir), "--table", TABLE,
+                "--catalog", catalog, "--start", DATE.isoformat(), "--end", OTHER_DATE.isoformat(),
+                "--id-column", "customer_id"]  # fmt: skip
+    assert main(backfill) == 0
+    assert [len(summaries(catalog, d)) for d in (DATE, OTHER_DATE)] == [1, 1]
+    capsys.readouterr()
+    assert main(backfill) == 0
+    out = capsys.readouterr().out
+    assert out.count("  skipped  ") == 2 and f"already published by version {registry['onnx']}" in out
+    assert [len(summaries(catalog, d)) for d in (DATE, OTHER_DATE)] == [1, 1]  # nothing committed again
