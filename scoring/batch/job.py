@@ -69,7 +69,7 @@ from scoring.errors import InputError, ModelError, OutputError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import choose_backend, load_predictor
+from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
 from scoring.model.schema import check_columns
 from scoring.model.signature import Feature
@@ -135,13 +135,17 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         # Decided before the models are shipped: a run refused here adds no file to the context.
         input_plan = arrow_plan(spark, config, inputs, features, carried, marked)
         threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
-        members = probe_members(spark, valid, features, models, config, threads, inputs)
-        outputs = {m.name: m.output for m in members}
+        probed = probe_models(valid, features, models, config, threads, inputs)
+        outputs = {p.run_model.name: p.output for p in probed}
+        rejects = rejects_frame(checked, carried, features)
+        # Opened from the output's schemas (a plan, nothing runs) before a model is shipped: a table
+        # that refuses this run's columns adds no file to the context.
+        unshipped = score_frame(valid, features, [p.member() for p in probed], models, config, carried)
+        publisher = open_publisher(config, unshipped, rejects, catalog)
+        members = [p.member(spark) for p in probed]
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         scored = score_frame(valid, features, members, models, config, carried)
-        rejects = rejects_frame(checked, carried, features)
         engine = "spark" if input_plan is None else "arrow"
-        publisher = open_publisher(config, scored, rejects, catalog)
         if config.table:
             scored, rejects = (with_partition_value(frame, config) for frame in (scored, rejects))
         location = publisher.location
@@ -323,16 +327,48 @@ def resolve_models(config: JobConfig, download_dir: str) -> list[RunModel]:
     return models
 
 
-def probe_members(
-    spark: SparkSession,
+@dataclass(frozen=True)
+class Probed:
+    """One model of the run, probed on the driver.
+
+    Attributes:
+        run_model: The pinned model.
+        spec: How the workers load it (its files still the driver's).
+        predictor: The driver's loaded predictor, which scored the probe.
+        output: The shape of its output.
+    """
+
+    run_model: RunModel
+    spec: ScorerSpec
+    predictor: Predictor
+    output: OutputSpec
+
+    def member(self, spark: SparkSession | None = None) -> Member:
+        """The model as the workers score it: shipped to the executors, or not yet without ``spark``.
+
+        An unshipped member plans a frame of the same schema; no pass may run on it.
+        """
+        name, model = self.run_model.name, self.run_model.model
+        if spark is None:
+            return Member(name, self.spec, self.output, tuple(model.feature_names), None)
+        # Files are added to the SparkContext only now that the run will score: a file added by a run
+        # that then fails is still fetched by the next run's tasks in this context (a backfill's next
+        # date, a notebook's next job), and this run's temporary directory is gone by then.
+        shipped = dataclasses.replace(self.spec, model_path=distribute_model(spark, model.local_path))
+        return Member(
+            name, shipped, self.output, tuple(model.feature_names), ship_classifier(spark, self.predictor)
+        )
+
+
+def probe_models(
     valid: DataFrame,
     features: tuple[Feature, ...],
     models: list[RunModel],
     config: JobConfig,
     threads: int,
     inputs: InputFiles,
-) -> list[Member]:
-    """Ship every model to the executors and score a few valid rows with each on the driver.
+) -> list[Probed]:
+    """Score a few valid rows with every model on the driver; nothing is shipped yet (``Probed.member``).
 
     The probe learns the shape of each model's output, and fails fast, before the job is spent, when
     a model cannot score this input at all or the models cannot be combined as the lineup says. Its
@@ -353,23 +389,10 @@ def probe_members(
         spec = model.scorer_spec(run_model.backend, config.device, threads, config.scores)
         # The driver may have no GPU (an EMR primary node has none): probe on the CPU.
         predictor = load_predictor(dataclasses.replace(spec, device="cpu"), model.local_path)
-        probed.append(
-            (run_model, spec, predictor, OutputSpec.of(predictor.predict(sample[model.feature_names])))
-        )
-    check_lineup(config.lineup, {m.name: output for m, _, _, output in probed})
-    # Files are added to the SparkContext only now that the run will score: a file added by a run
-    # that then fails is still fetched by the next run's tasks in this context (a backfill's next
-    # date, a notebook's next job), and this run's temporary directory is gone by then.
-    return [
-        Member(
-            m.name,
-            dataclasses.replace(spec, model_path=distribute_model(spark, m.model.local_path)),
-            output,
-            tuple(m.model.feature_names),
-            ship_classifier(spark, predictor),
-        )
-        for m, spec, predictor, output in probed
-    ]
+        output = OutputSpec.of(predictor.predict(sample[model.feature_names]))
+        probed.append(Probed(run_model, spec, predictor, output))
+    check_lineup(config.lineup, {p.run_model.name: p.output for p in probed})
+    return probed
 
 
 def score_frame(
