@@ -109,14 +109,10 @@ class Destination:
 
     def _open(self) -> tuple:
         """The scores and rejects tables, opened once; (None, None) while the table does not exist."""
-        from scoring.dataset.catalog import open_catalog
-        from scoring.dataset.table import open_tables
+        from scoring.dataset.table import find_tables
 
         if not self._tables:
-            if open_catalog(self.catalog).table_exists(str(self.table)):
-                _, scores, rejects = open_tables(self.catalog, str(self.table))
-            else:
-                scores = rejects = None  # its first run creates it
+            _, scores, rejects = find_tables(self.catalog, str(self.table))  # none before its first run
             self._tables.update(scores=scores, rejects=rejects)
         return self._tables["scores"], self._tables["rejects"]
 

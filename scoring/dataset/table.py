@@ -107,6 +107,25 @@ def nullable(schema: pa.Schema) -> pa.Schema:
     return pa.schema([field.with_nullable(True) for field in schema])
 
 
+def load_table(catalog: Catalog, identifier: str) -> Table:
+    """``catalog.load_table``, with a table that is not an Iceberg table refused in one line.
+
+    Raises:
+        NoSuchTableError: There is no such table (pyiceberg's, for the callers that create it).
+        OutputError: The catalog holds a table of that name that is not an Iceberg table (a Glue
+            table made for plain parquet, say).
+    """
+    from pyiceberg.exceptions import NoSuchIcebergTableError, NoSuchPropertyException
+
+    try:
+        return catalog.load_table(identifier)
+    except (NoSuchIcebergTableError, NoSuchPropertyException) as e:
+        raise OutputError(
+            f"table {identifier} in catalog {catalog.name!r} is not an Iceberg table: "
+            "publish to another name, or drop it"
+        ) from e
+
+
 def open_table(catalog: Catalog, identifier: str) -> Table:
     """An existing table.
 
@@ -117,7 +136,7 @@ def open_table(catalog: Catalog, identifier: str) -> Table:
 
     split_identifier(identifier)
     try:
-        return catalog.load_table(identifier)
+        return load_table(catalog, identifier)
     except NoSuchTableError as e:
         raise OutputError(f"table {identifier}: no such table in catalog {catalog.name!r}") from e
 
@@ -136,7 +155,7 @@ def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition
 
     namespace, _ = split_identifier(identifier)
     try:
-        table = catalog.load_table(identifier)
+        table = load_table(catalog, identifier)
     except NoSuchTableError:
         _create_namespace(catalog, namespace)
         try:
@@ -778,14 +797,30 @@ def open_tables(catalog_name: str | None, identifier: str) -> tuple[Catalog, Tab
     """The catalog, the scores table and its rejects table (None when it has none yet).
 
     Raises:
-        OutputError: The scores table does not exist.
+        OutputError: The scores table does not exist, or is not an Iceberg table.
+    """
+    catalog, scores, rejects = find_tables(catalog_name, identifier)
+    if scores is None:
+        raise OutputError(f"table {identifier}: no such table in catalog {catalog.name!r}")
+    return catalog, scores, rejects
+
+
+def find_tables(catalog_name: str | None, identifier: str) -> tuple[Catalog, Table | None, Table | None]:
+    """The catalog, the scores table and its rejects table; None for each that does not exist yet.
+
+    Raises:
+        OutputError: A table of that name is not an Iceberg table.
     """
     from pyiceberg.exceptions import NoSuchTableError
 
+    split_identifier(identifier)
     catalog = open_catalog(catalog_name)
-    scores = open_table(catalog, identifier)
     try:
-        rejects = catalog.load_table(rejects_identifier(identifier))
+        scores = load_table(catalog, identifier)
+    except NoSuchTableError:
+        return catalog, None, None
+    try:
+        rejects = load_table(catalog, rejects_identifier(identifier))
     except NoSuchTableError:
         rejects = None
     return catalog, scores, rejects

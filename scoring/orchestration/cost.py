@@ -22,7 +22,6 @@ import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import Destination, as_destination
 from scoring.dataset.manifest import duration_seconds
 from scoring.dataset.publish import MANIFEST_FILE
@@ -64,8 +63,6 @@ def earlier_manifests(
     first run creates) has none. A catalog that cannot be opened fails here, before any cluster.
     """
     destination = as_destination(output, partition_column)
-    if destination.table and not open_catalog(destination.catalog).table_exists(destination.table):
-        return []
     found: list[dict] = []
     for day in destination.days_before(date):
         manifest = read_json(f"{day.uri}/{MANIFEST_FILE}")

@@ -501,3 +501,27 @@ def test_a_live_runs_files_survive_another_runs_prepare(glue):
     assert sorted(written - set(glue.keys())) == []
     snapshot = running.publish(manifest)["output"]["snapshot_id"]
     assert assert_whole(*glue.tables(), DATE, snapshot) == "2"
+
+
+def test_a_glue_table_that_is_not_iceberg_is_refused_in_one_line(glue):
+    """A plain parquet table of the same name in Glue (the README's Athena one, say) is not written over."""
+    import boto3
+
+    from scoring.dataset.destination import Destination
+    from scoring.errors import OutputError
+
+    database, name = glue.table.split(".")
+    client = boto3.client("glue")
+    client.create_database(DatabaseInput={"Name": database})
+    client.create_table(
+        DatabaseName=database,
+        TableInput={
+            "Name": name,
+            "StorageDescriptor": {"Location": f"s3://{glue.bucket}/plain/"},
+            "Parameters": {"classification": "parquet"},
+        },
+    )
+    with pytest.raises(OutputError, match=f"table {glue.table} in catalog .* is not an Iceberg table"):
+        tables.ensure_table(glue.catalog, glue.table, SCORES, "date")
+    with pytest.raises(OutputError, match="is not an Iceberg table"):
+        Destination(table=glue.table, catalog=CATALOG).day(DATE)

@@ -101,10 +101,14 @@ def table(spark, registry, customers, tmp_path_factory) -> dict:
                  "--keep-columns", "region,segment", "--max-reject-fraction", "0.05", "--no-report"]
             )  # fmt: skip
             assert code == 0
-        from pyiceberg.catalog import load_catalog
+        import pyiceberg.catalog
+        from pyiceberg.utils.config import Config
 
-        scores = load_catalog(CATALOG).load_table(TABLE)
-        rejects = load_catalog(CATALOG).load_table(tables.rejects_identifier(TABLE))
+        # pyiceberg's load_catalog reads the configuration it found when first imported (a new
+        # process, as the README's readers are, finds root's): read it again for this one.
+        patch.setattr(pyiceberg.catalog, "_ENV_CONFIG", Config())
+        scores = pyiceberg.catalog.load_catalog(CATALOG).load_table(TABLE)
+        rejects = pyiceberg.catalog.load_catalog(CATALOG).load_table(tables.rejects_identifier(TABLE))
         versions = {
             date: [
                 {"snapshot": s.snapshot_id, "timestamp_ms": s.timestamp_ms, **s.summary.additional_properties}

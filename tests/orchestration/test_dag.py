@@ -93,7 +93,7 @@ CHAMPION_ALONE = {
 }
 # And these: the output directory, no table, no maintenance.
 DIRECTORY_OUTPUT = {"table": None, "catalog": None, "glue_warehouse": None, "maintain_older_than_days": None}
-TABLE = "analytics.scores"
+TABLE = "dagtest.scores"  # a database of its own: the README's Glue snippet makes a plain analytics.scores
 
 
 def run_dag(dag, date: dt.date, **conf):
@@ -723,18 +723,18 @@ def test_emr_run_publishes_to_a_glue_table_on_s3_validates_and_maintains_it(
     # Glue holds the tables, their files on S3 under the warehouse; nothing went to the directory.
     glue = boto3.client("glue")
     for name in ("scores", "scores__rejects"):
-        found = glue.get_table(DatabaseName="analytics", Name=name)["Table"]
+        found = glue.get_table(DatabaseName="dagtest", Name=name)["Table"]
         assert found["Parameters"]["table_type"].upper() == "ICEBERG"
-        assert found["StorageDescriptor"]["Location"] == f"s3://{BUCKET}/iceberg/analytics.db/{name}"
+        assert found["StorageDescriptor"]["Location"] == f"s3://{BUCKET}/iceberg/dagtest.db/{name}"
     s3 = boto3.client("s3")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"output/date={date}")
-    data = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"iceberg/analytics.db/scores/data/date={date}/")
+    data = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"iceberg/dagtest.db/scores/data/date={date}/")
     assert any(o["Key"].endswith(".parquet") for o in data["Contents"])
     # validate_output read the Glue table's version of the date, and wrote the report beside it.
     validation = run.get_task_instance("validate_output").xcom_pull(task_ids="validate_output")
     assert validation["ok"], validation
     assert validation["partition"].startswith(
-        f"s3://{BUCKET}/iceberg/analytics.db/scores/data/date={date}/run-"
+        f"s3://{BUCKET}/iceberg/dagtest.db/scores/data/date={date}/run-"
     )
     assert any(o["Key"].endswith("/_report.html") for o in data["Contents"])
     glue_variables = fake.environments[0]
