@@ -51,23 +51,6 @@ class DirectoryPublisher:
         publish(self.location)
         return manifest
 
-    def _reconcile_rejects(self, run: tables.TableRun, names: list[str], summary: dict[str, str]) -> None:
-        """Make the rejects table's current files of the date this run's again, if another run's came after.
-
-        Two runs of a date whose commits interleave (this run's rejects, the other's rejects, the
-        other's scores, this run's scores) leave the scores this run's but the rejects table's current
-        files the other's. Readers pairing by the named snapshot are right either way, but this run's
-        rejects would be referenced by an old snapshot only, and ``maintain`` would remove them.
-        """
-        ours = {f"{run.staged_rejects}/{name}" for name in names}
-        self.rejects.refresh()
-        current = {f.file_path for f in tables.date_files(self.rejects, self.column, self.date)}
-        if current != ours:
-            log.warning(
-                "table %s: another run's rejects came after this run's; committing them again", run.identifier
-            )
-            self._commit(self.rejects, run.staged_rejects, names, summary)
-
     def finish(self, published: bool) -> None:
         """Delete the run's staging (and a root this run made, when it holds no file)."""
         discard_run(self.location, self._root_existed)
