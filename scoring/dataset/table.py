@@ -34,7 +34,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,21 +124,6 @@ def load_table(catalog: Catalog, identifier: str) -> Table:
             f"table {identifier} in catalog {catalog.name!r} is not an Iceberg table: "
             "publish to another name, or drop it"
         ) from e
-
-
-def open_table(catalog: Catalog, identifier: str) -> Table:
-    """An existing table.
-
-    Raises:
-        OutputError: There is no such table.
-    """
-    from pyiceberg.exceptions import NoSuchTableError
-
-    split_identifier(identifier)
-    try:
-        return load_table(catalog, identifier)
-    except NoSuchTableError as e:
-        raise OutputError(f"table {identifier}: no such table in catalog {catalog.name!r}") from e
 
 
 def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str) -> Table:
@@ -732,8 +717,8 @@ def _directory_referenced(uri: str, referenced: set[str]) -> bool:
 def _remove_empty_directories(fs: pafs.FileSystem, path: str) -> None:
     if fs.type_name != "local":
         return  # an object store has no directories
-    for root, dirs, files in os.walk(path, topdown=False):
-        if (not dirs and not files and root != path) or (root != path and not os.listdir(root)):
+    for root, _, _ in os.walk(path, topdown=False):
+        if root != path and not os.listdir(root):
             os.rmdir(root)
 
 
@@ -824,9 +809,3 @@ def find_tables(catalog_name: str | None, identifier: str) -> tuple[Catalog, Tab
     except NoSuchTableError:
         rejects = None
     return catalog, scores, rejects
-
-
-def iter_paths(files: Iterable[str]) -> Iterator[str]:
-    """Data file paths as ``pyarrow.fs`` opens them (``file://`` dropped)."""
-    for path in files:
-        yield path.removeprefix("file://")
