@@ -331,6 +331,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative,
         help="longest a request waits to share a model call (default: 1 ms; 0: no waiting)",
     )
+    add(
+        "--max-queue",
+        default=64,
+        type=positive_int,
+        help="most scoring requests a worker holds at once; more get 503 / RESOURCE_EXHAUSTED at once "
+        "(default: 64)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -496,6 +503,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_rows=args.batch_rows,
         batch_wait_s=args.batch_wait_ms / 1000,
+        max_queue=args.max_queue,
         api_key=os.environ.get("SCORING_API_KEY") or None,
     )
     return serve(settings, args.host, args.port, None if args.no_grpc else args.grpc_port)

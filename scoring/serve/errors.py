@@ -103,3 +103,13 @@ class NotReady(RequestError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class Overloaded(RequestError):
+    """The worker holds as many requests as it queues (``max_queue``): refused at once, to retry later."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    # Seconds a client should wait before it retries (HTTP ``Retry-After``).
+    retry_after_s = 1

@@ -257,6 +257,8 @@ def create_app(service: ScoringService) -> FastAPI:
             log.error("reload failed, still serving %s: %s", service.served.model.version, e)
             failed = {"error": f"reload failed: {first_line(str(e))}"}
             return _json({**failed, **dialects.model_fields(service.served)}, 500)
+        if service.reload_peers is not None:
+            service.reload_peers()
         return _json({**outcome, **dialects.model_fields(service.served)})
 
     # The access log outside the body limit: a 413 is counted and logged like any answer.

@@ -48,6 +48,9 @@ class ServeSettings:
         max_body_bytes: Largest request body (HTTP) or message (gRPC).
         batch_rows: Most rows the dynamic batcher puts in one model call.
         batch_wait_s: Longest a request waits for others to share its model call.
+        max_queue: Most scoring requests one worker holds at once (parsed, queued or being scored);
+            one more is refused at once (HTTP 503 with ``Retry-After``, gRPC ``RESOURCE_EXHAUSTED``)
+            rather than queued behind them, so that the requests accepted keep their latency.
         api_key: When set, scoring and admin requests must present it.
     """
 
@@ -62,6 +65,7 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     batch_rows: int = 256
     batch_wait_s: float = 0.001
+    max_queue: int = 64
     api_key: str | None = None
 
 

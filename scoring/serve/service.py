@@ -303,6 +303,9 @@ class ScoringService:
         self._closed = False
         self._draining = False
         self._reload_lock = threading.Lock()
+        # Set by a worker of ``scoring serve --workers N``: has the supervisor reload the other workers
+        # after ``POST /admin/reload`` reloaded this one.
+        self.reload_peers: Callable[[], None] | None = None
 
     @property
     def ready(self) -> bool:
