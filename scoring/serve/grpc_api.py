@@ -73,7 +73,7 @@ _LENGTH = struct.Struct("<I")
 
 
 def start_grpc_server(
-    service: ScoringService, host: str, port: int, max_workers: int = 16
+    service: ScoringService, host: str, port: int, max_workers: int = 16, reuse_port: bool = False
 ) -> tuple[grpc.Server, int]:
     """Serve ``service`` over gRPC on ``host:port`` (0: any free port) and start it.
 
@@ -84,6 +84,8 @@ def start_grpc_server(
         port: The port to bind; 0 picks a free one.
         max_workers: Threads answering RPCs; each waits on the dynamic batcher while its records are
             scored, so this bounds the requests one model call can gather over gRPC.
+        reuse_port: Share the port with the other workers of ``scoring serve --workers N``
+            (SO_REUSEPORT: the kernel spreads the connections); off, a port already served is an error.
 
     Returns:
         The started server and the port it is bound to.
@@ -98,7 +100,7 @@ def start_grpc_server(
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),
             # Without this, a second server on a port already served binds it too (SO_REUSEPORT) and
             # the kernel splits the connections between them; a taken port must be an error.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)

@@ -17,6 +17,7 @@ the request checks, the batching and the output convention live below them. Bodi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from scoring.errors import ScoringError, first_line
-from scoring.serve import dialects, oip
+from scoring.serve import dialects, oip, openapi
 from scoring.serve.errors import BadRequest, RequestError, TooLarge, UnsupportedMediaType
 from scoring.serve.service import Blended, Routed, Scored, ScoringService, presented_key
 
@@ -38,6 +39,7 @@ BINARY_HEADER = "inference-header-content-length"
 def create_app(service: ScoringService) -> FastAPI:
     """The ASGI app over ``service``; ``scoring.serve.server`` runs it on uvicorn."""
     app = FastAPI(title="scoring", summary="The batch job's model, online", docs_url="/docs", redoc_url=None)
+    app.openapi = functools.cache(lambda: openapi.openapi_document(app, service))
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> JSONResponse:
