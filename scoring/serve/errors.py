@@ -7,9 +7,13 @@ and the reason, never a value from the request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 
 from scoring.model.rows import RowProblem
+
+log = logging.getLogger(__name__)
 
 # At most this many bad records are listed in one error; the count says how many there were.
 LISTED_PROBLEMS = 20
@@ -113,3 +117,25 @@ class Overloaded(RequestError):
 
     # Seconds a client should wait before it retries (HTTP ``Retry-After``).
     retry_after_s = 1
+
+
+@contextlib.contextmanager
+def malformed_is_bad_request() -> Iterator[None]:
+    """Around parsing and checking a request: what trips it in a way the parsers do not name is a 400.
+
+    The parsers name what they expect (``BadRequest``); should a request get past them malformed in a
+    way they did not foresee, the fault is still the request's: a 400 (``INVALID_ARGUMENT``), never a
+    500 that alerts the server's owner and makes clients retry. Logged with the error's type only: its
+    message could quote the request's values.
+
+    Raises:
+        BadRequest: For a ``TypeError``, ``ValueError``, ``KeyError``, ``IndexError``,
+            ``AttributeError``, ``OverflowError`` or ``RecursionError`` raised inside.
+    """
+    try:
+        yield
+    except RequestError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        log.warning("a malformed request got past the parsers: %s", type(e).__name__)
+        raise BadRequest("request: not in the shape this route takes (see /docs)") from e

@@ -23,7 +23,6 @@ servicer runs.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
@@ -40,7 +39,7 @@ from scoring.serve.dialects import (
     original_predictions,
     variant_keys,
 )
-from scoring.serve.errors import BadRequest, RequestError
+from scoring.serve.errors import BadRequest, RequestError, malformed_is_bad_request
 from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
 from scoring.serve.service import Roster, Scored, ScoringService, presented_key
 
@@ -69,7 +68,6 @@ _CONTENTS = {
     "FP64": ("fp64_contents", np.float64),
     "BYTES": ("bytes_contents", np.object_),
 }
-_LENGTH = struct.Struct("<I")
 
 
 def start_grpc_server(
@@ -96,6 +94,10 @@ def start_grpc_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scoring-grpc"),
         interceptors=[_Observed(service)],
+        # Beyond this many RPCs at once (running, or waiting for a thread), grpc answers
+        # RESOURCE_EXHAUSTED at once, so that the requests accepted keep their latency. Health's
+        # Watch streams count too, for as long as they watch.
+        maximum_concurrent_rpcs=service.settings.max_queue,
         options=[
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),
             # Without this, a second server on a port already served binds it too (SO_REUSEPORT) and
@@ -215,7 +217,9 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         _authorize(self._service, context)
         _no_model(request, "PredictEnsemble")
         records = request.records
-        blended = self._service.submit_ensemble([feature_record(r.features) for r in records]).result()
+        with malformed_is_bad_request():
+            pending = self._service.submit_ensemble([feature_record(r.features) for r in records])
+        blended = pending.result()
         self._service.metrics.records.labels(PROTOCOL).inc(blended.rows)
         predictions = []
         for item in ensemble_predictions([r.id for r in records], blended):
@@ -237,11 +241,13 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         _authorize(self._service, context)
         _no_model(request, "PredictAB")
         records = request.records
-        features = [feature_record(r.features) for r in records]
-        # The id field is the record's own "id" (empty: unset, as proto3 has it); others are features.
-        items = [{"id": r.id} if r.id else {} for r in records]
-        keys, _ = variant_keys(items, features, self._service.settings.id_columns)
-        routed = self._service.submit_ab(features, keys).result()
+        with malformed_is_bad_request():
+            features = [feature_record(r.features) for r in records]
+            # The id field is the record's own "id" (empty: unset, as proto3 has it); others are features.
+            items = [{"id": r.id} if r.id else {} for r in records]
+            keys, _ = variant_keys(items, features, self._service.settings.id_columns)
+            pending = self._service.submit_ab(features, keys)
+        routed = pending.result()
         self._service.metrics.records.labels(PROTOCOL).inc(routed.rows)
         predictions = []
         for item in ab_predictions([r.id for r in records], routed):
@@ -259,11 +265,12 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         )
 
     def _score(self, records: Sequence[prediction_pb2.PredictRequest], model: str = "") -> Scored:
-        features = [feature_record(r.features) for r in records]
-        if model:
-            pending = self._service.submit_records(features, self._service.live(model))
-        else:  # the champion, by the very call made before the lineup had other models
-            pending = self._service.submit_records(features)
+        with malformed_is_bad_request():
+            features = [feature_record(r.features) for r in records]
+            if model:
+                pending = self._service.submit_records(features, self._service.live(model))
+            else:  # the champion, by the very call made before the lineup had other models
+                pending = self._service.submit_records(features)
         scored = pending.result()
         self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
         return scored
@@ -383,9 +390,11 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         live = self._service.live()  # once: the model checked, parsed for and scored by is one
         # The model first: a request for another model is NOT_FOUND whatever its tensors hold.
         oip.check_model(live.served, request.model_name, request.model_version)
-        tensors = input_tensors(request)
-        columns, rows = oip.columns_from_tensors(tensors, live.served.features)
-        scored = self._service.submit_columns(columns, rows, live).result()
+        with malformed_is_bad_request():
+            tensors = input_tensors(request)
+            columns, rows = oip.columns_from_tensors(tensors, live.served.features)
+            pending = self._service.submit_columns(columns, rows, live)
+        scored = pending.result()
         self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
         outputs = oip.output_tensors(scored, [o.name for o in request.outputs] or None)
         fields = model_fields(scored.served)
@@ -394,7 +403,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         )
         for tensor in outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-            response.raw_output_contents.append(raw_bytes(tensor))
+            response.raw_output_contents.append(oip.raw_bytes(tensor))
         return response
 
 
@@ -414,34 +423,18 @@ def input_tensors(request: inference_pb2.ModelInferRequest) -> list[oip.Tensor]:
 
 def _input_tensor(tensor: inference_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None) -> oip.Tensor:
     where = f"input {tensor.name[: oip.MAX_NAME]!r}"
+    shape = [int(d) for d in tensor.shape]
+    count = oip.check_header(tensor.datatype, shape, where)
     datatype = tensor.datatype
-    if datatype not in oip.DATATYPES:
-        raise BadRequest(f"{where}: unknown datatype {datatype!r}")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise BadRequest(f"{where}: shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64))
     if raw is not None:
         if tensor.HasField("contents"):
             raise BadRequest(f"{where}: both contents and raw_input_contents; send one of them")
-        data = _from_raw(raw, datatype, count, where)
+        data = oip.from_raw(raw, datatype, count, where)
     else:
         data = _from_contents(tensor.contents, datatype, where)
     if data.size != count:
-        raise BadRequest(f"{where}: {data.size} values for shape {list(shape)}")
-    return oip.Tensor(tensor.name, datatype, shape, data)
-
-
-def _from_raw(raw: bytes, datatype: str, count: int, where: str) -> np.ndarray:
-    if datatype == "BYTES":
-        return _unpack_bytes(raw, where)
-    dtype = np.dtype(oip.DATATYPES[datatype])
-    if len(raw) != count * dtype.itemsize:
-        raise BadRequest(
-            f"{where}: {len(raw)} raw bytes; {datatype} of {count} elements takes {count * dtype.itemsize}"
-        )
-    # The protocol's raw layout is little-endian; astype gives a native, writable copy.
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        raise BadRequest(f"{where}: {data.size} values for shape {shape}")
+    return oip.Tensor(tensor.name, datatype, tuple(shape), data)
 
 
 def _from_contents(contents: inference_pb2.InferTensorContents, datatype: str, where: str) -> np.ndarray:
@@ -450,7 +443,7 @@ def _from_contents(contents: inference_pb2.InferTensorContents, datatype: str, w
     field, held = _CONTENTS[datatype]
     values = getattr(contents, field)
     if datatype == "BYTES":
-        return np.array([_text(v, where) for v in values], dtype=object)
+        return np.array([oip.text(v, where) for v in values], dtype=object)
     data = np.array(values, dtype=held)
     target = oip.DATATYPES[datatype]
     if target is not held:
@@ -460,43 +453,6 @@ def _from_contents(contents: inference_pb2.InferTensorContents, datatype: str, w
             raise BadRequest(f"{where}: a value does not fit {datatype}")
         data = narrowed
     return data
-
-
-def _unpack_bytes(raw: bytes, where: str) -> np.ndarray:
-    """BYTES elements laid out as the protocol says: each a 4-byte little-endian length, then its bytes."""
-    items = []
-    offset = 0
-    view = memoryview(raw)
-    while offset < len(raw):
-        if offset + _LENGTH.size > len(raw):
-            raise BadRequest(f"{where}: raw BYTES cut short in an element's length")
-        (length,) = _LENGTH.unpack_from(view, offset)
-        offset += _LENGTH.size
-        if offset + length > len(raw):
-            raise BadRequest(f"{where}: raw BYTES cut short in an element")
-        items.append(_text(bytes(view[offset : offset + length]), where))
-        offset += length
-    return np.array(items, dtype=object)
-
-
-def _text(value: bytes, where: str) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{where}: a BYTES element is not UTF-8 text") from None
-
-
-def raw_bytes(tensor: oip.Tensor) -> bytes:
-    """An output tensor's elements in the protocol's raw layout (row-major, little-endian)."""
-    if tensor.datatype == "BYTES":
-        parts = []
-        for item in tensor.data.reshape(-1).tolist():
-            encoded = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            parts.append(_LENGTH.pack(len(encoded)))
-            parts.append(encoded)
-        return b"".join(parts)
-    dtype = np.dtype(oip.DATATYPES[tensor.datatype]).newbyteorder("<")
-    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
 
 
 class _Health(health.HealthServicer):

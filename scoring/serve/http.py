@@ -21,19 +21,35 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scoring.errors import ScoringError, first_line
 from scoring.serve import dialects, oip, openapi
-from scoring.serve.errors import BadRequest, RequestError, TooLarge, UnsupportedMediaType
+from scoring.serve.errors import (
+    BadRequest,
+    Overloaded,
+    RequestError,
+    TooLarge,
+    UnsupportedMediaType,
+    malformed_is_bad_request,
+)
 from scoring.serve.service import Blended, Routed, Scored, ScoringService, presented_key
 
 log = logging.getLogger(__name__)
 
 # The Open Inference Protocol's binary tensor extension announces itself with this header.
 BINARY_HEADER = "inference-header-content-length"
+# The answer to an unexpected error: its message could hold request values.
+INTERNAL_MESSAGE = "internal error while answering the request"
+# Routing's own refusals, in words that do not repeat the path.
+_OVERLOADED = json.dumps(
+    {"error": "this worker holds as many requests as it queues (--max-queue); retry after Retry-After"}
+).encode()
+_ROUTING_ERRORS = {404: "no such route (GET /docs lists them)", 405: "method not allowed on this route"}
 
 
 def create_app(service: ScoringService) -> FastAPI:
@@ -42,8 +58,20 @@ def create_app(service: ScoringService) -> FastAPI:
     app.openapi = functools.cache(lambda: openapi.openapi_document(app, service))
 
     @app.exception_handler(RequestError)
-    async def refused(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse(error.to_json(), status_code=error.http_status)
+    async def refused(request: Request, error: RequestError) -> Response:
+        return _error(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException) -> Response:
+        # Routing's own answers (404, 405) in the one error format of every route, /v2 included.
+        message = _ROUTING_ERRORS.get(error.status_code, "the request cannot be answered")
+        return _json({"error": message}, error.status_code, error.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> Response:
+        # The type only: an exception's message can quote the request's values.
+        log.error("%s %s failed: %s", request.method, _route(request.scope), type(error).__name__)
+        return _json({"error": INTERNAL_MESSAGE}, 500)
 
     @app.get("/health")
     async def health() -> Response:
@@ -67,8 +95,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def predict(request: Request) -> Response:
         """One record: ``{"id": ..., "features": {...}}`` -> id, prediction, probability, model."""
         _authorize(service, request)
-        record_id, features = dialects.original_record(await _body(request))
-        scored = await service.submit_records([features]).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            record_id, features = dialects.original_record(body)
+            pending = service.submit_records([features])
+        scored = await pending.wait()
         _count(request, service, scored)
         return _json(
             {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored.served)}
@@ -78,8 +109,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def predict_batch(request: Request) -> Response:
         """A list of records -> ``{"predictions": [...], "model_name", "model_version"}``."""
         _authorize(service, request)
-        ids, records = dialects.original_batch(await _body(request))
-        scored = await service.submit_records(records).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            ids, records = dialects.original_batch(body)
+            pending = service.submit_records(records)
+        scored = await pending.wait()
         _count(request, service, scored)
         predictions = dialects.original_predictions(ids, scored)
         return _json({"predictions": predictions, **dialects.model_fields(scored.served)})
@@ -88,8 +122,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def predict_ensemble(request: Request) -> Response:
         """One record -> the ensemble's ``ensemble_probability`` (or ``ensemble_prediction``), the weights."""
         _authorize(service, request)
-        record_id, features = dialects.original_record(await _body(request))
-        blended = await service.submit_ensemble([features]).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            record_id, features = dialects.original_record(body)
+            pending = service.submit_ensemble([features])
+        blended = await pending.wait()
         _count_combined(request, service, blended)
         return _json(
             {**dialects.ensemble_predictions([record_id], blended)[0], **dialects.ensemble_fields(blended)}
@@ -99,8 +136,11 @@ def create_app(service: ScoringService) -> FastAPI:
     async def predict_ensemble_batch(request: Request) -> Response:
         """A list of records -> ``{"predictions": [{"id", "ensemble_probability"}], "weights", "models"}``."""
         _authorize(service, request)
-        ids, records = dialects.original_batch(await _body(request))
-        blended = await service.submit_ensemble(records).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            ids, records = dialects.original_batch(body)
+            pending = service.submit_ensemble(records)
+        blended = await pending.wait()
         _count_combined(request, service, blended)
         predictions = dialects.ensemble_predictions(ids, blended)
         return _json({"predictions": predictions, **dialects.ensemble_fields(blended)})
@@ -110,9 +150,11 @@ def create_app(service: ScoringService) -> FastAPI:
         """One record with its id -> its variant, and the prediction and model of the variant's model."""
         _authorize(service, request)
         body = await _body(request)
-        record_id, features = dialects.original_record(body)
-        keys, id_values = dialects.variant_keys([body], [features], service.settings.id_columns, "body")
-        routed = await service.submit_ab([features], keys).wait()
+        with malformed_is_bad_request():
+            record_id, features = dialects.original_record(body)
+            keys, id_values = dialects.variant_keys([body], [features], service.settings.id_columns, "body")
+            pending = service.submit_ab([features], keys)
+        routed = await pending.wait()
         _count_combined(request, service, routed)
         return _json(dialects.ab_predictions([record_id], routed, id_values)[0])
 
@@ -120,10 +162,13 @@ def create_app(service: ScoringService) -> FastAPI:
     async def predict_ab_batch(request: Request) -> Response:
         """A list of records with their ids -> ``{"predictions": [{"id", "variant", ...}], "split"}``."""
         _authorize(service, request)
-        items = dialects.batch_items(await _body(request))
-        ids, records = dialects.original_batch(items)
-        keys, id_values = dialects.variant_keys(items, records, service.settings.id_columns)
-        routed = await service.submit_ab(records, keys).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            items = dialects.batch_items(body)
+            ids, records = dialects.original_batch(items)
+            keys, id_values = dialects.variant_keys(items, records, service.settings.id_columns)
+            pending = service.submit_ab(records, keys)
+        routed = await pending.wait()
         _count_combined(request, service, routed)
         predictions = dialects.ab_predictions(ids, routed, id_values)
         return _json({"predictions": predictions, "split": dict(routed.roster.lineup.ab)})
@@ -134,8 +179,11 @@ def create_app(service: ScoringService) -> FastAPI:
         """One record, scored by the lineup's model ``model`` (``champion`` or a challenger's name)."""
         _authorize(service, request)
         live = service.live(model)
-        record_id, features = dialects.original_record(await _body(request))
-        scored = await service.submit_records([features], live).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            record_id, features = dialects.original_record(body)
+            pending = service.submit_records([features], live)
+        scored = await pending.wait()
         _count(request, service, scored)
         return _json(
             {**dialects.original_predictions([record_id], scored)[0], **dialects.model_fields(scored.served)}
@@ -146,8 +194,11 @@ def create_app(service: ScoringService) -> FastAPI:
         """A list of records, scored by the lineup's model ``model``, as ``/predict/batch`` answers."""
         _authorize(service, request)
         live = service.live(model)
-        ids, records = dialects.original_batch(await _body(request))
-        scored = await service.submit_records(records, live).wait()
+        body = await _body(request)
+        with malformed_is_bad_request():
+            ids, records = dialects.original_batch(body)
+            pending = service.submit_records(records, live)
+        scored = await pending.wait()
         _count(request, service, scored)
         predictions = dialects.original_predictions(ids, scored)
         return _json({"predictions": predictions, **dialects.model_fields(scored.served)})
@@ -171,11 +222,13 @@ def create_app(service: ScoringService) -> FastAPI:
         if "json" not in request.headers.get("content-type", "application/json"):
             raise UnsupportedMediaType("content type: /invocations here takes application/json")
         live = service.live()
-        records, columns, rows = dialects.mlflow_request(await _body(request), live.served.features)
-        if records is not None:
-            pending = service.submit_records(records, live)
-        else:
-            pending = service.submit_columns(columns, rows, live)
+        body = await _body(request)
+        with malformed_is_bad_request():
+            records, columns, rows = dialects.mlflow_request(body, live.served.features)
+            if records is not None:
+                pending = service.submit_records(records, live)
+            else:
+                pending = service.submit_columns(columns, rows, live)
         scored = await pending.wait()
         _count(request, service, scored)
         return _json(dialects.mlflow_response(scored))
@@ -183,7 +236,7 @@ def create_app(service: ScoringService) -> FastAPI:
     @app.get("/ping")
     async def ping() -> Response:
         """MLflow's health route: 200 once the model is loaded."""
-        return Response("\n", status_code=200 if service.ready else 503, media_type="application/json")
+        return Response("\n", status_code=200 if service.ready else 503, media_type="text/plain")
 
     @app.get("/version")
     async def version() -> Response:
@@ -218,28 +271,22 @@ def create_app(service: ScoringService) -> FastAPI:
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
-        """Named input tensors (one per feature, or one [N, F]) -> prediction and probability."""
+        """Named input tensors (one per feature, or one [N, F]) -> prediction and probability.
+
+        Tensors come as JSON or in the binary tensor data extension (``Inference-Header-Content-Length``:
+        the JSON header, then each binary input's raw bytes), as ``tritonclient.http`` sends them.
+        """
         _authorize(service, request)
         live = service.live()
         oip.check_model(live.served, name, version)
-        if BINARY_HEADER in request.headers:
-            raise UnsupportedMediaType(
-                "the binary tensor extension is not read here: send the tensors as JSON "
-                "(tritonclient.http: set_data_from_numpy(..., binary_data=False)), or use gRPC"
-            )
-        body = await _body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-            raise BadRequest('body: expected {"inputs": [tensor, ...]}')
-        tensors = [oip.tensor_from_json(t, f"inputs[{i}]") for i, t in enumerate(body["inputs"])]
-        columns, rows = oip.columns_from_tensors(tensors, live.served.features)
-        scored = await service.submit_columns(columns, rows, live).wait()
-        requested = [o.get("name") for o in body.get("outputs") or () if isinstance(o, dict)]
-        outputs = [oip.tensor_to_json(t) for t in oip.output_tensors(scored, requested or None)]
+        with malformed_is_bad_request():
+            infer = oip.infer_request_from_json(*_split_binary(await request.body(), request.headers))
+            columns, rows = oip.columns_from_tensors(infer.inputs, live.served.features)
+            pending = service.submit_columns(columns, rows, live)
+        scored = await pending.wait()
+        outputs = oip.output_tensors(scored, infer.output_names())
         _count(request, service, scored)
-        answer = {"model_name": scored.served.model.name, "model_version": scored.served.model.version}
-        if body.get("id") is not None:
-            answer["id"] = body["id"]
-        return _json({**answer, "outputs": outputs})
+        return _infer_answer(scored, infer, outputs)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -263,8 +310,10 @@ def create_app(service: ScoringService) -> FastAPI:
             service.reload_peers()
         return _json({**outcome, **dialects.model_fields(service.served)})
 
-    # The access log outside the body limit: a 413 is counted and logged like any answer.
-    return AccessLog(BodyLimit(app, service.settings.max_body_bytes), service)
+    # The access log outermost: a 503 of the admission and a 413 of the body limit are counted and
+    # logged like any answer. The admission before the body is read: shedding costs no parsing.
+    limited = BodyLimit(app, service.settings.max_body_bytes)
+    return AccessLog(Admission(limited, service.settings.max_queue), service)
 
 
 class AccessLog:
@@ -291,7 +340,7 @@ class AccessLog:
             await self.app(scope, receive, send_status)
         finally:
             state = scope.get("state", {})
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = _route(scope)
             self.service.metrics.observe(
                 "http",
                 route,
@@ -300,6 +349,51 @@ class AccessLog:
                 state.get("records"),
                 state.get("model_version"),
             )
+
+
+class Admission:
+    """ASGI middleware: at most ``limit`` scoring requests in this worker at once; beyond, 503 at once.
+
+    A scoring request (``POST`` to ``/predict...``, ``/invocations`` or ``/v2/models/.../infer``) is
+    held from the moment it arrives until it is answered: its body read, parsed, queued for the model
+    and scored. One more than ``limit`` is answered 503 with ``Retry-After`` before its body is read,
+    for a few microseconds of this worker's time, so that under a burst the requests accepted keep
+    their latency instead of all of them queueing without end. Other routes (health, metadata,
+    metrics) are never shed: probes must see a busy server as alive.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.held = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Admit the request, or refuse it at once when the worker holds ``limit`` of them."""
+        if scope["type"] != "http" or not _is_scoring(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.held >= self.limit:
+            await _send_json(
+                send, 503, _OVERLOADED, [(b"retry-after", str(Overloaded.retry_after_s).encode())]
+            )
+            return
+        self.held += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.held -= 1
+
+
+def _is_scoring(scope: Mapping) -> bool:
+    """Whether a request scores records (what ``Admission`` bounds)."""
+    if scope["method"] != "POST":
+        return False
+    path = scope["path"]
+    return (
+        path.startswith("/predict")
+        or path == "/invocations"
+        or (path.startswith("/v2/models/") and path.endswith("/infer"))
+    )
 
 
 class BodyLimit:
@@ -332,19 +426,28 @@ class BodyLimit:
 
 
 async def _send_too_large(send, limit: int) -> None:
-    body = json.dumps({"error": f"request body over {limit} bytes"}).encode()
+    await _send_json(send, 413, json.dumps({"error": f"request body over {limit} bytes"}).encode())
+
+
+async def _send_json(send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Answer from a middleware, below the app: a JSON error body and its headers."""
+    length = str(len(body)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", length), *headers],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _body(request: Request) -> object:
-    raw = await request.body()
+    return _decode(await request.body())
+
+
+def _decode(raw: bytes | memoryview) -> object:
+    """A request's JSON, or ``BadRequest`` saying why it is not JSON this server reads."""
     try:
         return json.loads(raw)
     except json.JSONDecodeError as e:
@@ -355,6 +458,48 @@ async def _body(request: Request) -> object:
         raise BadRequest(
             "body is JSON this server does not read (a number too long or nesting too deep)"
         ) from e
+
+
+def _split_binary(raw: bytes, headers: Mapping[str, str]) -> tuple[object, memoryview]:
+    """An infer body's JSON header and what follows it (the binary tensor data extension).
+
+    Raises:
+        BadRequest: ``Inference-Header-Content-Length`` is not a length within the body.
+    """
+    declared = headers.get(BINARY_HEADER)
+    if declared is None:
+        return _decode(raw), memoryview(b"")
+    if not declared.isdigit() or int(declared) > len(raw):
+        raise BadRequest(f"{BINARY_HEADER}: must be the JSON header's length in bytes, within the body")
+    view = memoryview(raw)
+    return _decode(view[: int(declared)]), view[int(declared) :]
+
+
+def _infer_answer(scored: Scored, infer: oip.InferRequest, outputs: Sequence[oip.Tensor]) -> Response:
+    """The infer answer: JSON, or a JSON header and the binary outputs' raw bytes after it."""
+    answer: dict = {"model_name": scored.served.model.name, "model_version": scored.served.model.version}
+    if infer.id is not None:
+        answer["id"] = infer.id
+    encoded = [oip.tensor_to_json(tensor, infer.binary(tensor.name)) for tensor in outputs]
+    header = json.dumps({**answer, "outputs": [e[0] for e in encoded]}, separators=(",", ":")).encode()
+    raw = b"".join(e[1] for e in encoded)
+    if not raw:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + raw,
+        media_type="application/octet-stream",
+        headers={BINARY_HEADER: str(len(header))},
+    )
+
+
+def _error(error: RequestError) -> Response:
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
+    return _json(error.to_json(), error.http_status, headers)
+
+
+def _route(scope: Mapping) -> str:
+    """The route template a request matched (``/v2/models/{name}/infer``), never its path's values."""
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
 def _authorize(service: ScoringService, request: Request) -> None:
@@ -375,8 +520,11 @@ def _count_combined(request: Request, service: ScoringService, combined: Blended
     service.metrics.records.labels("http").inc(combined.rows)
 
 
-def _json(payload: object, status: int = 200) -> Response:
+def _json(payload: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     # json.dumps once, with no pydantic encoding pass: the answer is plain JSON values already.
     return Response(
-        json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json"
+        json.dumps(payload, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )

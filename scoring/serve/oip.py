@@ -9,6 +9,8 @@ lists, gRPC contents or raw bytes) to ``Tensor`` and back.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +50,21 @@ FEATURE_DATATYPES = {
     "string": "BYTES",
 }
 _PREDICTION_DATATYPES = {"double": "FP64", "long": "INT64", "string": "BYTES"}
+# The JSON kinds a tensor of each datatype may hold, and how an error names them.
+_INTEGERS = frozenset(name for name in DATATYPES if name.startswith(("INT", "UINT")))
+_JSON_KINDS = {name: (int,) if name in _INTEGERS else (int, float) for name in DATATYPES} | {
+    "BOOL": (bool,),
+    "BYTES": (str,),
+}
+_JSON_NAMES = {name: "integers" if name in _INTEGERS else "numbers" for name in DATATYPES} | {
+    "BOOL": "booleans",
+    "BYTES": "strings",
+}
+# Most elements in one tensor: a shape beyond any body this server takes is refused before any work.
+MAX_ELEMENTS = 2**31
+# A BYTES element's length in the raw layout.
+_LENGTH = struct.Struct("<I")
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -86,10 +103,18 @@ def columns_from_tensors(
         matrix = tensors[0].data.reshape(tensors[0].shape)
         return {name: _column(matrix[:, j]) for j, name in enumerate(names)}, tensors[0].shape[0]
     columns = {}
+    known = set(names)
     for tensor in tensors:
+        where = f"input {tensor.name[:MAX_NAME]!r}"
+        if tensor.name in columns:
+            raise BadRequest(f"{where}: sent twice; one tensor per feature")
+        if tensor.name not in known:
+            raise BadRequest(
+                f"{where}: the model has no feature of that name (GET /v2/models/NAME lists them)"
+            )
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise BadRequest(
-                f"input {tensor.name[:MAX_NAME]!r}: shape {list(tensor.shape)}; a feature tensor is [N] or "
+                f"{where}: shape {list(tensor.shape)}; a feature tensor is [N] or "
                 f"[N, 1], or send one [N, {len(names)}] tensor"
             )
         columns[tensor.name] = _column(tensor.data.reshape(-1))
@@ -154,34 +179,263 @@ def server_metadata() -> dict:
     return {"name": "scoring", "version": version("scoring"), "extensions": []}
 
 
-def tensor_from_json(item: object, where: str) -> Tensor:
-    """A JSON input tensor: ``{"name", "datatype", "shape", "data"}`` (data flat or nested).
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One output a request asks for, and whether it wants it in the binary tensor data extension."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """An infer request, decoded from JSON (and the binary extension's bytes) or from protobuf.
+
+    Attributes:
+        id: The request's id, repeated in the answer.
+        inputs: The input tensors.
+        outputs: The outputs asked for (none: every output).
+        binary_output: The request's ``binary_data_output`` parameter: outputs as raw bytes by default.
+    """
+
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput]
+    binary_output: bool = False
+
+    def output_names(self) -> list[str] | None:
+        """The outputs asked for by name, or None for every output."""
+        return [o.name for o in self.outputs] or None
+
+    def binary(self, name: str) -> bool:
+        """Whether output ``name`` is answered as raw bytes (its own ``binary_data``, else the request's)."""
+        for output in self.outputs:
+            if output.name == name and output.binary is not None:
+                return output.binary
+        return self.binary_output
+
+
+def infer_request_from_json(body: object, binary: bytes | memoryview = b"") -> InferRequest:
+    """A JSON infer request, its tensors' data in JSON or after the JSON header as raw bytes.
+
+    Args:
+        body: The decoded JSON (the binary extension's JSON header).
+        binary: What follows the JSON header (``Inference-Header-Content-Length``): the data of the
+            inputs whose ``parameters`` give a ``binary_data_size``, in input order.
 
     Raises:
-        BadRequest: The tensor is malformed or its data does not fit its shape.
+        BadRequest: The request does not follow the protocol; the message names the field.
     """
-    if not isinstance(item, Mapping) or not all(k in item for k in ("name", "datatype", "shape", "data")):
-        raise BadRequest(f"{where}: a tensor needs name, datatype, shape and data")
+    if not isinstance(body, Mapping):
+        raise BadRequest('body: expected {"inputs": [tensor, ...]}')
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("id: must be a string")
+    parameters = _parameters(body, "parameters")
+    binary_output = _flag(parameters, "binary_data_output", "parameters")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list):
+        raise BadRequest("inputs: expected a list of tensors")
+    view = memoryview(binary)
+    tensors, offset = [], 0
+    for i, item in enumerate(inputs):
+        tensor, offset = _input_from_json(item, f"inputs[{i}]", view, offset)
+        tensors.append(tensor)
+    if offset != len(view):
+        raise BadRequest(
+            f"binary data: {len(view) - offset} bytes after the inputs' binary_data_size; none may be left"
+        )
+    return InferRequest(request_id, tensors, _requested_outputs(body.get("outputs")), bool(binary_output))
+
+
+def _input_from_json(item: object, where: str, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+    """One JSON input tensor and where the next tensor's binary data starts."""
+    if not isinstance(item, Mapping):
+        raise BadRequest(f"{where}: a tensor is an object with name, datatype, shape and data")
+    for key in ("name", "datatype", "shape"):
+        if key not in item:
+            raise BadRequest(f"{where}.{key}: missing")
     name, datatype, shape = item["name"], item["datatype"], item["shape"]
     if not isinstance(name, str) or len(name) > MAX_NAME:
-        raise BadRequest(f"{where}: a tensor's name must be a string of at most {MAX_NAME} characters")
-    if datatype not in DATATYPES:
-        raise BadRequest(f"{where}: unknown datatype; the protocol's are {', '.join(DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"{where}: shape must be a list of non-negative integers")
-    data = np.asarray(item["data"], dtype=object).reshape(-1)
-    if data.size != int(np.prod(shape)):
-        raise BadRequest(f"{where}: {data.size} values for shape {shape}")
-    # The JSON values as they came, not cast to the declared datatype: the row checks cast them as
-    # every other dialect's (a 1.5 for an integer feature is not_castable, not truncated to 1).
-    return Tensor(name, datatype, tuple(shape), data)
+        raise BadRequest(f"{where}.name: must be a string of at most {MAX_NAME} characters")
+    count = check_header(datatype, shape, where)
+    size = _binary_size(_parameters(item, f"{where}.parameters"), where)
+    if size is None:
+        if "data" not in item:
+            raise BadRequest(f"{where}.data: missing (or give parameters.binary_data_size)")
+        data = json_elements(item["data"], datatype, f"{where}.data")
+    else:
+        if "data" in item:
+            raise BadRequest(f"{where}: both data and parameters.binary_data_size; send one of them")
+        if offset + size > len(binary):
+            raise BadRequest(f"{where}.parameters.binary_data_size: more bytes than the body holds")
+        data = from_raw(binary[offset : offset + size], datatype, count, where)
+        offset += size
+    if data.size != count:
+        raise BadRequest(f"{where}: {data.size} values for shape {list(shape)}")
+    # JSON values as they came, not cast to the declared datatype: the row checks cast them as every
+    # other dialect's (a 1.5 for an integer feature is not_castable, not truncated to 1).
+    return Tensor(name, datatype, tuple(shape), data), offset
 
 
-def tensor_to_json(tensor: Tensor) -> dict:
-    """An output tensor as the JSON the protocol answers with (data flattened, row-major)."""
-    return {
-        "name": tensor.name,
-        "datatype": tensor.datatype,
-        "shape": list(tensor.shape),
-        "data": tensor.data.reshape(-1).tolist(),
-    }
+def check_header(datatype: object, shape: object, where: str) -> int:
+    """Check a tensor's datatype and shape; the number of elements the shape holds.
+
+    Raises:
+        BadRequest: The datatype is not the protocol's, or the shape is not a list of
+            non-negative integers, or it holds more elements than any request can.
+    """
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequest(f"{where}.datatype: not one of the protocol's ({', '.join(DATATYPES)})")
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise BadRequest(f"{where}.shape: must be a list of non-negative integers")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise BadRequest(f"{where}.shape: {count} elements; at most {MAX_ELEMENTS} in one tensor")
+    return count
+
+
+def json_elements(data: object, datatype: str, where: str) -> np.ndarray:
+    """A JSON tensor's elements, row-major: a flat list, or nested lists (ragged or not, flattened).
+
+    Elements must be of the datatype's JSON kind (numbers, booleans or strings); ``null`` passes, as
+    a missing value the row checks name (``null_feature``).
+
+    Raises:
+        BadRequest: ``data`` is not a list, or holds an object or an element of another kind.
+    """
+    if not isinstance(data, list):
+        raise BadRequest(f"{where}: must be a list")
+    kinds = _JSON_KINDS[datatype]
+    flat: list = []
+    pending = [iter(data)]
+    while pending:  # iterative: nesting as deep as the JSON decoder allows costs no recursion here
+        item = next(pending[-1], _END)
+        if item is _END:
+            pending.pop()
+        elif isinstance(item, list):
+            pending.append(iter(item))
+        elif item is None or (isinstance(item, kinds) and not (isinstance(item, bool) and bool not in kinds)):
+            flat.append(item)
+        else:
+            raise BadRequest(f"{where}: a {datatype} tensor holds {_JSON_NAMES[datatype]} only")
+    return np.fromiter(flat, dtype=object, count=len(flat))
+
+
+def _requested_outputs(outputs: object) -> list[RequestedOutput]:
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list):
+        raise BadRequest('outputs: expected a list of {"name": ...} objects')
+    requested = []
+    for i, item in enumerate(outputs):
+        where = f"outputs[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise BadRequest(f"{where}.name: must be a string")
+        parameters = _parameters(item, f"{where}.parameters")
+        if "classification" in parameters:
+            raise BadRequest(f"{where}.parameters.classification: the classification extension is not served")
+        binary = _flag(parameters, "binary_data", f"{where}.parameters")
+        requested.append(RequestedOutput(item["name"], binary))
+    return requested
+
+
+def _parameters(item: Mapping, where: str) -> Mapping:
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, Mapping):
+        raise BadRequest(f"{where}: must be an object")
+    return parameters
+
+
+def _flag(parameters: Mapping, key: str, where: str) -> bool | None:
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{where}.{key}: must be true or false")
+    return value
+
+
+def _binary_size(parameters: Mapping, where: str) -> int | None:
+    size = parameters.get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise BadRequest(f"{where}.parameters.binary_data_size: must be a non-negative integer")
+    return size
+
+
+def from_raw(raw: bytes | memoryview, datatype: str, count: int, where: str) -> np.ndarray:
+    """A tensor's elements from the protocol's raw layout (gRPC raw contents, HTTP binary data).
+
+    Raises:
+        BadRequest: The bytes do not hold ``count`` elements of ``datatype``.
+    """
+    if datatype == "BYTES":
+        return unpack_bytes(raw, where)
+    dtype = np.dtype(DATATYPES[datatype])
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(
+            f"{where}: {len(raw)} raw bytes; {datatype} of {count} elements takes {count * dtype.itemsize}"
+        )
+    # The protocol's raw layout is little-endian; astype gives a native, writable copy.
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+
+
+def unpack_bytes(raw: bytes | memoryview, where: str) -> np.ndarray:
+    """BYTES elements laid out as the protocol says: each a 4-byte little-endian length, then its bytes.
+
+    Raises:
+        BadRequest: The layout is cut short, or an element is not UTF-8 text.
+    """
+    items = []
+    offset = 0
+    view = memoryview(raw)
+    while offset < len(view):
+        if offset + _LENGTH.size > len(view):
+            raise BadRequest(f"{where}: raw BYTES cut short in an element's length")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += _LENGTH.size
+        if offset + length > len(view):
+            raise BadRequest(f"{where}: raw BYTES cut short in an element")
+        items.append(text(bytes(view[offset : offset + length]), where))
+        offset += length
+    return np.array(items, dtype=object)
+
+
+def text(value: bytes, where: str) -> str:
+    """A BYTES element as text.
+
+    Raises:
+        BadRequest: It is not UTF-8.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{where}: a BYTES element is not UTF-8 text") from None
+
+
+def raw_bytes(tensor: Tensor) -> bytes:
+    """An output tensor's elements in the protocol's raw layout (row-major, little-endian)."""
+    if tensor.datatype == "BYTES":
+        parts = []
+        for item in tensor.data.reshape(-1).tolist():
+            encoded = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(_LENGTH.pack(len(encoded)))
+            parts.append(encoded)
+        return b"".join(parts)
+    dtype = np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")
+    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
+
+
+def tensor_to_json(tensor: Tensor, binary: bool = False) -> tuple[dict, bytes]:
+    """An output tensor as the JSON the protocol answers with, and its raw bytes when ``binary``.
+
+    JSON data is flattened, row-major; a binary output names its size (``binary_data_size``) instead,
+    and its bytes follow the JSON header in the answer, in output order.
+    """
+    header = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+    if not binary:
+        return {**header, "data": tensor.data.reshape(-1).tolist()}, b""
+    raw = raw_bytes(tensor)
+    return {**header, "parameters": {"binary_data_size": len(raw)}}, raw

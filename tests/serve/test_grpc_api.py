@@ -25,7 +25,6 @@ from scoring.serve.grpc_api import (
     INFERENCE_SERVICE,
     INTERNAL_MESSAGE,
     PREDICTION_SERVICE,
-    raw_bytes,
     start_grpc_server,
 )
 from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
@@ -268,7 +267,7 @@ def _column_request(frame: pd.DataFrame, served_features, raw: bool) -> inferenc
         values = frame[feature.name].to_numpy().astype(oip.DATATYPES[datatype])
         tensor = request.inputs.add(name=feature.name, datatype=datatype, shape=[len(values), 1])
         if raw:
-            request.raw_input_contents.append(raw_bytes(oip.Tensor(feature.name, datatype, (), values)))
+            request.raw_input_contents.append(oip.raw_bytes(oip.Tensor(feature.name, datatype, (), values)))
         else:
             getattr(tensor.contents, _CONTENTS_FIELD.get(datatype, "fp64_contents")).extend(values.tolist())
     return request
@@ -367,7 +366,7 @@ def test_bytes_tensors_raw_and_contents(inference, service, rows, expected):
             texts = np.array([repr(v) for v in frame[feature.name].tolist()], dtype=object)
             tensor = request.inputs.add(name=feature.name, datatype="BYTES", shape=[len(texts)])
             if raw:
-                request.raw_input_contents.append(raw_bytes(oip.Tensor(feature.name, "BYTES", (), texts)))
+                request.raw_input_contents.append(oip.raw_bytes(oip.Tensor(feature.name, "BYTES", (), texts)))
             else:
                 tensor.contents.bytes_contents.extend(t.encode() for t in texts)
         out = _outputs(inference.ModelInfer(request, timeout=TIMEOUT))
