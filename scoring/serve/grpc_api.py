@@ -391,6 +391,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         # The model first: a request for another model is NOT_FOUND whatever its tensors hold.
         oip.check_model(live.served, request.model_name, request.model_version)
         with malformed_is_bad_request():
+            oip.check_outputs(live.served, [o.name for o in request.outputs])
             tensors = input_tensors(request)
             columns, rows = oip.columns_from_tensors(tensors, live.served.features)
             pending = self._service.submit_columns(columns, rows, live)

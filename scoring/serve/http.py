@@ -281,6 +281,7 @@ def create_app(service: ScoringService) -> FastAPI:
         oip.check_model(live.served, name, version)
         with malformed_is_bad_request():
             infer = oip.infer_request_from_json(*_split_binary(await request.body(), request.headers))
+            oip.check_outputs(live.served, infer.output_names())
             columns, rows = oip.columns_from_tensors(infer.inputs, live.served.features)
             pending = service.submit_columns(columns, rows, live)
         scored = await pending.wait()
@@ -446,7 +447,7 @@ async def _body(request: Request) -> object:
     return _decode(await request.body())
 
 
-def _decode(raw: bytes | memoryview) -> object:
+def _decode(raw: bytes) -> object:
     """A request's JSON, or ``BadRequest`` saying why it is not JSON this server reads."""
     try:
         return json.loads(raw)
@@ -471,8 +472,8 @@ def _split_binary(raw: bytes, headers: Mapping[str, str]) -> tuple[object, memor
         return _decode(raw), memoryview(b"")
     if not declared.isdigit() or int(declared) > len(raw):
         raise BadRequest(f"{BINARY_HEADER}: must be the JSON header's length in bytes, within the body")
-    view = memoryview(raw)
-    return _decode(view[: int(declared)]), view[int(declared) :]
+    length = int(declared)
+    return _decode(raw[:length]), memoryview(raw)[length:]
 
 
 def _infer_answer(scored: Scored, infer: oip.InferRequest, outputs: Sequence[oip.Tensor]) -> Response:

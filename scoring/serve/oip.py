@@ -149,6 +149,20 @@ def output_tensors(scored: Scored, requested: Sequence[str] | None = None) -> li
     return [tensors[name] for name in (requested or tensors)]
 
 
+def check_outputs(served: ServedModel, requested: Sequence[str] | None) -> None:
+    """Refuse, before any scoring, a request for an output the model does not give.
+
+    Raises:
+        BadRequest: A requested output is not ``prediction`` or (classifiers) ``probability``.
+    """
+    given = ["prediction"] + (["probability"] if served.output.probability is not None else [])
+    for name in requested or ():
+        if name not in given:
+            raise BadRequest(
+                f"outputs: the model has no output {name[:MAX_NAME]!r} (it has {', '.join(given)})"
+            )
+
+
 def model_metadata(served: ServedModel) -> dict:
     """``GET /v2/models/{name}`` (and gRPC ``ModelMetadata``)."""
     output = served.output

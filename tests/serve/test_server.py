@@ -121,9 +121,12 @@ def test_the_batch_job_and_every_dialect_give_the_same_scores(spark, server, htt
         [p.prediction.int_value for p in got.predictions],
         [p.probability for p in got.predictions],
     )
-    answers["tritonclient ModelInfer"] = _tritonclient_infer(
-        server.grpc, order[FEATURES].to_numpy(np.float64), tmp_path
-    )
+    triton = _tritonclient_infer(server, order[FEATURES].to_numpy(np.float64), tmp_path)
+    answers["tritonclient.grpc ModelInfer"] = triton["grpc"]
+    # tritonclient.http with its defaults: the tensors in the binary extension, the outputs asked for
+    # as binary (binary_data_output), and per output (InferRequestedOutput's binary_data=True).
+    answers["tritonclient.http infer"] = triton["http"]
+    answers["tritonclient.http infer, outputs asked for"] = triton["http outputs"]
 
     for dialect, (labels, probabilities) in answers.items():
         assert np.array_equal(np.asarray(labels), expected_label), dialect
@@ -153,29 +156,46 @@ _TRITON = """
 import json, sys
 import numpy as np
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
 
-target, path, key = sys.argv[1:]
+grpc_target, http_target, path, key = sys.argv[1:]
 matrix = np.load(path)
-client = triton.InferenceServerClient(target)
+headers = {"x-api-key": key}
+answers = {}
+client = triton.InferenceServerClient(grpc_target)
 assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("credit-risk")
-assert client.get_model_metadata("credit-risk", headers={"x-api-key": key}).name == "credit-risk"
+assert client.get_model_metadata("credit-risk", headers=headers).name == "credit-risk"
 inputs = [triton.InferInput("features", list(matrix.shape), "FP64")]
 inputs[0].set_data_from_numpy(matrix)
-result = client.infer("credit-risk", inputs, headers={"x-api-key": key})
-print(json.dumps({"labels": result.as_numpy("prediction").tolist(),
-                  "probabilities": result.as_numpy("probability").tolist()}))
+result = client.infer("credit-risk", inputs, headers=headers)
+answers["grpc"] = [result.as_numpy("prediction").tolist(), result.as_numpy("probability").tolist()]
+
+client = triton_http.InferenceServerClient(http_target)
+assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("credit-risk")
+assert client.get_model_metadata("credit-risk", headers=headers)["name"] == "credit-risk"
+inputs = [triton_http.InferInput("features", list(matrix.shape), "FP64")]
+inputs[0].set_data_from_numpy(matrix)  # binary_data=True: the tensor travels as raw bytes
+result = client.infer("credit-risk", inputs, headers=headers)
+assert all("data" not in o for o in result.get_response()["outputs"])  # answered as binary
+answers["http"] = [result.as_numpy("prediction").tolist(), result.as_numpy("probability").tolist()]
+outputs = [triton_http.InferRequestedOutput("prediction"), triton_http.InferRequestedOutput("probability")]
+result = client.infer("credit-risk", inputs, outputs=outputs, headers=headers, request_id="r-1")
+assert result.get_response()["id"] == "r-1"
+answers["http outputs"] = [result.as_numpy("prediction").tolist(), result.as_numpy("probability").tolist()]
+print(json.dumps(answers))
 """
 
 
-def _tritonclient_infer(target: str, matrix: np.ndarray, tmp_path) -> tuple[list, list]:
+def _tritonclient_infer(server: Server, matrix: np.ndarray, tmp_path) -> dict[str, list]:
+    """What tritonclient's gRPC and HTTP clients answer for ``matrix``, each as (labels, probabilities)."""
     np.save(tmp_path / "matrix.npy", matrix)
+    http_target = server.http.removeprefix("http://")
     done = subprocess.run(
-        [sys.executable, "-c", _TRITON, target, str(tmp_path / "matrix.npy"), KEY],
+        [sys.executable, "-c", _TRITON, server.grpc, http_target, str(tmp_path / "matrix.npy"), KEY],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout)
-    return got["labels"], got["probabilities"]
+    return json.loads(done.stdout)
 
 
 # One record per bad-input class, and the reason the batch job writes for it. `income` is text in
