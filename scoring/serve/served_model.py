@@ -65,7 +65,7 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     batch_rows: int = 256
     batch_wait_s: float = 0.001
-    max_queue: int = 64
+    max_queue: int = 128
     api_key: str | None = None
 
 
