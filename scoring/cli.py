@@ -318,6 +318,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", default=8080, type=_port, help="HTTP port (default: 8080; 0: any free port)")
     add("--grpc-port", default=8081, type=_port, help="gRPC port (default: 8081; 0: any free port)")
     add("--no-grpc", action="store_true", help="serve HTTP only")
+    add(
+        "--workers",
+        default=1,
+        type=positive_int,
+        help="processes serving the same ports (default: 1); raise it to one per core for throughput. Each "
+        "worker holds its own copy of the models; a gRPC channel keeps one connection, so it reaches one "
+        "worker",
+    )
     add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models")
     add("--device", default="auto", choices=DEVICES, help="ONNX Runtime device (default: auto)")
     add("--threads", default=1, type=positive_int, help="ONNX Runtime threads per model call (default: 1)")
@@ -333,10 +341,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-queue",
-        default=64,
+        default=128,
         type=positive_int,
         help="most scoring requests a worker holds at once; more get 503 / RESOURCE_EXHAUSTED at once "
-        "(default: 64)",
+        "(default: 128)",
     )
 
 
@@ -506,7 +514,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         api_key=os.environ.get("SCORING_API_KEY") or None,
     )
-    return serve(settings, args.host, args.port, None if args.no_grpc else args.grpc_port)
+    return serve(settings, args.host, args.port, None if args.no_grpc else args.grpc_port, args.workers)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

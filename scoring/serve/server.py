@@ -1,4 +1,7 @@
-"""``scoring serve``: one process, the pinned champion (and its lineup), HTTP on uvicorn and gRPC on grpcio.
+"""``scoring serve``: the pinned champion (and its lineup), HTTP on uvicorn and gRPC on grpcio.
+
+One process by default; with ``--workers N``, N such processes on the same ports under a supervisor
+(``scoring.serve.workers``), each a server as below.
 
 Signals: SIGHUP re-resolves every model reference and swaps to their versions (as ``POST /admin/reload``
 does); SIGTERM and SIGINT stop taking requests, let those in flight finish, then exit 0.
@@ -17,6 +20,7 @@ from scoring.errors import ScoringError
 from scoring.serve.errors import NotReady
 from scoring.serve.served_model import ServeSettings
 from scoring.serve.service import ScoringService
+from scoring.serve.workers import Worker, supervise
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 
 
-def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) -> int:
+def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None, workers: int = 1) -> int:
     """Load the model, then serve it until SIGTERM or SIGINT.
 
     Args:
@@ -32,6 +36,33 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         host: The address both servers bind.
         port: The HTTP port (0: any free port; the log line says which).
         grpc_port: The gRPC port (0: any free port), or None for no gRPC.
+        workers: Processes serving the same ports, each with its own copy of the models
+            (``scoring.serve.workers``); 1: this process alone.
+
+    Returns:
+        The exit code: 0 after a graceful shutdown.
+
+    Raises:
+        ScoringError: The model cannot be resolved or loaded, or a port cannot be bound.
+    """
+    if workers > 1:
+        return supervise(settings, host, port, grpc_port, workers, run_server, SHUTDOWN_GRACE_S)
+    return run_server(settings, host, port, grpc_port)
+
+
+def run_server(
+    settings: ServeSettings, host: str, port: int, grpc_port: int | None, worker: Worker | None = None
+) -> int:
+    """Load the model, then serve it in this process until SIGTERM or SIGINT.
+
+    Args:
+        settings: The model and the request limits.
+        host: The address both servers bind.
+        port: The HTTP port (0: any free port; the log line says which).
+        grpc_port: The gRPC port (0: any free port), or None for no gRPC.
+        worker: Under ``--workers N``, this process's line to its supervisor: the ports are shared with
+            the other workers (SO_REUSEPORT), ``POST /admin/reload`` reloads them too, and readiness is
+            told to the supervisor, which logs the "serving" line. None: this process serves alone.
 
     Returns:
         The exit code: 0 after a graceful shutdown.
@@ -44,21 +75,22 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
     from scoring.serve.http import create_app
 
     service = ScoringService(settings, freeze_gc=True)
+    if worker is not None:
+        worker.attach(service)
     service.load()
     grpc_server = None
     stopping: list = []  # the gRPC server's stop event, once a stop signal came
     try:
-        try:
-            listener = socket.create_server((host, port))
-        except OSError as e:
-            raise ScoringError(f"cannot serve HTTP on {host}:{port}: {e.strerror}") from e
+        listener = _http_listener(host, port) if worker is None else worker.listener(host, port)
         http_port = listener.getsockname()[1]
         where = f"http://{host}:{http_port}"
         if grpc_port is not None:
             from scoring.serve.grpc_api import start_grpc_server
 
             try:
-                grpc_server, bound = start_grpc_server(service, host, grpc_port)
+                grpc_server, bound = start_grpc_server(
+                    service, host, grpc_port, reuse_port=worker is not None
+                )
             except RuntimeError as e:
                 raise ScoringError(str(e)) from e
             where += f" and grpc {host}:{bound}"
@@ -93,10 +125,7 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         signal.signal(signal.SIGINT, server.handle_exit)
         if settings.lineup.several:
             log.info("lineup: %s", _lineup_line(service))
-        served = service.served
-        log.info(
-            "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
-        )
+        _announce(service, where, worker)
         server.run(sockets=[listener])
     finally:
         if grpc_server is not None:
@@ -105,6 +134,33 @@ def serve(settings: ServeSettings, host: str, port: int, grpc_port: int | None) 
         service.close()
     log.info("stopped")
     return 0
+
+
+def _http_listener(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket of a server alone on its port.
+
+    Raises:
+        ScoringError: The port cannot be bound.
+    """
+    try:
+        return socket.create_server((host, port))
+    except OSError as e:
+        raise ScoringError(f"cannot serve HTTP on {host}:{port}: {e.strerror}") from e
+
+
+def _announce(service: ScoringService, where: str, worker: Worker | None) -> None:
+    """Say that the server takes requests: the "serving" line, or a worker's word to its supervisor.
+
+    The supervisor logs the "serving" line itself, once every worker is ready: a worker's own would
+    tell a client (or a test, or the benchmark) that the server is up while others are still loading.
+    """
+    if worker is not None:
+        worker.ready(service)
+        return
+    served = service.served
+    log.info(
+        "serving %s version %s (%s) on %s", served.model.name, served.model.version, served.backend, where
+    )
 
 
 def _lineup_line(service: ScoringService) -> str:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,10 @@ START_TIMEOUT_S = 120
 _READY = re.compile(
     r"serving (\S+) version (\S+) \((\w+)\) on http://([\d.]+):(\d+)(?: and grpc ([\d.]+:\d+))?"
 )
+# The supervisor's line for each worker of `--workers N` that is ready (again, after a restart).
+_WORKER_READY = re.compile(r"worker (\d+) pid (\d+) ready")
+# How often wait_for looks at the lines again.
+POLL_S = 0.05
 
 
 @dataclass
@@ -34,6 +39,31 @@ class Server:
     def log(self) -> str:
         """Everything the server wrote to stderr so far."""
         return "\n".join(self.lines)
+
+    def worker_pids(self) -> dict[int, int]:
+        """Each worker's pid under ``--workers N``, by number, as the latest "worker K pid P ready" says."""
+        pids = {}
+        for line in list(self.lines):
+            if match := _WORKER_READY.search(line):
+                pids[int(match[1])] = int(match[2])
+        return pids
+
+    def wait_for(self, pattern: str, start: int = 0, timeout: float = START_TIMEOUT_S) -> re.Match:
+        """The first match of ``pattern`` in the lines from line ``start`` on, waiting as lines come.
+
+        Raises:
+            AssertionError: None came within ``timeout`` seconds (the log is in the message).
+        """
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        while True:
+            for line in self.lines[seen:]:
+                if match := compiled.search(line):
+                    return match
+                seen += 1
+            assert time.monotonic() < deadline, f"no line matching {pattern!r}:\n{self.log()}"
+            time.sleep(POLL_S)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """``sig``, then the exit code once it has shut down, with all it wrote in ``lines``."""
