@@ -130,6 +130,9 @@ class _Observed(grpc.ServerInterceptor):
 
     def __init__(self, service: ScoringService) -> None:
         self._metrics = service.metrics
+        # The wrapped handler of each method, made at its first call: grpc asks for a handler at every
+        # call, and making one each time costs more than a record's scoring does.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
@@ -137,14 +140,20 @@ class _Observed(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """Wrap the method's handler when it is unary."""
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, handler_call_details.method),
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = wrapped
+        return wrapped
 
     def _wrap(self, behavior: Callable, route: str) -> Callable:
         def observed(request: object, context: grpc.ServicerContext) -> object:
