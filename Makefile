@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint browser clean dag-demo bench bench-online protos
+.PHONY: install demo test lint browser loadgen clean dag-demo bench bench-online protos
 
 install: $(VENV)/.installed
 
@@ -22,13 +22,18 @@ lint: install
 	$(VENV)/bin/ruff format --check scoring jobs dags tests bench setup.py
 	$(VENV)/bin/lint-imports --no-cache
 
-test: lint browser
+test: lint browser loadgen
 	$(PY) -m pytest
 
 # Headless Chromium renders the run report in tests/dataset/test_report.py: Debian's package, when missing.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# wrk and h2load, the online benchmark's load generators (its tests run them): Debian's packages, when missing.
+loadgen:
+	@(command -v wrk >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1) || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null)
 
 clean:
 	rm -rf $(VENV) demo-workdir build *.egg-info
@@ -53,12 +58,13 @@ BENCH_FLAGS ?=
 bench: install
 	$(PY) -m bench --sizes $(SIZES) --rounds $(ROUNDS) --markdown BENCHMARKS.md $(BENCH_FLAGS)
 
-# Online serving: `scoring serve` (ONNX, and pyfunc) and `mlflow models serve` on the same model, one at a
-# time on 127.0.0.1, under single-record load: latency at 200 req/s and throughput at 1, 8 and 64 clients,
-# HTTP and gRPC. Writes bench-workdir/online/results.json and the online section of BENCHMARKS.md. About 6
-# minutes on 2 cores (the first run also trains the model); e.g. `make bench-online ONLINE_FLAGS="--seconds 4"`.
+# Online serving: `scoring serve` (ONNX, pyfunc, a scikit-learn pipeline; 1 and 2 workers) and `mlflow models
+# serve` on the same models, one at a time on 127.0.0.1, under single-record load: latency at 200 req/s,
+# throughput at 1, 8 and 64 clients (wrk, h2load), a burst at 4x capacity. Writes
+# bench-workdir/online/results.json and the online section of BENCHMARKS.md. About 10 minutes on 2 cores (the
+# first run also trains the models); e.g. `make bench-online ONLINE_FLAGS="--seconds 4"`.
 ONLINE_FLAGS ?=
-bench-online: install
+bench-online: install loadgen
 	$(PY) -m bench.online --markdown BENCHMARKS.md $(ONLINE_FLAGS)
 
 # Regenerates the gRPC messages and stubs of scoring/serve/pb/ from protos/ (grpcio-tools; commit the result).

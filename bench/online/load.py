@@ -1,4 +1,4 @@
-"""The load generator: single-record requests, pre-encoded, over HTTP (aiohttp) or gRPC, on loopback.
+"""The Python load generator: single-record requests, pre-encoded, over HTTP (aiohttp) or gRPC (grpc.aio).
 
 Two shapes of load, each bounded in requests and in time:
 
@@ -8,13 +8,15 @@ Two shapes of load, each bounded in requests and in time:
   the latency instead of hiding it (no coordinated omission).
 - ``closed_loop``: ``clients`` callers, each sending its next request when the last one is answered:
   the most the server answers at that concurrency. Each caller's first request (it opens the
-  connection) is not counted.
+  connection) is not counted. The benchmark's closed loops run on the C generators
+  (``bench.online.generators``) when they are installed; this one is the fallback, and the warm-up.
 
 The clients are chosen to take as little of the shared CPU as they can: the bodies are encoded once,
 before any timing; answers are not decoded (only the status is read: an HTTP status other than 200 or
-a gRPC status other than OK is an error, counted by kind); HTTP runs on aiohttp over uvloop; gRPC on
-``grpc.aio`` (one coroutine per caller) or on the synchronous stub (one thread per caller, futures for
-the open loop). All callers of a gRPC load share one channel, as the clients of a gRPC service do.
+a gRPC status other than OK is an error, counted by kind); HTTP runs on aiohttp over uvloop, gRPC on
+``grpc.aio`` with one coroutine per caller. gRPC calls go round-robin over ``Target.channels``
+channels, each its own HTTP/2 connection: under ``scoring serve --workers N`` the kernel hands each
+connection to one worker, so one channel would load one worker only.
 
 Every load reports the CPU time this process spent on it, so that what the load generator took from
 the server's two cores is measured, not guessed. Python's cyclic garbage collector is off during a
@@ -29,7 +31,6 @@ import collections
 import contextlib
 import gc
 import itertools
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ import numpy as np
 REQUEST_TIMEOUT_S = 10.0
 # How long an open loop waits for its last answers once every request is sent.
 DRAIN_S = 10.0
-GRPC_CLIENTS = ("aio", "sync")
+# gRPC channels (connections) of a load: enough that 2 workers both get some with near certainty
+# (each connection lands on one of them at random: all 8 on one, 1 time in 128).
+GRPC_CHANNELS = 8
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,14 @@ class Target:
         address: ``http://HOST:PORT/PATH`` (HTTP) or ``HOST:PORT`` (gRPC).
         bodies: Request bodies (JSON bytes, or serialized protobuf messages), sent round-robin.
         method: The gRPC method's full name, ``/package.Service/Method``.
-        client: ``aiohttp`` for HTTP; ``aio`` or ``sync`` for gRPC.
+        channels: gRPC only: the connections the calls go round-robin over.
     """
 
     protocol: str
     address: str
     bodies: Sequence[bytes]
     method: str = ""
-    client: str = "aiohttp"
+    channels: int = GRPC_CHANNELS
 
 
 @dataclass
@@ -73,8 +76,8 @@ class Tally:
         elapsed_s: From the first counted request to the last answer.
         cpu_s: CPU time (user + system) this process spent meanwhile, all its threads.
         lag_max_s: Open loop only: how late the client sent its latest request.
-        uncounted: Requests sent besides the counted ones (each closed-loop caller's first, the
-            synchronous gRPC client's connecting call): the server's CPU time covers them too.
+        uncounted: Requests sent besides the counted ones (each closed-loop caller's first): the
+            server's CPU time covers them too.
     """
 
     latencies_s: list[float] = field(default_factory=list)
@@ -119,8 +122,6 @@ def open_loop(target: Target, rate: float, requests: int, seconds: float) -> Tal
     """
     count = max(1, min(requests, int(rate * seconds)))
     with quiet_gc():
-        if target.protocol == "grpc" and target.client == "sync":
-            return _sync_grpc_open(target, rate, count)
         return _run_async(target, lambda send: _async_open(send, rate, count))
 
 
@@ -134,8 +135,6 @@ def closed_loop(target: Target, clients: int, requests: int, seconds: float) -> 
         seconds: The longest the load lasts; requests in flight then are waited for.
     """
     with quiet_gc():
-        if target.protocol == "grpc" and target.client == "sync":
-            return _sync_grpc_closed(target, clients, requests, seconds)
         return _run_async(target, lambda send: _async_closed(send, clients, requests, seconds))
 
 
@@ -167,8 +166,6 @@ def _run_async(target: Target, load: Callable[[Send], Awaitable[Tally]]) -> Tall
         import uvloop
 
         return uvloop.run(_with_http(target, load))
-    if target.client != "aio":
-        raise ValueError(f"unknown gRPC client {target.client!r}; known: {', '.join(GRPC_CLIENTS)}")
     # grpc.aio runs its own poller on the standard event loop.
     return asyncio.run(_with_aio_grpc(target, load))
 
@@ -201,18 +198,28 @@ async def _with_aio_grpc(target: Target, load: Callable[[Send], Awaitable[Tally]
     import grpc
 
     bodies = target.bodies
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    # Channels to one address share one connection unless each has a subchannel pool of its own.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target.address, options=options) for _ in range(target.channels)]
+    try:
         # No serializers: the bodies are serialized messages already, and answers stay bytes.
-        call = channel.unary_unary(target.method)
+        calls = [channel.unary_unary(target.method) for channel in channels]
+        # Connected before the load: no counted call pays a connection's set-up.
+        await asyncio.wait_for(
+            asyncio.gather(*(channel.channel_ready() for channel in channels)), REQUEST_TIMEOUT_S
+        )
 
         async def send(i: int) -> str | None:
             try:
-                await call(bodies[i % len(bodies)], timeout=REQUEST_TIMEOUT_S)
+                await calls[i % len(calls)](bodies[i % len(bodies)], timeout=REQUEST_TIMEOUT_S)
             except grpc.aio.AioRpcError as e:
                 return "timeout" if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else f"grpc {e.code().name}"
             return None
 
         return await load(send)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def _async_open(send: Send, rate: float, count: int) -> Tally:
@@ -273,106 +280,3 @@ async def _async_closed(send: Send, clients: int, requests: int, seconds: float)
     tally.elapsed_s = time.perf_counter() - clock["start"]
     tally.cpu_s = time.process_time() - clock["cpu"]
     return tally
-
-
-def _sync_grpc_open(target: Target, rate: float, count: int) -> Tally:
-    import grpc
-
-    tally = Tally()
-    lock = threading.Lock()
-    done = threading.Semaphore(0)
-    with grpc.insecure_channel(target.address) as channel:
-        call = channel.unary_unary(target.method)
-        call(target.bodies[0], timeout=REQUEST_TIMEOUT_S)  # connects; not counted
-
-        def answered(future: grpc.Future, due: float) -> None:
-            now = time.perf_counter()
-            error = _sync_error(future)
-            with lock:
-                if error is None:
-                    tally.latencies_s.append(now - due)
-                else:
-                    tally.errors[error] += 1
-            done.release()
-
-        cpu = time.process_time()
-        start = time.perf_counter() + 0.01
-        for i in range(count):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            tally.lag_max_s = max(tally.lag_max_s, time.perf_counter() - due)
-            future = call.future(target.bodies[i % len(target.bodies)], timeout=REQUEST_TIMEOUT_S)
-            future.add_done_callback(lambda f, due=due: answered(f, due))
-        tally.sent, tally.uncounted = count, 1
-        # Every future ends by its deadline at the latest, answered or not.
-        for _ in range(count):
-            done.acquire(timeout=DRAIN_S + REQUEST_TIMEOUT_S)
-        tally.elapsed_s = time.perf_counter() - start
-        tally.cpu_s = time.process_time() - cpu
-    return tally
-
-
-def _sync_grpc_closed(target: Target, clients: int, requests: int, seconds: float) -> Tally:
-    import grpc
-
-    tally = Tally()
-    lock = threading.Lock()
-    numbers = itertools.count()
-    ready = threading.Barrier(clients + 1)
-    bodies = target.bodies
-    with grpc.insecure_channel(target.address) as channel:
-        call = channel.unary_unary(target.method)
-        call(bodies[0], timeout=REQUEST_TIMEOUT_S)  # connects; not counted
-        deadline = [float("inf")]  # set once every caller is ready
-
-        def caller(k: int) -> None:
-            _sync_call(call, bodies[k % len(bodies)])  # not counted, as the async callers' first
-            ready.wait()
-            latencies, errors, sent = [], collections.Counter(), 0
-            while (i := next(numbers)) < requests and time.perf_counter() < deadline[0]:
-                sent += 1
-                started = time.perf_counter()
-                error = _sync_call(call, bodies[i % len(bodies)])
-                if error is None:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors[error] += 1
-            with lock:
-                tally.latencies_s.extend(latencies)
-                tally.errors.update(errors)
-                tally.sent += sent
-
-        threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(clients)]
-        for thread in threads:
-            thread.start()
-        ready.wait()  # every caller has sent its first request
-        cpu, start = time.process_time(), time.perf_counter()
-        deadline[0] = start + seconds
-        for thread in threads:
-            thread.join()
-        tally.uncounted = clients + 1
-        tally.elapsed_s = time.perf_counter() - start
-        tally.cpu_s = time.process_time() - cpu
-    return tally
-
-
-def _sync_call(call, body: bytes) -> str | None:
-    import grpc
-
-    try:
-        call(body, timeout=REQUEST_TIMEOUT_S)
-    except grpc.RpcError as e:
-        code = e.code()
-        return "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else f"grpc {code.name}"
-    return None
-
-
-def _sync_error(future) -> str | None:
-    import grpc
-
-    code = future.code()
-    if code == grpc.StatusCode.OK:
-        return None
-    return "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else f"grpc {code.name}"

@@ -43,14 +43,15 @@ class Server:
     """A running server process and where it listens.
 
     Attributes:
-        name: The benchmark's name for it (``ours-onnx``, ``mlflow`` ...).
+        name: The benchmark's name for it (``ours-onnx``, ``ours-onnx-2w``, ``mlflow`` ...).
         process: The process started (MLflow's CLI, whose uvicorn is its child).
         command: Its command line.
         log: Its stdout and stderr.
         http: ``http://HOST:PORT``.
         grpc: ``HOST:PORT``, or None for an HTTP-only server.
         start_s: Seconds from start to its first answer.
-        detail: What it said it serves (ours: the version and backend of its ready line).
+        detail: What it said it serves (ours: the version and backend of its ready line), its workers
+            and how many processes it runs.
     """
 
     name: str
@@ -77,7 +78,11 @@ class Server:
         return total
 
     def processes(self) -> int:
-        """How many processes the server runs (MLflow: its CLI, uvicorn and uvicorn's workers)."""
+        """How many processes the server runs.
+
+        MLflow: its CLI, uvicorn and uvicorn's workers; ours with ``--workers N``: the supervisor and its
+        N workers (a multiprocessing resource tracker may be one more).
+        """
         with contextlib.suppress(psutil.Error):
             return 1 + len(psutil.Process(self.process.pid).children(recursive=True))
         return 0
@@ -116,9 +121,17 @@ def free_port() -> int:
 
 
 def start_ours(
-    name: str, model_uri: str, flags: Sequence[str], env: Mapping[str, str], log: Path, grpc: bool = True
+    name: str,
+    model_uri: str,
+    flags: Sequence[str],
+    env: Mapping[str, str],
+    log: Path,
+    grpc: bool = True,
+    workers: int = 1,
 ) -> Server:
     """Start ``scoring serve`` on free ports and wait for its ready line.
+
+    With ``--workers N`` the supervisor writes that line once every worker serves.
 
     Args:
         name: The benchmark's name for this server.
@@ -127,6 +140,7 @@ def start_ours(
         env: The environment (the registry's ``MLFLOW_TRACKING_URI``).
         log: Where its output goes.
         grpc: Whether to serve gRPC too.
+        workers: ``--workers`` (left out when 1, the default, as a user runs it).
 
     Raises:
         ServerFailed: It exited, or did not say it serves within ``START_TIMEOUT_S``.
@@ -134,6 +148,7 @@ def start_ours(
     scoring = str(Path(sys.executable).with_name("scoring"))
     command = [scoring, "serve", "--model-uri", model_uri, "--host", HOST, "--port", "0"]
     command += ["--grpc-port", "0"] if grpc else ["--no-grpc"]
+    command += ["--workers", str(workers)] if workers > 1 else []
     command += list(flags)
     started = time.perf_counter()
     process = _spawn(command, env, log)
@@ -144,7 +159,7 @@ def start_ours(
             break
         _check_running(process, log, deadline, name)
         time.sleep(0.1)
-    return Server(
+    server = Server(
         name,
         process,
         command,
@@ -152,8 +167,10 @@ def start_ours(
         f"http://{match[4]}:{match[5]}",
         match[6],
         time.perf_counter() - started,
-        {"model": match[1], "version": match[2], "backend": match[3]},
+        {"model": match[1], "version": match[2], "backend": match[3], "workers": workers},
     )
+    server.detail["processes"] = server.processes()
+    return server
 
 
 def start_mlflow(name: str, model_uri: str, workers: int, env: Mapping[str, str], log: Path) -> Server:
@@ -196,7 +213,7 @@ def server_env(tracking_uri: str) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env["MLFLOW_REGISTRY_URI"] = tracking_uri
     env.pop("SCORING_API_KEY", None)  # no key: the load sends none
-    env.pop("MLFLOW_MODELS_WORKERS", None)  # the workers are the benchmark's --mlflow-workers
+    env.pop("MLFLOW_MODELS_WORKERS", None)  # MLflow's workers are the command's --workers
     return env
 
 

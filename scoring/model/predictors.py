@@ -8,10 +8,16 @@ Classifiers give probabilities however they were logged: when an MLflow model's 
 scikit-learn flavor, or the scikit-learn API of XGBoost and LightGBM) has ``predict_proba`` and
 ``classes_``, it is scored through it, not through pyfunc's ``predict``, which gives labels only unless
 the model was logged with ``pyfunc_predict_fn="predict_proba"``.
+
+A scikit-learn model fitted on a DataFrame checks every frame it is handed, column by column (names,
+dtypes, pandas' conversion to an array), in each step of a pipeline: for one record that costs several
+times the model's own arithmetic. Where the result is the same value for value (``array_twin``), the
+native classifier is handed the frame's array instead.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +113,7 @@ class PyfuncPredictor:
 
         self._model = mlflow.pyfunc.load_model(model_path)
         self._classifier = native_classifier(self._model)
+        self._twin = array_twin(self._classifier)
         self._scores = scores
 
     @classmethod
@@ -115,6 +122,7 @@ class PyfuncPredictor:
         predictor = cls.__new__(cls)
         predictor._model = None
         predictor._classifier = classifier
+        predictor._twin = array_twin(classifier)
         predictor._scores = scores
         return predictor
 
@@ -143,9 +151,7 @@ class PyfuncPredictor:
 
     def _classify(self, frame: pd.DataFrame) -> Scores:
         """The native classifier's own labels and, unless only labels are wanted, its probabilities."""
-        model = self._classifier
-        # A model fitted on an array warns at every batch when it is handed named columns.
-        features = frame if hasattr(model, "feature_names_in_") else frame.to_numpy()
+        model, features = self._inputs(frame)
         classes = tuple(model.classes_)
         if self._scores == "label":
             labels = np.asarray(model.predict(features)).reshape(-1)
@@ -156,6 +162,16 @@ class PyfuncPredictor:
         return Scores(
             labels, probability, (("prediction", "predict"), ("probability", "predict_proba")), classes
         )
+
+    def _inputs(self, frame: pd.DataFrame) -> tuple[object, pd.DataFrame | np.ndarray]:
+        """The model to call and what to hand it: the twin and the frame's array where they are alike."""
+        model = self._classifier
+        if not hasattr(model, "feature_names_in_"):
+            # A model fitted on an array warns at every batch when it is handed named columns.
+            return model, frame.to_numpy()
+        if self._twin is not None and _array_alike(frame, model.feature_names_in_):
+            return self._twin, frame.to_numpy()
+        return model, frame
 
 
 # Classifiers whose predict() is, by its definition, the most probable class of their
@@ -199,6 +215,79 @@ def _predicts_argmax(model: object) -> bool:
         model = steps[-1][1]
     kind = type(model)
     return kind.__name__ in ARGMAX_CLASSIFIERS and kind.__module__.split(".")[0] in _ARGMAX_PACKAGES
+
+
+# scikit-learn estimators whose predict_proba and predict (transform, for a pipeline's steps) do with a
+# DataFrame of float columns exactly what they do with its array: they check the column names, then
+# convert the frame as ``DataFrame.to_numpy`` does and compute on the array. Not here: anything that
+# selects columns by name or dtype (ColumnTransformer, HistGradientBoosting's categorical features from
+# dtypes), runs a user's function (FunctionTransformer), encodes categories, or holds sub-estimators
+# fitted on the frame itself (Voting, Stacking).
+ARRAY_ALIKE = frozenset({
+    "StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "Normalizer", "Binarizer",
+    "QuantileTransformer", "PowerTransformer", "SimpleImputer", "PolynomialFeatures", "PCA",
+    "VarianceThreshold",
+    "RandomForestClassifier", "ExtraTreesClassifier", "GradientBoostingClassifier",
+    "DecisionTreeClassifier", "ExtraTreeClassifier", "LogisticRegression", "LogisticRegressionCV",
+    "KNeighborsClassifier", "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB",
+    "MLPClassifier",
+})  # fmt: skip
+
+
+def array_twin(model: object | None) -> object | None:
+    """A copy of a scikit-learn classifier (or pipeline) that scores a frame's array as it scores the frame.
+
+    The copy is shallow (the fitted arrays and trees are shared) and has no ``feature_names_in_``, so that
+    scikit-learn neither checks names it is not given nor warns that it was fitted with them. The caller
+    still checks, at each call, that the frame's columns are the fitted names in order and of one float
+    dtype (``_array_alike``): then ``DataFrame.to_numpy`` gives the array scikit-learn's own check would.
+
+    Returns:
+        The twin, or None when some step of ``model`` is not known to be alike (``ARRAY_ALIKE``) or was
+        fitted on an array (nothing to skip then).
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is None or not all(isinstance(n, str) for n in names):
+        return None
+    steps = getattr(model, "steps", None)
+    if steps is None:
+        return _stripped(model) if _alike(model) else None
+    if not isinstance(steps, list) or not steps:
+        return None
+    estimators = [step for _, step in steps if step not in (None, "passthrough")]
+    if not estimators or not all(_alike(step) for step in estimators):
+        return None
+    twin = copy.copy(model)
+    twin.steps = [(name, _stripped(step) if step in estimators else step) for name, step in steps]
+    return twin
+
+
+def _alike(estimator: object) -> bool:
+    kind = type(estimator)
+    if kind.__name__ not in ARRAY_ALIKE or not kind.__module__.startswith("sklearn."):
+        return False
+    # A step set to hand DataFrames on (set_output) names its output's columns from the fitted names.
+    output = getattr(estimator, "_sklearn_output_config", None) or {}
+    return output.get("transform", "default") == "default"
+
+
+def _stripped(estimator: object) -> object:
+    twin = copy.copy(estimator)
+    twin.__dict__.pop("feature_names_in_", None)
+    return twin
+
+
+def _array_alike(frame: pd.DataFrame, names: np.ndarray) -> bool:
+    """Whether ``frame`` is the fitted columns, in order, all of one float dtype, with no global output."""
+    import sklearn
+
+    if frame.columns.tolist() != names.tolist():
+        return False
+    dtypes = set(frame.dtypes)
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        return False
+    # sklearn.set_config(transform_output="pandas") makes every step hand a DataFrame on.
+    return sklearn.get_config().get("transform_output", "default") == "default"
 
 
 def native_classifier(model: object) -> object | None:
