@@ -166,6 +166,8 @@ class PyfuncPredictor:
     def _inputs(self, frame: pd.DataFrame) -> tuple[object, pd.DataFrame | np.ndarray]:
         """The model to call and what to hand it: the twin and the frame's array where they are alike."""
         model = self._classifier
+        if _float32_trees(model):
+            frame = _within_float32(frame)
         if not hasattr(model, "feature_names_in_"):
             # A model fitted on an array warns at every batch when it is handed named columns.
             return model, frame.to_numpy()
@@ -260,6 +262,37 @@ def array_twin(model: object | None) -> object | None:
     twin = copy.copy(model)
     twin.steps = [(name, _stripped(step) if step in estimators else step) for name, step in steps]
     return twin
+
+
+# scikit-learn's tree ensembles, which compare every feature as float32 with float32 thresholds and
+# refuse a value beyond float32's range ("too large for dtype('float32')") instead of scoring it.
+FLOAT32_TREES = frozenset({
+    "DecisionTreeClassifier", "ExtraTreeClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+})  # fmt: skip
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32_trees(model: object) -> bool:
+    kind = type(model)
+    return kind.__name__ in FLOAT32_TREES and kind.__module__.startswith("sklearn.")
+
+
+def _within_float32(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with float64 values beyond float32's range brought to its edge, for a tree ensemble.
+
+    A finite double beyond float32's range passes the row checks; every float32 threshold of a tree is
+    below it, so the edge value takes each split exactly as the value itself (and as ONNX Runtime's
+    float32 cast to infinity does): the scores are the tree's, where scikit-learn would raise instead.
+    """
+    wide = [name for name, dtype in frame.dtypes.items() if dtype == np.float64]
+    beyond = [name for name in wide if np.abs(frame[name].to_numpy()).max(initial=0.0) > _FLOAT32_MAX]
+    if not beyond:
+        return frame
+    clipped = frame.copy()
+    for name in beyond:
+        clipped[name] = np.clip(frame[name].to_numpy(), -_FLOAT32_MAX, _FLOAT32_MAX)
+    return clipped
 
 
 def _alike(estimator: object) -> bool:

@@ -7,6 +7,7 @@ answer. The HTTP app and the gRPC servicers only wire these to their transport.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from scoring.model.signature import Feature
@@ -26,7 +27,17 @@ def original_record(body: object, where: str = "body") -> tuple[object, Mapping[
     features = body.get("features")
     if not isinstance(features, Mapping):
         raise BadRequest(f'{where}: "features" must be an object of feature name to value')
-    return body.get("id"), features
+    record_id = body.get("id")
+    if not _repeatable(record_id):
+        raise BadRequest(f'{where}: "id" must be a string, a finite number, a boolean or null')
+    return record_id, features
+
+
+def _repeatable(value: object) -> bool:
+    """Whether an answer can repeat ``value`` as JSON: a scalar, and no NaN or infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int)
 
 
 def original_batch(body: object) -> tuple[list[object], list[Mapping[str, object]]]:
@@ -81,8 +92,8 @@ def variant_keys(
                     f'{named}: no "{column}": an A/B request needs each record\'s id, which decides its '
                     f"variant (--id-column {','.join(id_columns)})"
                 )
-            if isinstance(value, Mapping | list):
-                raise BadRequest(f'{named}: "{column}" must be a string or a number (the record\'s id)')
+            if not _repeatable(value):
+                raise BadRequest(f'{named}: "{column}" must be a string or a finite number (its id)')
             found[column] = value
         keys.append(variant_key(list(found.values())))
         ids.append(found)

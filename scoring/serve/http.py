@@ -17,7 +17,6 @@ the request checks, the batching and the output convention live below them. Bodi
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -55,11 +54,12 @@ _ROUTING_ERRORS = {404: "no such route (GET /docs lists them)", 405: "method not
 def create_app(service: ScoringService) -> FastAPI:
     """The ASGI app over ``service``; ``scoring.serve.server`` runs it on uvicorn."""
     app = FastAPI(title="scoring", summary="The batch job's model, online", docs_url="/docs", redoc_url=None)
-    app.openapi = functools.cache(lambda: openapi.openapi_document(app, service))
+    app.openapi = openapi.openapi_for(app, service)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> Response:
-        return _error(error)
+        # The Open Inference Protocol's error is the message alone; other routes add the rejects.
+        return _error(error, protocol_error=request.url.path.startswith("/v2"))
 
     @app.exception_handler(StarletteHTTPException)
     async def no_route(request: Request, error: StarletteHTTPException) -> Response:
@@ -493,9 +493,14 @@ def _infer_answer(scored: Scored, infer: oip.InferRequest, outputs: Sequence[oip
     )
 
 
-def _error(error: RequestError) -> Response:
+def _error(error: RequestError, protocol_error: bool = False) -> Response:
+    """A refused request's answer: its status, its body, and ``Retry-After`` when the worker was full.
+
+    ``protocol_error``: the Open Inference Protocol's body, ``{"error"}`` alone.
+    """
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
-    return _json(error.to_json(), error.http_status, headers)
+    body = {"error": error.message} if protocol_error else error.to_json()
+    return _json(body, error.http_status, headers)
 
 
 def _route(scope: Mapping) -> str:

@@ -47,3 +47,16 @@ def test_no_array_path_where_the_frame_matters():
     mixed = x.astype({"x0": np.float32})
     scores = PyfuncPredictor.of_classifier(model).predict(mixed)
     np.testing.assert_array_equal(scores.probability, model.predict_proba(mixed)[:, 1])
+
+
+def test_a_tree_ensemble_scores_a_double_beyond_float32_as_its_edge():
+    """scikit-learn's trees refuse a value they cannot hold as float32; every split takes it as the edge."""
+    x, y = _frame()
+    model = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(x, y)
+    predictor = PyfuncPredictor.of_classifier(model, "auto")
+    huge, edge = x.head(2).copy(), x.head(2).copy()
+    huge.loc[:, "x0"] = [1e308, -1e300]
+    edge.loc[:, "x0"] = [float(np.finfo(np.float32).max), -float(np.finfo(np.float32).max)]
+    got = predictor.predict(huge)
+    assert np.array_equal(got.probability, predictor.predict(edge).probability)
+    assert np.array_equal(got.probability, model.predict_proba(edge)[:, 1])
