@@ -211,11 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.update_file(args.markdown, section)
     print("\n" + section, flush=True)
     print(f"bench.online: results in {workdir / 'results.json'}", flush=True)
-    # A burst's 503s and the errors of its overload are what it measures; the goals judge them.
-    failed = [
-        m for m in results["measurements"] if m["status"] != "ok" or (m["load"] != "burst" and m["errors"])
+    return 1 if failed_loads(results["measurements"]) else 0
+
+
+def failed_loads(measurements: Sequence[dict]) -> list[dict]:
+    """The loads that make the run fail: any that could not run, and our servers' errors.
+
+    A burst's 503s and the errors of its overload are what it measures (the goals judge them), and
+    ``mlflow models serve`` timing out at a rate it cannot keep up with is a result, not a failure.
+    """
+    return [
+        m
+        for m in measurements
+        if m["status"] != "ok" or (m["load"] != "burst" and m["errors"] and m["server"].startswith("ours"))
     ]
-    return 1 if failed else 0
 
 
 def plans(name: str, generator: str, clients: Sequence[int]) -> list[dict]:
