@@ -575,8 +575,12 @@ def round_specs(runs: Runs, barrier: Path, round_versions: list[Version]) -> lis
     ]  # fmt: skip
 
 
-def release(barrier: Path, round_versions: list[Version], timeout: float = 60) -> None:
-    """Touch ``barrier/go`` once every run of the round has written its files."""
+def release(barrier: Path, round_versions: list[Version], timeout: float = 180) -> None:
+    """Touch ``barrier/go`` once every run of the round has written its files.
+
+    The bound is generous: two runs starting at once on 2 cores shared with the rest of the suite took
+    over 60 s once.
+    """
     deadline = time.monotonic() + timeout
     while not all((barrier / f"{v.tag}.ready").exists() for v in round_versions):
         assert time.monotonic() < deadline, "a run of the round never got ready"
