@@ -5,6 +5,7 @@ A module, not a conftest: ``tests/conftest.py`` is imported as ``conftest`` by t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +108,26 @@ def start_server(model_uri: str, *flags: str, env: dict[str, str] | None = None)
         raise AssertionError("scoring serve did not start:\n" + "\n".join(lines))
     match = found["match"]
     return Server(process, f"http://{match[4]}:{match[5]}", match[6], lines, reader)
+
+
+@contextlib.contextmanager
+def server_pool(env: dict[str, str] | None = None) -> Iterator[Callable[..., Server]]:
+    """``start(model_uri, *flags, env=None)`` for a test module; its servers are stopped at the end.
+
+    Args:
+        env: Environment every server of the pool gets (a call's own ``env`` adds to it).
+    """
+    started: list[Server] = []
+
+    shared = env
+
+    def start(model_uri: str, *flags: str, env: dict[str, str] | None = None) -> Server:
+        server = start_server(model_uri, *flags, env={**(shared or {}), **(env or {})})
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

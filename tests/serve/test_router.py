@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATE, run_score
-from servers import Server, start_server
+from servers import Server, server_pool
 
 from scoring import demo
 from scoring.serve.pb import prediction_pb2, prediction_pb2_grpc
@@ -39,16 +39,8 @@ TIMEOUT = 60
 @pytest.fixture(scope="module")
 def server_factory() -> Iterator[Callable[..., Server]]:
     """Start servers for the module; every one still running at the end is stopped."""
-    started: list[Server] = []
-
-    def start(model_uri: str, *flags: str) -> Server:
-        server = start_server(model_uri, *flags, env={"SCORING_API_KEY": KEY})
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with server_pool(env={"SCORING_API_KEY": KEY}) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import DATE, run_score
-from servers import Server, start_server
+from servers import Server, server_pool
 
 from scoring import demo
 from scoring.serve.pb import prediction_pb2, prediction_pb2_grpc
@@ -39,16 +39,8 @@ MAX_RECORDS = ROWS
 @pytest.fixture(scope="module")
 def server_factory() -> Iterator[Callable[..., Server]]:
     """Start servers for a module; every one still running at the end is stopped."""
-    started: list[Server] = []
-
-    def start(model_uri: str, *flags: str, env: dict[str, str] | None = None) -> Server:
-        server = start_server(model_uri, *flags, env=env)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with server_pool() as start:
+        yield start
 
 
 @pytest.fixture(scope="module")

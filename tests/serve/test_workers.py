@@ -25,7 +25,7 @@ import pytest
 from conftest import DATE
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Server, start_server
+from servers import Server, server_pool
 
 from scoring import demo
 from scoring.serve.metrics import Metrics
@@ -44,16 +44,8 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 @pytest.fixture(scope="module")
 def server_factory() -> Iterator[Callable[..., Server]]:
     """Start servers for a module; every one still running at the end is stopped."""
-    started: list[Server] = []
-
-    def start(model_uri: str, *flags: str, env: dict[str, str] | None = None) -> Server:
-        server = start_server(model_uri, *flags, env=env)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with server_pool() as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
