@@ -11,6 +11,7 @@ import dataclasses
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -157,25 +158,31 @@ def _hold_one_request(server: Server) -> socket.socket:
     return held
 
 
+def _post_until(http: httpx.Client, record: dict, status: int) -> httpx.Response:
+    """``POST /predict`` until it answers ``status``, or ``TIMEOUT`` seconds pass (the last answer).
+
+    Polled by time, not a count of tries: on a busy machine the server may take a while to take up
+    the held request (or to let it go), and a fast loop runs out of tries before it does.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        answer = http.post("/predict", json={"features": record})
+        if answer.status_code == status or time.monotonic() > deadline:
+            return answer
+
+
 def test_a_full_worker_answers_503_with_retry_after_at_once(server, http, record):
     held = _hold_one_request(server)
     try:
         # The held request is admitted once uvicorn hands it to the app: poll until the bound is hit.
-        for _ in range(200):
-            answer = http.post("/predict", json={"features": record})
-            if answer.status_code == 503:
-                break
+        answer = _post_until(http, record, 503)
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
         assert list(answer.json()) == ["error"]
         # Probes and metadata are never shed.
         assert http.get("/ready").status_code == 200 and http.get("/metrics").status_code == 200
     finally:
         held.close()
-    for _ in range(200):
-        answer = http.post("/predict", json={"features": record})
-        if answer.status_code == 200:
-            break
-    assert answer.status_code == 200
+    assert _post_until(http, record, 200).status_code == 200
 
 
 class _Gate:
