@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from scoring.config import ENGINES, SCORES, JobConfig
+from scoring.config import ENGINES, EXECUTORS, SCORES, JobConfig
 from scoring.errors import ScoringError
 from scoring.lineup import Lineup, LineupError, parse_challenger, parse_pairs
 from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
@@ -154,6 +154,14 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
         help="auto: Python tasks read the parquet themselves wherever that cannot change a row's fate "
         "(numeric features, no repeated ids), else Spark's scan; arrow: fail where it does not apply; "
         "spark: always Spark's scan and UDF",
+    )
+    add(
+        "--executor",
+        default="auto",
+        choices=EXECUTORS,
+        help="auto: on one machine, the Arrow pass's slices run on local worker processes (no JVM) "
+        "wherever the run needs nothing of Spark's, else on Spark; local: fail where it cannot; "
+        "spark: always a Spark application",
     )
     add(
         "--cost-estimate",
@@ -379,6 +387,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         progress_seconds=args.progress_seconds,
         report=args.report,
         engine=args.engine,
+        executor=args.executor,
         cost_estimate=args.cost_estimate,
     )
 

@@ -16,6 +16,9 @@ SCORES = ("auto", "label", "probability")
 # How the scoring pass reads the input (``--engine``): the Arrow pass wherever it applies, or always
 # Spark's scan and UDF (see ``scoring.batch.arrow_pass``); ``arrow`` fails a run it does not apply to.
 ENGINES = ("auto", "arrow", "spark")
+# Where the Arrow pass's slices run (``--executor``): worker processes of this machine where the run
+# allows it, else Spark's tasks (see ``scoring.batch.local``); ``local`` fails a run it does not apply to.
+EXECUTORS = ("auto", "local", "spark")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +50,7 @@ class JobConfig:
         progress_seconds: Seconds between two progress lines while the partition is scored; 0: none.
         report: Whether to write the partition's ``_report.html`` after publishing it.
         engine: ``auto``, ``arrow`` or ``spark`` (``ENGINES``).
+        executor: ``auto``, ``local`` or ``spark`` (``EXECUTORS``).
         cost_estimate: The pre-flight's estimate of this run (``scoring.orchestration.cost``), copied to
             the manifest beside the actual duration; None when the run was not estimated.
     """
@@ -74,6 +78,7 @@ class JobConfig:
     progress_seconds: float = 30.0
     report: bool = True
     engine: str = "auto"
+    executor: str = "auto"
     cost_estimate: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -126,6 +131,8 @@ class JobConfig:
             args.append("--no-report")
         if self.engine != JobConfig.engine:
             args += ["--engine", self.engine]
+        if self.executor != JobConfig.executor:
+            args += ["--executor", self.executor]
         if self.cost_estimate is not None:
             args += ["--cost-estimate", json.dumps(dict(self.cost_estimate), sort_keys=True)]
         return args + self.lineup.to_cli_args()

@@ -2,8 +2,9 @@
 
 Values:
     ``kill-driver:POINT``: the job SIGKILLs itself at ``POINT`` (``before-publish``, ``mid-swap``).
-    ``kill-worker-once:PATH``: the first Python worker to score a batch creates ``PATH`` and dies
-        mid-task, after its first batch; Spark must retry the task.
+    ``kill-worker-once:PATH``: the first Python worker to score a batch creates ``PATH`` and SIGKILLs
+        itself mid-task, after its first batch; the executor (Spark, or the local pool) must retry
+        the task.
     ``slow-batches:SECONDS``: every batch takes SECONDS longer, so that a test can lose a node while
         the job runs.
 """
@@ -49,4 +50,4 @@ def _kill_worker_once(marker: str) -> None:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
-    os._exit(1)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -62,6 +62,10 @@ _CODECS = {"snappy": "snappy", "gzip": "gzip", "zstd": "zstd", "lz4": "lz4", "lz
            "lz4_raw": "lz4", "none": "none", "uncompressed": "none", "brotli": "brotli"}  # fmt: skip
 # A file's rows are written in row groups of about this many rows (Spark writes about 128 MB each).
 ROW_GROUP_ROWS = 1_048_576
+# Spark's defaults of spark.sql.files.maxPartitionBytes and openCostInBytes: how the local executor,
+# which has no Spark conf, packs slices.
+PARTITION_BYTES = 128 * 1024 * 1024
+OPEN_COST_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,21 @@ def plan(
     max_partition_bytes: int,
     open_cost: int,
 ) -> Plan:
-    """Pack the input files' row groups into slices, from their footers, in whole rounds of tasks.
+    """Pack the input files' row groups into slices, from their footers, read now (``plan_footers``)."""
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(files), 1))) as pool:
+        footers = list(pool.map(lambda f: parquet_file(f[0]).metadata, files))
+    named = [(file, meta) for (file, _), meta in zip(files, footers, strict=True)]
+    return plan_footers(named, columns, parallelism, max_partition_bytes, open_cost)
+
+
+def plan_footers(
+    footers: Sequence[tuple[str, pq.FileMetaData]],
+    columns: Sequence[str],
+    parallelism: int,
+    max_partition_bytes: int,
+    open_cost: int,
+) -> Plan:
+    """Pack the input files' row groups into slices, in whole rounds of tasks.
 
     The bytes (the compressed bytes of the columns read, plus ``open_cost`` for each file that holds
     rows) are shared evenly among the fewest whole rounds of tasks over the cores (``parallelism``
@@ -121,21 +139,19 @@ def plan(
     where row groups are coarse (one row group makes one slice on any number of cores).
 
     Args:
-        files: The input's files and their rows (``InputFiles.sizes``).
+        footers: The input's files (as Spark names them) and their footers.
         columns: The columns the pass reads (flat columns: their leaves' paths are their names).
-        parallelism: Spark's default parallelism (its cores).
+        parallelism: Tasks run at once (Spark's default parallelism, or the local pool's workers).
         max_partition_bytes: ``spark.sql.files.maxPartitionBytes``.
         open_cost: ``spark.sql.files.openCostInBytes``.
 
     Returns:
         The slices, and the read columns' types in each file.
     """
-    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(files), 1))) as pool:
-        footers = list(pool.map(lambda f: parquet_file(f[0]).metadata, files))
     read = set(columns)
     groups = []  # (file, row group, rows, bytes) of every row group that holds rows
     schemas = {}
-    for (file, _), meta in zip(files, footers, strict=True):
+    for file, meta in footers:
         arrow = meta.schema.to_arrow_schema()
         schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
         leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path in read]
@@ -477,11 +493,19 @@ def run_pass(sc: SparkContext, arrow_pass: ArrowPass, slices: Sequence[Slice]) -
     """Run the pass, one Spark task per slice, and check that each wrote every row it read.
 
     Raises:
+        OutputError: A slice's files do not hold its rows (``check_slices``).
+    """
+    rdd = sc.parallelize(list(slices), max(len(slices), 1))
+    check_slices(slices, {r.index: r for r in rdd.mapPartitions(arrow_pass.run).collect()})
+
+
+def check_slices(slices: Sequence[Slice], results: Mapping[int, SliceResult]) -> None:
+    """Check that every slice wrote as many rows as its footers hold, whichever executor ran it.
+
+    Raises:
         OutputError: A slice's files do not hold its rows (never expected: the rows written are
             counted again on the files, for conservation).
     """
-    rdd = sc.parallelize(list(slices), max(len(slices), 1))
-    results = {r.index: r for r in rdd.mapPartitions(arrow_pass.run).collect()}
     for piece in slices:
         result = results.get(piece.index)
         written = None if result is None else result.scored + result.rejected

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from scoring.batch.job import run_job
 from scoring.batch.progress import duration_text, remaining_text
-from scoring.batch.session import get_session
 from scoring.config import JobConfig
 from scoring.dataset.destination import destination_of
 from scoring.dataset.publish import MANIFEST_FILE
@@ -29,7 +28,7 @@ from scoring.errors import ScoringError
 from scoring.model.resolve import resolve_model
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,11 @@ def run_backfill(
         config, model_uri=model.pinned_uri, lineup=dataclasses.replace(config.lineup, challengers=challengers)
     )
     log.info("backfilling %s dates with %s (%s)", len(dates), model.pinned_uri, config.model_uri)
-    spark = get_session(config.master)
     results = []
     for date in dates:
-        results.append(_backfill_date(pinned, date, model.version, challengers, force, spark))
+        # Each date runs where it can (``run_job``): on local workers, or on the one Spark session
+        # that the first date to need it starts and the later ones reuse.
+        results.append(_backfill_date(pinned, date, model.version, challengers, force))
         if on_result is not None:
             on_result(results[-1], len(results), len(dates))
     return results
@@ -97,7 +97,6 @@ def _backfill_date(
     version: str,
     challengers: tuple[tuple[str, str], ...],
     force: bool,
-    spark: SparkSession,
 ) -> DateResult:
     """Score one date of the range, or skip it when these models published it already."""
     day = destination_of(pinned).day(date)
@@ -105,7 +104,7 @@ def _backfill_date(
     if manifest and _same_models(manifest, version, challengers) and not force:
         return DateResult(date, "skipped", f"already published by version {version}")
     try:
-        published = run_job(dataclasses.replace(pinned, date=date), spark)
+        published = run_job(dataclasses.replace(pinned, date=date))
     except ScoringError as e:
         return DateResult(date, "failed", str(e))
     counts = published["counts"]

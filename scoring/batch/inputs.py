@@ -114,14 +114,14 @@ def count_input(df: DataFrame, where: str, partition_dir: str | None, skip_corru
         counts = list(pool.map(_footer_rows, listed))
     unreadable = [f for f, n in zip(listed, counts, strict=True) if n is None]
     if unreadable and not skip_corrupt:
-        raise _unreadable_input_file(unreadable[0])
+        raise unreadable_input_file(unreadable[0])
     sizes = tuple((f, n) for f, n in zip(listed, counts, strict=True) if n)
     return InputFiles(sizes, unreadable)
 
 
 @contextmanager
 def spark_read_errors(where: str) -> Iterator[None]:
-    """Turn Spark's error for an unreadable input file, in the actions inside, into one line.
+    """Turn the error for an unreadable input file (Spark's, or a local worker's) inside into one line.
 
     The footers are checked before the job starts (``count_input``); this catches a file whose
     footer reads but whose data does not.
@@ -136,10 +136,10 @@ def spark_read_errors(where: str) -> Iterator[None]:
 
 def unreadable_input(error: Exception, where: str) -> InputError:
     """The one-line error for a Spark read error on a corrupt or truncated input file."""
-    return _unreadable_input_file(_unreadable_file(error) or where)
+    return unreadable_input_file(_unreadable_file(error) or where)
 
 
-def _unreadable_input_file(file: str) -> InputError:
+def unreadable_input_file(file: str) -> InputError:
     """The one-line error for an input file whose footer or data cannot be read."""
     return InputError(
         f"input file {file} is not readable parquet (corrupt or truncated); "

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from scoring.batch.agreement import lineup_figures
@@ -31,6 +32,7 @@ from scoring.batch.arrow_pass import (
     Outputs,
     Plan,
     arrow_schema,
+    check_slices,
     codec,
     plan,
     read_columns,
@@ -45,7 +47,18 @@ from scoring.batch.inputs import (
     read_input,
     spark_read_errors,
 )
-from scoring.batch.progress import progress
+from scoring.batch.local import (
+    LocalInput,
+    local_plan,
+    output_schemas,
+    read_local_input,
+    scan_sample,
+    spark_type_names,
+    start_pool,
+    why_spark,
+)
+from scoring.batch.pool import SlicePool
+from scoring.batch.progress import progress, progress_lines
 from scoring.batch.quarantine import (
     REJECT_REASON,
     duplicate_rows,
@@ -55,7 +68,15 @@ from scoring.batch.quarantine import (
     with_duplicates_marked,
 )
 from scoring.batch.session import start_session
-from scoring.batch.udf import BatchScorer, Member, distribute_model, score_column, ship_classifier
+from scoring.batch.udf import (
+    BatchScorer,
+    Member,
+    Shipped,
+    distribute_model,
+    pickled_classifier,
+    score_column,
+    ship_classifier,
+)
 from scoring.batch.unique_ids import ids_unique
 from scoring.config import JobConfig
 from scoring.dataset.catalog import open_catalog
@@ -71,13 +92,14 @@ from scoring.model.combine import challenger_prefix, check_lineup, union_feature
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
-from scoring.model.schema import check_columns
+from scoring.model.schema import arrow_column_types, check_columns
 from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
     from pyiceberg.catalog import Catalog
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +114,9 @@ PROBE_ROWS = 16
 def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     """Score one date's partition and publish it, with its rejects and its manifest.
 
+    On one machine, where the Arrow pass applies and nothing needs Spark, the pass runs on local worker
+    processes and no JVM starts (``scoring.batch.local``); otherwise it is a Spark application.
+
     Args:
         config: The run's arguments.
         spark: The session to run on; by default the active one, or a new one on ``config.master``,
@@ -105,113 +130,308 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     """
     started_at = dt.datetime.now(dt.UTC)
     carried = _carried_columns(config)
-    session = (lambda: spark) if spark is not None else start_session(config.master)
+    local = start_local(config, spark)
+    session = (
+        None if local is not None else (lambda: spark) if spark is not None else start_session(config.master)
+    )
     catalog = open_catalog_in_background(config)
-    lineup = config.lineup
-    with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
-        models = resolve_models(config, download_dir)
-        champion = models[0].model
-
-        spark = session()
-        spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
-        source = read_input(spark, config.input, config.partition_column, config.date)
-        features = union_features({m.name: m.model.features for m in models})
-        check_columns(column_types(source.schema), features, carried, config.input)
-        partitioned = config.partition_column in source.columns
-        partition = f"{config.partition_column}={config.partition_value}"
-        inputs = count_input(
-            source, config.input, partition if partitioned else None, config.skip_corrupt_files
-        )
-        if inputs.rows == 0:
-            raise InputError(
-                f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
-            )
-        checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
-        order = [*carried, *(f.name for f in features)]
-        with spark_read_errors(config.input):  # the id check may scan the input with Spark
-            checked, marked = check_duplicates(checked, config, order, inputs)
-        valid = checked.where(checked[REJECT_REASON].isNull())
-
-        # Decided before the models are shipped: a run refused here adds no file to the context.
-        input_plan = arrow_plan(spark, config, inputs, features, carried, marked)
-        threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
-        probed = probe_models(valid, features, models, config, threads, inputs)
-        outputs = {p.run_model.name: p.output for p in probed}
-        rejects = rejects_frame(checked, carried, features)
-        # Opened from the output's schemas (a plan, nothing runs) before a model is shipped: a table
-        # that refuses this run's columns adds no file to the context.
-        unshipped = score_frame(valid, features, [p.member() for p in probed], models, config, carried)
-        publisher = open_publisher(config, unshipped, rejects, catalog)
-        members = [p.member(spark) for p in probed]
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-        scored = score_frame(valid, features, members, models, config, carried)
-        engine = "spark" if input_plan is None else "arrow"
-        if config.table:
-            scored, rejects = (with_partition_value(frame, config) for frame in (scored, rejects))
-        location = publisher.location
-
-        publisher.prepare()
-        published = False
-        try:
-            with spark_read_errors(config.input):
-                with progress(
-                    spark.sparkContext,
-                    location.partition,
-                    inputs.rows,
-                    config.progress_seconds,
-                    by_tasks=input_plan is not None,
-                ):
-                    if input_plan is None:
-                        scored.write.mode("append").parquet(location.staged)
-                    else:
-                        direct = arrow_pass(
-                            spark, config, features, members, models, carried, location,
-                            (scored.schema, rejects.schema),
-                        )  # fmt: skip
-                        run_pass(spark.sparkContext, direct, input_plan.slices)
-                files = staged_files(location.staged)
-                # Every row Spark's pass did not write was rejected: only then is the input read
-                # again, for the rejects. The Arrow pass wrote its rejects as it went.
-                if input_plan is None and sum(n for _, n in files) < inputs.rows:
-                    rejects.write.mode("append").parquet(location.staged_rejects)
-            reject_files = staged_files(location.staged_rejects)
-            counts = reject_counts(location.staged_rejects)
-            _check_conservation(inputs.rows, files, reject_files, location)
-            _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
-            agreement, variant_rows = lineup_figures(spark, location.staged, files, lineup, outputs)
-            manifest = build_manifest(
-                config=config,
-                model=champion,
-                backend=models[0].backend,
-                output=outputs[CHAMPION],
-                challengers=[ScoredModel(m.name, m.model, m.backend, outputs[m.name]) for m in models[1:]],
-                agreement=agreement,
-                variant_rows=variant_rows,
-                run_id=location.run_id,
-                output_path=publisher.output_path,
-                rejects_path=publisher.rejects_path,
-                input_rows=inputs.rows,
-                input_files=inputs.files,
-                skipped_files=inputs.skipped,
-                files=files,
-                reject_files=reject_files,
-                reject_reasons=counts,
-                columns=[(f.name, f.dataType.simpleString()) for f in scored.schema.fields],
-                started_at=started_at,
-                finished_at=dt.datetime.now(dt.UTC),
-                spark_version=spark.version,
-                cores=spark.sparkContext.defaultParallelism,
-                engine=engine,
-            )
-            manifest = publisher.publish(manifest)
-            published = True
-        finally:
-            publisher.finish(published)
+    try:
+        with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
+            models = resolve_models(config, download_dir)
+            features = union_features({m.name: m.model.features for m in models})
+            local_run = local and local.planned(config, features, carried)
+            if local_run is not None:
+                run = partial(score_locally, config, local_run)
+            else:
+                run = partial(
+                    score_on_spark, config, session() if session else start_session(config.master)()
+                )
+            manifest = run(models, features, carried, catalog, started_at)
+    finally:
+        if local is not None:
+            local.pool.close()
     rejected = manifest["counts"]["rejected"]
-    log.info("published %s rows (%s rejected) to %s", manifest["output"]["rows"], rejected, publisher.where)
+    log.info(
+        "published %s rows (%s rejected) to %s",
+        manifest["output"]["rows"],
+        rejected,
+        manifest["output"]["path"],
+    )
     if config.report:
         write_report_or_warn(destination_of(config), config.date)
     return manifest
+
+
+@dataclass(frozen=True)
+class LocalStart:
+    """A run that may score on local workers: their pool, starting, and the input the driver read.
+
+    Attributes:
+        pool: The worker processes (one per core), importing while the model resolves.
+        input: The date's files and footers, no id repeated.
+    """
+
+    pool: SlicePool
+    input: LocalInput
+
+    def planned(
+        self, config: JobConfig, features: tuple[Feature, ...], carried: list[str]
+    ) -> LocalRun | None:
+        """The run's slices on the pool, or None (the pool closed) when the input needs Spark after all.
+
+        Raises:
+            InputError: ``--executor local`` and the input needs Spark.
+        """
+        input_plan = local_plan(self.input, config, features, carried, self.pool.size)
+        if isinstance(input_plan, str):
+            self.pool.close()
+            _refuse_or_log(config, input_plan)
+            return None
+        return LocalRun(self.pool, self.input, input_plan)
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """A run scoring on local workers (``LocalStart.planned``): the pool, the input and its slices."""
+
+    pool: SlicePool
+    input: LocalInput
+    plan: Plan
+
+
+def start_local(config: JobConfig, spark: SparkSession | None) -> LocalStart | None:
+    """The local executor's start, when the run may use it; None for a Spark application (logged).
+
+    Raises:
+        InputError: ``--executor local`` and the run needs Spark; or an input file is not readable.
+    """
+    if config.executor == "spark" and spark is None and config.engine != "spark":
+        return None
+    why = why_spark(config, spark)
+    if why is None:
+        local_input = read_local_input(config)
+        if not isinstance(local_input, str):
+            return LocalStart(start_pool(config), local_input)
+        why = local_input
+    _refuse_or_log(config, why)
+    return None
+
+
+def _refuse_or_log(config: JobConfig, why: str) -> None:
+    """Refuse a run that asked for the local executor; else say why Spark runs it."""
+    if config.executor == "local":
+        raise InputError(f"input {config.input}: --executor local cannot run it: {why}")
+    log.info("running as a Spark application: %s", why)
+
+
+def score_locally(
+    config: JobConfig,
+    local: LocalRun,
+    models: list[RunModel],
+    features: tuple[Feature, ...],
+    carried: list[str],
+    catalog: Callable[[], Catalog | None],
+    started_at: dt.datetime,
+) -> dict:
+    """Probe, write with the Arrow pass on the local pool, check and publish; the manifest."""
+    inputs = local.input.inputs
+    check_columns(dict(arrow_column_types(local.input.schema)), features, carried, config.input)
+    sample = head_sample(inputs.sizes, features, PROBE_ROWS)
+    if sample is None:
+        sample = scan_sample(inputs.sizes, features, PROBE_ROWS)
+    probed = probe_models(sample, models, config, config.threads or 1)
+    members = [p.member_local() for p in probed]
+    scorer = _scorer(members, config)
+    schemas = output_schemas(local.input.schema, carried, features, scorer.columns, config)
+    publisher = open_publisher(config, *schemas, catalog)
+    location = publisher.location
+    log.info("scoring with the Arrow pass on %d local workers: %d slices over %d files",
+             local.pool.size, len(local.plan.slices), inputs.files)  # fmt: skip
+    publisher.prepare()
+    published = False
+    try:
+        direct = arrow_pass(config, scorer, features, carried, location, schemas, codec("snappy"), models)
+        done = [0]
+        with (
+            spark_read_errors(config.input),  # a file corrupt behind its footer: one line naming it
+            progress_lines(lambda: done[0], location.partition, inputs.rows, config.progress_seconds),
+        ):
+            results = local.pool.run(
+                direct, local.plan.slices, lambda r: done.__setitem__(0, done[0] + r.scored + r.rejected)
+            )
+        check_slices(local.plan.slices, results)
+        manifest = close_run(
+            config, publisher, inputs, models, {p.run_model.name: p.output for p in probed},
+            spark_type_names(schemas[0]), Runtime(None, None, local.pool.size, "arrow", "local"), started_at,
+        )  # fmt: skip
+        published = True
+    finally:
+        publisher.finish(published)
+    return manifest
+
+
+def score_on_spark(
+    config: JobConfig,
+    spark: SparkSession,
+    models: list[RunModel],
+    features: tuple[Feature, ...],
+    carried: list[str],
+    catalog: Callable[[], Catalog | None],
+    started_at: dt.datetime,
+) -> dict:
+    """Read, check, probe, score and write with Spark, then check and publish; the manifest."""
+    spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
+    source = read_input(spark, config.input, config.partition_column, config.date)
+    check_columns(column_types(source.schema), features, carried, config.input)
+    partitioned = config.partition_column in source.columns
+    partition = f"{config.partition_column}={config.partition_value}"
+    inputs = count_input(source, config.input, partition if partitioned else None, config.skip_corrupt_files)
+    if inputs.rows == 0:
+        raise InputError(
+            f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
+        )
+    checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
+    order = [*carried, *(f.name for f in features)]
+    with spark_read_errors(config.input):  # the id check may scan the input with Spark
+        checked, marked = check_duplicates(checked, config, order, inputs)
+    valid = checked.where(checked[REJECT_REASON].isNull())
+
+    # Decided before the models are shipped: a run refused here adds no file to the context.
+    input_plan = arrow_plan(spark, config, inputs, features, carried, marked)
+    threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
+    sample = head_sample(inputs.sizes, features, PROBE_ROWS)
+    if sample is None:
+        sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
+    probed = probe_models(sample, models, config, threads)
+    outputs = {p.run_model.name: p.output for p in probed}
+    rejects = rejects_frame(checked, carried, features)
+    # Opened from the output's schemas (a plan, nothing runs) before a model is shipped: a table
+    # that refuses this run's columns adds no file to the context.
+    unshipped = score_frame(valid, features, [p.member() for p in probed], models, config, carried)
+    publisher = open_publisher(
+        config, *(arrow_schema(_dated(frame, config).schema) for frame in (unshipped, rejects)), catalog
+    )
+    members = [p.member(spark) for p in probed]
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
+    scored = score_frame(valid, features, members, models, config, carried)
+    scored, rejects = (_dated(frame, config) for frame in (scored, rejects))
+    location = publisher.location
+
+    publisher.prepare()
+    published = False
+    try:
+        with spark_read_errors(config.input):
+            with progress(
+                spark.sparkContext,
+                location.partition,
+                inputs.rows,
+                config.progress_seconds,
+                by_tasks=input_plan is not None,
+            ):
+                if input_plan is None:
+                    scored.write.mode("append").parquet(location.staged)
+                else:
+                    schemas = (arrow_schema(scored.schema), arrow_schema(rejects.schema))
+                    spark_codec = codec(spark.conf.get("spark.sql.parquet.compression.codec"))
+                    direct = arrow_pass(
+                        config,
+                        _scorer(members, config),
+                        features,
+                        carried,
+                        location,
+                        schemas,
+                        spark_codec,
+                        models,
+                    )
+                    run_pass(spark.sparkContext, direct, input_plan.slices)
+            # Every row Spark's pass did not write was rejected: only then is the input read
+            # again, for the rejects. The Arrow pass wrote its rejects as it went.
+            if input_plan is None and sum(n for _, n in staged_files(location.staged)) < inputs.rows:
+                rejects.write.mode("append").parquet(location.staged_rejects)
+        runtime = Runtime(
+            spark, spark.version, spark.sparkContext.defaultParallelism,
+            "spark" if input_plan is None else "arrow", "spark",
+        )  # fmt: skip
+        columns = [(f.name, f.dataType.simpleString()) for f in scored.schema.fields]
+        manifest = close_run(config, publisher, inputs, models, outputs, columns, runtime, started_at)
+        published = True
+    finally:
+        publisher.finish(published)
+    return manifest
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What ran the scoring pass, for the manifest.
+
+    Attributes:
+        spark: The session (None on local workers): the lineup's agreement reads with it above
+            ``EXACT_ROWS``.
+        spark_version: Spark's version; None when no Spark ran.
+        cores: Tasks run at once: Spark's default parallelism, or the local pool's workers.
+        engine: ``arrow`` (Python tasks read the files) or ``spark`` (Spark's scan and UDF).
+        executor: ``local`` (worker processes of this machine) or ``spark``.
+    """
+
+    spark: SparkSession | None
+    spark_version: str | None
+    cores: int
+    engine: str
+    executor: str
+
+
+def close_run(
+    config: JobConfig,
+    publisher: Publisher,
+    inputs: InputFiles,
+    models: list[RunModel],
+    outputs: dict[str, OutputSpec],
+    columns: list[tuple[str, str]],
+    runtime: Runtime,
+    started_at: dt.datetime,
+) -> dict:
+    """Check what the pass wrote (conservation, the reject fraction), write the manifest and publish.
+
+    Returns:
+        The published manifest.
+
+    Raises:
+        OutputError, InputError: The written files do not conserve the input's rows, or too many
+            rows were rejected; nothing is published.
+    """
+    location = publisher.location
+    files = staged_files(location.staged)
+    reject_files = staged_files(location.staged_rejects)
+    counts = reject_counts(location.staged_rejects)
+    _check_conservation(inputs.rows, files, reject_files, location)
+    _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
+    agreement, variant_rows = lineup_figures(runtime.spark, location.staged, files, config.lineup, outputs)
+    manifest = build_manifest(
+        config=config,
+        model=models[0].model,
+        backend=models[0].backend,
+        output=outputs[CHAMPION],
+        challengers=[ScoredModel(m.name, m.model, m.backend, outputs[m.name]) for m in models[1:]],
+        agreement=agreement,
+        variant_rows=variant_rows,
+        run_id=location.run_id,
+        output_path=publisher.output_path,
+        rejects_path=publisher.rejects_path,
+        input_rows=inputs.rows,
+        input_files=inputs.files,
+        skipped_files=inputs.skipped,
+        files=files,
+        reject_files=reject_files,
+        reject_reasons=counts,
+        columns=columns,
+        started_at=started_at,
+        finished_at=dt.datetime.now(dt.UTC),
+        spark_version=runtime.spark_version,
+        cores=runtime.cores,
+        engine=runtime.engine,
+        executor=runtime.executor,
+    )
+    return publisher.publish(manifest)
 
 
 def open_catalog_in_background(config: JobConfig) -> Callable[[], Catalog | None]:
@@ -230,7 +450,7 @@ def open_catalog_in_background(config: JobConfig) -> Callable[[], Catalog | None
 
 
 def open_publisher(
-    config: JobConfig, scored: DataFrame, rejects: DataFrame, catalog: Callable[[], Catalog | None]
+    config: JobConfig, scored: pa.Schema, rejects: pa.Schema, catalog: Callable[[], Catalog | None]
 ) -> Publisher:
     """How this run publishes: into the output directory, or into the table.
 
@@ -239,12 +459,13 @@ def open_publisher(
     """
     if config.table is None:
         return DirectoryPublisher(config)
-    schemas = (arrow_schema(with_partition_value(frame, config).schema) for frame in (scored, rejects))
-    return TablePublisher(config, *schemas, catalog=catalog())
+    return TablePublisher(config, scored, rejects, catalog=catalog())
 
 
-def with_partition_value(frame: DataFrame, config: JobConfig) -> DataFrame:
-    """The rows with the date's column: an Iceberg table's files hold their partition's value."""
+def _dated(frame: DataFrame, config: JobConfig) -> DataFrame:
+    """The rows with the date's column for a table, whose files hold their partition's value."""
+    if not config.table:
+        return frame
     from pyspark.sql import functions as F
 
     return frame.withColumn(config.partition_column, F.lit(config.date))
@@ -359,29 +580,35 @@ class Probed:
             name, shipped, self.output, tuple(model.feature_names), ship_classifier(spark, self.predictor)
         )
 
+    def member_local(self) -> Member:
+        """The model as local workers score it: from the driver's files, its classifier pickled along."""
+        pickled = pickled_classifier(self.predictor)
+        shipped = None if pickled is None else Shipped(pickled)
+        return Member(
+            self.run_model.name, self.spec, self.output, tuple(self.run_model.model.feature_names), shipped
+        )
+
 
 def probe_models(
-    valid: DataFrame,
-    features: tuple[Feature, ...],
-    models: list[RunModel],
-    config: JobConfig,
-    threads: int,
-    inputs: InputFiles,
+    sample: pd.DataFrame | None, models: list[RunModel], config: JobConfig, threads: int
 ) -> list[Probed]:
     """Score a few valid rows with every model on the driver; nothing is shipped yet (``Probed.member``).
 
     The probe learns the shape of each model's output, and fails fast, before the job is spent, when
-    a model cannot score this input at all or the models cannot be combined as the lineup says. Its
-    rows come from the head of the first input file when they are scorable there, else from Spark.
+    a model cannot score this input at all or the models cannot be combined as the lineup says.
+
+    Args:
+        sample: Up to ``PROBE_ROWS`` scorable rows of the input, their features typed; None or empty
+            when there are none.
+        models: Every model of the run.
+        config: The run's arguments.
+        threads: ONNX Runtime threads per task.
 
     Raises:
         InputError: No row is valid.
         ModelError: A model cannot score the sample, or ``check_lineup`` refuses the lineup.
     """
-    sample = head_sample(inputs.sizes, features, PROBE_ROWS)
-    if sample is None:
-        sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
-    if sample.empty:
+    if sample is None or sample.empty:
         raise InputError("no valid input rows to score: every row was rejected")
     probed = []
     for run_model in models:
@@ -484,48 +711,51 @@ def arrow_plan(
 
 
 def arrow_pass(
-    spark: SparkSession,
     config: JobConfig,
+    scorer: BatchScorer,
     features: tuple[Feature, ...],
-    members: list[Member],
-    models: list[RunModel],
     carried: list[str],
     location: OutputLocation | TableRun,
-    schemas: tuple[StructType, StructType],
+    schemas: tuple[pa.Schema, pa.Schema],
+    parquet_codec: str,
+    models: list[RunModel],
 ) -> ArrowPass:
-    """The run's Arrow pass, as its tasks run it.
+    """The run's Arrow pass, as its tasks run it, on Spark or on local workers.
 
     Args:
-        spark: The run's session.
         config: The run's arguments.
+        scorer: Every model of the run as the workers score it (``_scorer``).
         features: The run's features, in model order.
-        members: Every model of the run as the workers score it, the champion first.
-        models: Every model of the run, pinned.
         carried: The id and kept columns.
         location: Where the run stages its files.
-        schemas: The scored and the rejected rows' schemas, as Spark's pass would write them (from
-            its plans, which run nothing): the Arrow pass writes the same.
+        schemas: The scored and the rejected rows' Arrow schemas, as Spark's pass would write them.
+        parquet_codec: The files' compression (pyarrow's name).
+        models: Every model of the run, pinned.
     """
-    lineup = config.lineup
-    keys = tuple(f"_key{i}" for i in range(len(config.id_columns))) if lineup.ab else ()
     outputs = Outputs(
         scores=location.staged,
         rejects=location.staged_rejects,
         attempts=location.attempts,
-        scores_schema=arrow_schema(schemas[0]),
-        rejects_schema=arrow_schema(schemas[1]),
-        codec=codec(spark.conf.get("spark.sql.parquet.compression.codec")),
-        model_columns=model_columns(lineup, models),
+        scores_schema=schemas[0],
+        rejects_schema=schemas[1],
+        codec=parquet_codec,
+        model_columns=model_columns(config.lineup, models),
         partition=(config.partition_column, config.date) if config.table else None,
     )
     return ArrowPass(
-        scorer=BatchScorer(tuple(members), lineup, keys),
+        scorer=scorer,
         features=features,
         id_columns=tuple(config.id_columns),
         carried=tuple(carried),
         outputs=outputs,
         batch_size=config.batch_size,
     )
+
+
+def _scorer(members: list[Member], config: JobConfig) -> BatchScorer:
+    """The run's models as one scoring step, with the id columns' keys under an A/B split."""
+    keys = tuple(f"_key{i}" for i in range(len(config.id_columns))) if config.lineup.ab else ()
+    return BatchScorer(tuple(members), config.lineup, keys)
 
 
 def rejects_frame(checked: DataFrame, carried: list[str], features: tuple[Feature, ...]) -> DataFrame:

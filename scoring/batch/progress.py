@@ -127,20 +127,25 @@ class _Reporter(threading.Thread):
     """The daemon thread that logs a line every ``every`` seconds until stopped."""
 
     def __init__(
-        self, read: Callable[[], int], label: str, total: int, every: float, clock: Callable[[], float]
+        self,
+        read: Callable[[], int],
+        label: str,
+        total: int,
+        every: float,
+        clock: Callable[[], float],
+        gone: tuple[type[Exception], ...],
     ) -> None:
         super().__init__(name=f"scoring-progress {label}", daemon=True)
         self.read, self.label, self.total, self.every, self.clock = read, label, total, every, clock
+        self.gone = gone
         self.started = clock()
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from py4j.protocol import Py4JError
-
         while not self.stopped.wait(self.every):
             try:
                 done = min(self.read(), self.total)
-            except Py4JError as e:  # the context went away: the run itself goes on or fails on its own
+            except self.gone as e:  # what is counted went away: the run goes on or fails on its own
                 log.debug("progress %s: no more lines: %s", self.label, e)
                 return
             log.info("%s", progress_line(self.label, done, self.total, self.clock() - self.started))
@@ -177,15 +182,45 @@ def progress(
     if every_seconds <= 0:
         yield
         return
+    from py4j.protocol import Py4JError
+
     group = f"{JOB_GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
     read = (lambda: rows_by_tasks(sc, group, total)) if by_tasks else (lambda: rows_read(sc, group))
-    reporter = _Reporter(read, label, total, every_seconds, clock)
-    with job_group(sc, group, f"scoring {label}"):
-        reporter.start()
-        try:
-            yield
-        except BaseException:
-            reporter.stopped.set()
-            reporter.join()
-            raise
-        reporter.finish()
+    with (
+        job_group(sc, group, f"scoring {label}"),
+        progress_lines(read, label, total, every_seconds, clock, (Py4JError,)),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def progress_lines(
+    read: Callable[[], int],
+    label: str,
+    total: int,
+    every_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
+    gone: tuple[type[Exception], ...] = (),
+) -> Iterator[None]:
+    """Log ``read()`` of ``total`` rows every ``every_seconds`` inside the block; the last line at its end.
+
+    Args:
+        read: The rows done so far (called from the reporting thread).
+        label: What is scored (``date=2026-11-01``), the lines' prefix.
+        total: The rows the block reads in all.
+        every_seconds: Seconds between two lines; 0: no lines.
+        clock: Seconds, monotonic (a test's own clock).
+        gone: Errors of ``read`` that mean there is nothing more to count: the lines stop, not the run.
+    """
+    if every_seconds <= 0:
+        yield
+        return
+    reporter = _Reporter(read, label, total, every_seconds, clock, gone)
+    reporter.start()
+    try:
+        yield
+    except BaseException:
+        reporter.stopped.set()
+        reporter.join()
+        raise
+    reporter.finish()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -72,30 +73,46 @@ class Member:
         spec: How workers load it.
         output: The shape of its scores.
         features: Its feature columns, in its order (a subset of the run's, which are the union).
-        shipped: Its native classifier, pickled and broadcast by ``ship_classifier``.
+        shipped: Its native classifier, pickled: broadcast by ``ship_classifier``, or ``Shipped`` to
+            local workers.
     """
 
     name: str
     spec: ScorerSpec
     output: OutputSpec
     features: tuple[str, ...]
-    shipped: Broadcast | None = None
+    shipped: Broadcast | Shipped | None = None
 
 
 def ship_classifier(spark: SparkSession, predictor: Predictor) -> Broadcast | None:
     """Broadcast the driver's loaded native classifier, so workers unpickle it instead of loading it.
 
     Returns:
-        The broadcast pickle, or None when the predictor has no native classifier or its pickle is
-        too big to broadcast (then every worker loads the model from its files).
+        The broadcast pickle, or None when there is none to ship (``pickled_classifier``).
+    """
+    shipped = pickled_classifier(predictor)
+    return None if shipped is None else spark.sparkContext.broadcast(shipped)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A pickled classifier handed to local workers with the pass: a broadcast's ``value``, without Spark."""
+
+    value: bytes
+
+
+def pickled_classifier(predictor: Predictor) -> bytes | None:
+    """The driver's loaded native classifier, pickled, for the workers.
+
+    Returns:
+        The pickle; None when the predictor has no native classifier or its pickle is too big to
+        ship (then every worker loads the model from its files).
     """
     classifier = getattr(predictor, "classifier", None)
     if classifier is None:
         return None
     shipped = pickle.dumps(classifier, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(shipped) > MAX_SHIPPED_BYTES:
-        return None
-    return spark.sparkContext.broadcast(shipped)
+    return None if len(shipped) > MAX_SHIPPED_BYTES else shipped
 
 
 # A classifier bigger than this when pickled is loaded by each worker from the model's files.
@@ -216,16 +233,17 @@ def values_frame(values: dict[str, np.ndarray], columns: Sequence[Column]) -> pd
 _ARROW_TYPES = {"double": pa.float64(), "long": pa.int64(), "string": pa.string()}
 
 
-def worker_predictor(spec: ScorerSpec, shipped: Broadcast | None = None) -> Predictor:
+def worker_predictor(spec: ScorerSpec, shipped: Broadcast | Shipped | None = None) -> Predictor:
     """The model for ``spec``, loaded on first use in this Python worker and cached after."""
 
     def load() -> Predictor:
-        from pyspark import SparkFiles
-
         if shipped is not None:
             return PyfuncPredictor.of_classifier(pickle.loads(shipped.value), spec.scores)
+        path = spec.model_path
+        if not os.path.isabs(path):  # shipped by Spark (``distribute_model``)
+            from pyspark import SparkFiles
 
-        path = spec.model_path if os.path.isabs(spec.model_path) else SparkFiles.get(spec.model_path)
+            path = SparkFiles.get(path)
         return load_predictor(spec, path, _gpu_ordinal())
 
     return model_cache.get_or_load(spec.cache_key, load)
@@ -233,6 +251,8 @@ def worker_predictor(spec: ScorerSpec, shipped: Broadcast | None = None) -> Pred
 
 def _gpu_ordinal() -> int:
     """The GPU Spark assigned to this task (``spark.task.resource.gpu.amount``), else 0."""
+    if "pyspark" not in sys.modules:  # a local worker (``scoring.batch.pool``): no Spark to ask
+        return 0
     from pyspark import TaskContext
 
     context = TaskContext.get()

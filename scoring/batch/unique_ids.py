@@ -36,7 +36,10 @@ ID_THREADS = 2
 
 
 def ids_unique(
-    sizes: Sequence[tuple[str, int]], id_columns: Sequence[str], max_rows: int = DRIVER_MAX_ROWS
+    sizes: Sequence[tuple[str, int]],
+    id_columns: Sequence[str],
+    max_rows: int = DRIVER_MAX_ROWS,
+    skip_nulls: bool = False,
 ) -> bool | None:
     """Whether no two rows of the files share an id, when the driver can tell cheaply.
 
@@ -45,6 +48,8 @@ def ids_unique(
             (``scoring.batch.inputs.InputFiles.sizes``).
         id_columns: The columns that identify a row.
         max_rows: Read no more ids than this on the driver.
+        skip_nulls: Tell on the ids that are not null (their rows are rejected, and never repeat a
+            valid row's id), instead of leaving an input with a null id to Spark.
 
     Returns:
         True when every id is unique, False when one repeats, None when Spark must tell (see the module).
@@ -64,7 +69,10 @@ def ids_unique(
         counter = RepeatCounter(rows, id_bounds(metadata, column))
         with ThreadPoolExecutor(max_workers=min(ID_THREADS, len(uris))) as pool:
             read = list(
-                pool.map(lambda args: _count_ids(*args, column, counter), zip(sizes, metadata, strict=True))
+                pool.map(
+                    lambda args: _count_ids(*args, column, counter, skip_nulls),
+                    zip(sizes, metadata, strict=True),
+                )
             )
     except (OSError, pa.ArrowException, ValueError):  # Spark's read decides what an unreadable file means
         return None
@@ -84,8 +92,10 @@ def _id_metadata(uri: str, column: str) -> pq.FileMetaData | None:
         file.close()
 
 
-def _count_ids(size: tuple[str, int], footer: pq.FileMetaData, column: str, counter: RepeatCounter) -> bool:
-    """Feed one file's ids to ``counter``; False when a null id shows or the rows differ from the footer.
+def _count_ids(
+    size: tuple[str, int], footer: pq.FileMetaData, column: str, counter: RepeatCounter, skip_nulls: bool
+) -> bool:
+    """Feed one file's ids to ``counter``; False on a null id (unless skipped) or rows not the footer's.
 
     The file is opened with its footer already read (``_id_metadata``), and closed when done: an open
     reader keeps its last buffers (about 6 MB a file here).
@@ -96,10 +106,12 @@ def _count_ids(size: tuple[str, int], footer: pq.FileMetaData, column: str, coun
     try:
         for batch in file.iter_batches(batch_size=ID_BATCH_ROWS, columns=[column], use_threads=False):
             values = batch.column(0)
-            if values.null_count:
-                return False
-            counter.add(values.to_numpy())
             read += len(values)
+            if values.null_count:
+                if not skip_nulls:
+                    return False
+                values = values.drop_null()
+            counter.add(values.to_numpy())
     finally:
         file.close()
     return read == rows

@@ -42,9 +42,10 @@ def build_manifest(
     columns: list[tuple[str, str]],
     started_at: dt.datetime,
     finished_at: dt.datetime,
-    spark_version: str,
+    spark_version: str | None,
     cores: int | None = None,
     engine: str | None = None,
+    executor: str | None = None,
     challengers: Sequence[ScoredModel] = (),
     agreement: Mapping[str, dict] | None = None,
     variant_rows: Mapping[str, int] | None = None,
@@ -68,11 +69,14 @@ def build_manifest(
         columns: The output's columns and Spark SQL types.
         started_at: When the run started (UTC).
         finished_at: When the data was written (UTC).
-        spark_version: Version of Spark that ran the job.
-        cores: The cores Spark scored with (its default parallelism): with the duration, the
-            throughput per core that later runs' cost estimates start from.
+        spark_version: Version of Spark that ran the job; None when no Spark ran (``executor``
+            ``local``).
+        cores: The cores the pass scored with (Spark's default parallelism, or the local workers):
+            with the duration, the throughput per core that later runs' cost estimates start from.
         engine: How the scoring pass read the input: ``arrow`` (Python tasks read the files) or
             ``spark`` (Spark's scan and UDF).
+        executor: What ran the pass's tasks: ``local`` (worker processes of the machine, no JVM:
+            ``scoring.batch.local``) or ``spark``.
         challengers: The models scored beside the champion, in the run's order.
         agreement: Each challenger's agreement with the champion (``scoring.batch.agreement``).
         variant_rows: Rows each A/B variant received, under an A/B split.
@@ -122,7 +126,7 @@ def build_manifest(
         },
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
-        "resources": {"cores": cores, "engine": engine},
+        "resources": {"cores": cores, "engine": engine, "executor": executor},
         "cost": _cost_json(config.cost_estimate, (finished_at - started_at).total_seconds()),
         "arguments": config.to_json(),
         "package_version": __version__,

@@ -10,6 +10,7 @@ import json
 import os
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from scoring.errors import OutputError
@@ -30,7 +31,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """
     try:
         return pafs.FileSystem.from_uri(normalize_uri(uri))
-    except (pafs.ArrowInvalid, ValueError) as e:  # pyarrow raises ArrowInvalid for unknown schemes
+    except (pa.ArrowInvalid, ValueError) as e:  # pyarrow raises ArrowInvalid for unknown schemes
         raise OutputError(f"unsupported output location {uri!r}: {e}") from e
 
 

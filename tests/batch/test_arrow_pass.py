@@ -97,43 +97,64 @@ LINEUPS = {
 }
 
 
+RUNS = {  # the Arrow pass on either executor, and Spark's pass
+    "local": ("--engine", "arrow", "--executor", "local"),
+    "spark-arrow": ("--engine", "arrow", "--executor", "spark"),
+    "spark": ("--engine", "spark"),
+}
+
+
 @pytest.mark.parametrize("lineup", list(LINEUPS))
 def test_arrow_pass_writes_the_rows_and_rejects_spark_writes(spark, registry, tmp_path, lineup):
+    """Both executors of the Arrow pass and Spark's own pass write the same rows, types and manifest."""
     input_dir = write_input(tmp_path, spoiled_table())
     args = LINEUPS[lineup]
     model = SKLEARN if "--backend" in args else CHAMPION
+    # Ids of two columns are checked by Spark (``scoring.batch.unique_ids``): no local executor.
+    ways = {n: how for n, how in RUNS.items() if n != "local" or "customer_id,snapshot" not in args}
+    for name, how in ways.items():
+        assert score(input_dir, tmp_path / name, *how, *args, model=model) == 0, name
 
-    assert score(input_dir, tmp_path / "arrow", "--engine", "arrow", *args, model=model) == 0
-    assert score(input_dir, tmp_path / "spark", "--engine", "spark", *args, model=model) == 0
-
-    arrow_scored, arrow_rejects, arrow_manifest = read(tmp_path / "arrow")
-    spark_scored, spark_rejects, spark_manifest = read(tmp_path / "spark")
-    assert arrow_manifest["resources"]["engine"] == "arrow"
-    assert spark_manifest["resources"]["engine"] == "spark"
-    assert arrow_scored.schema.remove_metadata() == spark_scored.schema.remove_metadata()
-    assert arrow_scored.equals(spark_scored)
-    assert arrow_rejects.schema.remove_metadata() == spark_rejects.schema.remove_metadata()
-    # as text, so that NaN equals NaN and a null stays distinct from NaN
-    assert repr(arrow_rejects.to_pylist()) == repr(spark_rejects.to_pylist())
-    assert (
-        arrow_manifest["counts"] == spark_manifest["counts"] == {"input": ROWS, "scored": 290, "rejected": 10}
-    )
-    assert (
-        arrow_manifest["rejects"]["by_reason"]
-        == spark_manifest["rejects"]["by_reason"]
-        == {
-            "infinite_feature:debt_ratio": 1,
-            "infinite_feature:utilization": 1,
-            "nan_feature:income": 1,
-            "not_castable:age": 1,
-            "null_feature:age": 1,
-            "null_feature:income": 1,
-            "null_id:customer_id": 2,
-            "out_of_range:age": 1,
-            "out_of_range:utilization": 1,
-        }
-    )
-    assert arrow_manifest["output"]["columns"] == spark_manifest["output"]["columns"]
+    runs = {name: read(tmp_path / name) for name in ways}
+    resources = {name: manifest["resources"] for name, (_, _, manifest) in runs.items()}
+    assert {n: (r["engine"], r["executor"]) for n, r in resources.items()} == {
+        n: e
+        for n, e in {
+            "local": ("arrow", "local"),
+            "spark-arrow": ("arrow", "spark"),
+            "spark": ("spark", "spark"),
+        }.items()
+        if n in ways
+    }
+    spark_scored, spark_rejects, spark_manifest = runs["spark"]
+    for name in [n for n in ways if n != "spark"]:
+        arrow_scored, arrow_rejects, arrow_manifest = runs[name]
+        assert arrow_scored.schema.remove_metadata() == spark_scored.schema.remove_metadata(), name
+        assert arrow_scored.equals(spark_scored), name
+        assert arrow_rejects.schema.remove_metadata() == spark_rejects.schema.remove_metadata(), name
+        # as text, so that NaN equals NaN and a null stays distinct from NaN
+        assert repr(arrow_rejects.to_pylist()) == repr(spark_rejects.to_pylist()), name
+        assert arrow_manifest["counts"] == spark_manifest["counts"], name
+        assert arrow_manifest["rejects"]["by_reason"] == spark_manifest["rejects"]["by_reason"], name
+        assert arrow_manifest["output"]["columns"] == spark_manifest["output"]["columns"], name
+        assert arrow_manifest["challengers"] == spark_manifest["challengers"], name
+    assert spark_manifest["counts"] == {"input": ROWS, "scored": 290, "rejected": 10}
+    assert spark_manifest["rejects"]["by_reason"] == {
+        "infinite_feature:debt_ratio": 1,
+        "infinite_feature:utilization": 1,
+        "nan_feature:income": 1,
+        "not_castable:age": 1,
+        "null_feature:age": 1,
+        "null_feature:income": 1,
+        "null_id:customer_id": 2,
+        "out_of_range:age": 1,
+        "out_of_range:utilization": 1,
+    }
+    # The same slices, so the same files: a run may move from one executor to the other.
+    names = {
+        name: [f["name"] for f in manifest["output"]["files"]] for name, (_, _, manifest) in runs.items()
+    }
+    assert names.get("local", names["spark-arrow"]) == names["spark-arrow"]
 
 
 def test_auto_uses_the_arrow_pass_on_a_numeric_input(spark, registry, tmp_path):
@@ -142,7 +163,8 @@ def test_auto_uses_the_arrow_pass_on_a_numeric_input(spark, registry, tmp_path):
     assert score(input_dir, tmp_path / "out") == 0
 
     scored, rejects, manifest = read(tmp_path / "out")
-    assert manifest["resources"]["engine"] == "arrow"
+    assert (manifest["resources"]["engine"], manifest["resources"]["executor"]) == ("arrow", "local")
+    assert manifest["spark_version"] is None  # no JVM started
     assert scored.num_rows + rejects.num_rows == ROWS
     assert len(manifest["output"]["files"]) >= 2  # a file per slice: the input is split for both cores
 
@@ -159,14 +181,14 @@ def _repeated_id(table: pa.Table) -> pa.Table:
 
 
 @pytest.mark.parametrize(
-    ("mutate", "why"),
+    ("mutate", "why", "local_why"),
     [
-        (_text_income, "feature 'income' has type string"),
-        (_repeated_id, "valid rows repeat an id"),
+        (_text_income, "feature 'income' has type string", "feature 'income' has type string"),
+        (_repeated_id, "valid rows repeat an id", "ids repeat"),
     ],
 )
 def test_where_the_arrow_pass_could_differ_auto_takes_spark_and_arrow_refuses(
-    spark, registry, tmp_path, capsys, caplog, mutate, why
+    spark, registry, tmp_path, capsys, caplog, mutate, why, local_why
 ):
     input_dir = write_input(tmp_path, mutate(spoiled_table()))
 
@@ -176,10 +198,16 @@ def test_where_the_arrow_pass_could_differ_auto_takes_spark_and_arrow_refuses(
     assert not (tmp_path / "arrow" / f"date={DATE}").exists()
 
     with caplog.at_level("INFO", logger="scoring.batch.job"):
-        assert score(input_dir, tmp_path / "auto") == 0
+        assert score(input_dir, tmp_path / "auto", "--master", "local[*]") == 0
+    # The local executor steps aside first, saying why; then Spark's pass is chosen, saying why.
+    assert f"running as a Spark application: {local_why}" in caplog.text
     assert f"scoring with Spark's scan and UDF: {why}" in caplog.text
     _, _, manifest = read(tmp_path / "auto")
-    assert manifest["resources"]["engine"] == "spark"
+    assert (manifest["resources"]["engine"], manifest["resources"]["executor"]) == ("spark", "spark")
+
+    assert score(input_dir, tmp_path / "local", "--executor", "local") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--executor local cannot run it: {local_why}" in errors[0], errors
 
 
 def group_bytes(path, columns: int) -> list[int]:

@@ -52,21 +52,25 @@ def assert_every_row_once(output: Path, version: str) -> None:
     assert (output / f"date={DATE}" / "_SUCCESS").exists()
 
 
+@pytest.mark.parametrize("executor", ["spark", "local"])
 def test_python_worker_killed_mid_task_is_retried_every_row_once(
-    spark, registry, big_input, tmp_path, report
+    spark, registry, big_input, tmp_path, report, monkeypatch, executor
 ):
     marker = tmp_path / "worker-killed"
-    environment = spark.sparkContext.environment
-    # Python workers take their environment from the UDF's; a new value starts new workers.
-    environment[faults.ENV] = f"kill-worker-once:{marker}"
-    try:
-        assert main(score_args(big_input, tmp_path / "out")) == 0
-    finally:
-        environment.pop(faults.ENV)
+    fault = f"kill-worker-once:{marker}"
+    # Spark's Python workers take their environment from the UDF's (a new value starts new workers);
+    # the local executor's workers, from the driver's when the run starts them.
+    environment = spark.sparkContext.environment if executor == "spark" else os.environ
+    monkeypatch.setitem(environment, faults.ENV, fault)
+    output = tmp_path / "out"
+    assert main([*score_args(big_input, output), "--executor", executor]) == 0
 
     assert marker.exists(), "no worker was killed"
-    assert_every_row_once(tmp_path / "out", registry["onnx"])
-    report(f"fault (a) | Python worker killed mid-task: {ROWS} ids scored, 0 missing, 0 duplicated")
+    assert_every_row_once(output, registry["onnx"])
+    manifest = json.loads((output / f"date={DATE}" / "_manifest.json").read_text())
+    assert manifest["resources"]["executor"] == executor
+    killed = f"Python worker killed mid-task ({executor} executor)"
+    report(f"fault (a) | {killed}: {ROWS} ids scored, 0 missing, 0 duplicated")
 
 
 def run_cli(args: list[str], fault: str | None = None) -> subprocess.Popen:

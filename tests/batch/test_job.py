@@ -64,14 +64,14 @@ def test_alias_is_pinned_once_even_if_it_moves_mid_job(
 
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(demo.MODEL_NAME, "moving", registry["onnx"])
-    real_read_input = job.read_input
+    real_probe = job.probe_models
 
-    def read_input_after_the_alias_moved(*args, **kwargs):
-        # The model is already resolved when the input is read: move the alias under the job.
+    def probe_after_the_alias_moved(*args, **kwargs):
+        # The model is already resolved when it is probed: move the alias under the job.
         client.set_registered_model_alias(demo.MODEL_NAME, "moving", registry["sklearn"])
-        return real_read_input(*args, **kwargs)
+        return real_probe(*args, **kwargs)
 
-    monkeypatch.setattr(job, "read_input", read_input_after_the_alias_moved)
+    monkeypatch.setattr(job, "probe_models", probe_after_the_alias_moved)
     assert score(spark, input_dir, tmp_path, f"models:/{demo.MODEL_NAME}@moving") == 0
 
     out = read_partition(tmp_path)

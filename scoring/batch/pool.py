@@ -1,0 +1,213 @@
+"""Local worker processes that run the Arrow pass's slices: Spark's local scheduler, without a JVM.
+
+On one machine the Arrow pass needs nothing from Spark but its scheduling: each task reads, checks,
+scores and writes its slice with pyarrow (``scoring.batch.arrow_pass``). ``SlicePool`` schedules the same
+slices on processes of its own, with Spark's local guarantees:
+
+- one worker process per core, each loading the run's models once (``scoring.batch.model_cache``);
+- a slice whose worker fails or dies (an exception, a SIGKILL, the OOM killer) is run again on a fresh
+  worker, up to ``max_failures`` attempts in all (as ``local[N,F]``); a slice writes its files under an
+  attempt's own name and moves them into place at its end, so a retry replaces them whole;
+- a slice that fails ``max_failures`` times fails the run with its last error, and the other workers
+  are stopped.
+
+The workers are started with ``spawn`` (a fresh interpreter: no thread or lock of the driver's is
+inherited) as soon as the pool is made, so that their imports overlap the driver's model resolution.
+A worker whose driver dies sees its pipe close and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING
+
+from scoring.errors import OutputError
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from scoring.batch.arrow_pass import ArrowPass, Slice, SliceResult
+
+log = logging.getLogger(__name__)
+
+# Attempts of a slice in all, as a cluster's ``spark.task.maxFailures`` (4 by default).
+MAX_FAILURES = 4
+
+
+class SliceFailed(OutputError):
+    """A slice failed on every attempt, for a reason that is not an exception of its own."""
+
+
+def worker_main(conn: Connection) -> None:
+    """A worker's life: import what scoring needs, then run the slices it is sent until told to stop.
+
+    Messages in: ``("pass", ArrowPass)`` once, then ``("slice", Slice)``; None or a closed pipe stops
+    it. Messages out: ``("done", SliceResult)`` or ``("failed", exception)``.
+    """
+    import scoring.batch.arrow_pass  # noqa: F401  pandas, pyarrow and the pass, while the driver works
+
+    arrow_pass = None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the driver is gone
+            return
+        if message is None:
+            return
+        kind, payload = message
+        if kind == "pass":
+            arrow_pass = payload
+            continue
+        try:
+            conn.send(("done", arrow_pass.score_slice(payload)))
+        except Exception as e:  # reported to the driver, which retries the slice or fails the run
+            conn.send(("failed", _picklable(e)))
+
+
+def _picklable(error: Exception) -> Exception:
+    """``error`` itself when it pickles (the driver re-raises its type), else its type and message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # any exception may fail to pickle or unpickle, in any way
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+@dataclass
+class _Worker:
+    """One worker process, its pipe, and the slice it is running (None: idle)."""
+
+    process: BaseProcess
+    conn: Connection
+    has_pass: bool = False
+    running: Slice | None = None
+
+
+@dataclass
+class _Schedule:
+    """The slices still to run, and each one's failed attempts."""
+
+    pending: deque[Slice]
+    failures: dict[int, int] = field(default_factory=dict)
+    results: dict[int, SliceResult] = field(default_factory=dict)
+
+
+class SlicePool:
+    """``workers`` local processes that run an Arrow pass's slices (see the module).
+
+    Use as a context manager: the workers stop when it exits, however it exits.
+    """
+
+    def __init__(self, workers: int, max_failures: int = MAX_FAILURES) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._max_failures = max(max_failures, 1)
+        self._workers = [self._start() for _ in range(max(workers, 1))]
+
+    @property
+    def size(self) -> int:
+        """How many workers run slices at once."""
+        return len(self._workers)
+
+    def __enter__(self) -> SlicePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> _Worker:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=worker_main, args=(theirs,), name="scoring-slice", daemon=True)
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def run(
+        self,
+        arrow_pass: ArrowPass,
+        slices: Sequence[Slice],
+        on_done: Callable[[SliceResult], None] = lambda _: None,
+    ) -> dict[int, SliceResult]:
+        """Run every slice, each to success on some attempt; the results by slice index.
+
+        Args:
+            arrow_pass: The run's pass, sent once to each worker.
+            slices: The slices, started in order.
+            on_done: Called on the driver with each slice's result as it comes (progress).
+
+        Raises:
+            Exception: The error of a slice that failed on its last attempt (an exception of the
+                slice's, re-raised; ``SliceFailed`` when its worker died).
+        """
+        schedule = _Schedule(deque(slices))
+        while schedule.pending or any(w.running for w in self._workers):
+            for worker in self._workers:
+                if worker.running is None and schedule.pending:
+                    self._send(worker, arrow_pass, schedule.pending.popleft())
+            busy = [w for w in self._workers if w.running is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for worker in busy:
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    self._collect(worker, schedule, on_done)
+        return schedule.results
+
+    def _send(self, worker: _Worker, arrow_pass: ArrowPass, piece: Slice) -> None:
+        if not worker.has_pass:
+            worker.conn.send(("pass", arrow_pass))
+            worker.has_pass = True
+        worker.conn.send(("slice", piece))
+        worker.running = piece
+
+    def _collect(self, worker: _Worker, schedule: _Schedule, on_done: Callable[[SliceResult], None]) -> None:
+        """Take the worker's answer, or its death, for the slice it was running."""
+        piece = worker.running
+        assert piece is not None
+        try:
+            kind, payload = worker.conn.recv() if worker.conn.poll() else ("died", None)
+        except (EOFError, OSError):
+            kind, payload = "died", None
+        if kind == "done":
+            worker.running = None
+            schedule.results[piece.index] = payload
+            on_done(payload)
+            return
+        if kind == "died":
+            worker.process.join()
+            payload = SliceFailed(
+                f"slice {piece.index} ({piece.parts[0][0]}, ...): its worker process died "
+                f"(exit code {worker.process.exitcode})"
+            )
+            self._replace(worker)
+        worker.running = None
+        failures = schedule.failures[piece.index] = schedule.failures.get(piece.index, 0) + 1
+        if failures >= self._max_failures:
+            raise payload
+        log.warning("slice %d failed (attempt %d of %d), retrying: %s",
+                    piece.index, failures, self._max_failures, payload)  # fmt: skip
+        schedule.pending.appendleft(piece)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Start a fresh process in the dead worker's place."""
+        worker.conn.close()
+        fresh = self._start()
+        worker.process, worker.conn, worker.has_pass = fresh.process, fresh.conn, False
+
+    def close(self) -> None:
+        """Stop every worker: told to, then killed if one is still running a slice."""
+        for worker in self._workers:
+            try:
+                if worker.running is None:
+                    worker.conn.send(None)
+            except (BrokenPipeError, OSError):  # already dead: nothing to tell
+                pass
+            worker.conn.close()
+        for worker in self._workers:
+            worker.process.join(timeout=5 if worker.running is None else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()

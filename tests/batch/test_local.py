@@ -1,0 +1,126 @@
+"""The local executor's parts: its pool of worker processes, the shape it takes from a master, its listing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from scoring.batch.arrow_pass import Slice, SliceResult
+from scoring.batch.listing import partition_files
+from scoring.batch.local import pool_shape
+from scoring.batch.pool import SliceFailed, SlicePool
+
+DATE = dt.date(2026, 11, 1)
+
+
+@dataclass(frozen=True)
+class ScriptedPass:
+    """An Arrow pass whose slices do what their first file's name says (pickled to the workers)."""
+
+    markers: str
+
+    def score_slice(self, piece: Slice) -> SliceResult:
+        what = piece.parts[0][0]
+        if what == "fails":
+            raise ValueError("slice refused")
+        if what == "dies" or (what == "dies-once" and self._first(piece)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return SliceResult(piece.index, piece.rows, os.getpid())  # ``rejected``: who ran it
+
+    def _first(self, piece: Slice) -> bool:
+        try:
+            os.close(os.open(f"{self.markers}/{piece.index}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+
+def slices(*names: str) -> list[Slice]:
+    return [Slice(i, ((name, (0,)),), 10 * (i + 1)) for i, name in enumerate(names)]
+
+
+def test_every_slice_runs_once_to_success_and_a_killed_worker_is_replaced(tmp_path):
+    done = []
+    with SlicePool(2) as pool:
+        results = pool.run(
+            ScriptedPass(str(tmp_path)), slices("a", "dies-once", "b", "dies-once", "c"), done.append
+        )
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert [results[i].scored for i in range(5)] == [10, 20, 30, 40, 50]
+    assert sorted(r.index for r in done) == [0, 1, 2, 3, 4]
+    assert sorted(os.listdir(tmp_path)) == ["1", "3"]  # each killed once, then retried on a fresh worker
+    assert len({r.rejected for r in results.values()}) >= 3  # two workers, and at least one replacement
+
+
+def test_a_slice_that_always_fails_fails_the_run_with_its_error_after_every_attempt(tmp_path, caplog):
+    refused = pytest.raises(ValueError, match="slice refused")
+    with (
+        SlicePool(2, max_failures=3) as pool,
+        refused,
+        caplog.at_level("WARNING", logger="scoring.batch.pool"),
+    ):
+        pool.run(ScriptedPass(str(tmp_path)), slices("a", "fails", "b"))
+    assert caplog.text.count("slice 1 failed") == 2  # attempts 1 and 2 retried; the 3rd fails the run
+
+
+def test_a_slice_whose_worker_always_dies_fails_the_run_naming_it(tmp_path):
+    with (
+        SlicePool(1, max_failures=2) as pool,
+        pytest.raises(SliceFailed, match=r"slice 0 \(dies, \.\.\.\).*-9"),
+    ):
+        pool.run(ScriptedPass(str(tmp_path)), slices("dies"))
+
+
+@pytest.mark.parametrize(
+    ("master", "shape"),
+    [
+        ("local", (1, 4)),
+        ("local[3]", (3, 4)),
+        ("local[2,2]", (2, 2)),
+        ("local[*]", (None, 4)),
+        (None, (None, 4)),
+    ],
+)
+def test_the_pool_takes_its_shape_from_a_local_master(master, shape):
+    cores = len(os.sched_getaffinity(0))
+    assert pool_shape(master) == (shape[0] or cores, shape[1])
+
+
+def _file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": [1]}), path)
+
+
+def test_the_listing_finds_what_sparks_file_index_reads(tmp_path):
+    root = tmp_path / "in"
+    for name in ("part-1.parquet", "part-0.parquet", "_SUCCESS", ".part-0.crc", "x._COPYING_"):
+        _file(root / f"date={DATE}" / name)
+    _file(root / "date=2026-10-31" / "part-0.parquet")
+    assert partition_files(str(root), "date", DATE) == [
+        f"file:{root}/date={DATE}/part-0.parquet",
+        f"file:{root}/date={DATE}/part-1.parquet",
+    ]
+    assert partition_files(str(root / f"date={DATE}" / "part-1.parquet"), "date", DATE) == [
+        f"file:{root}/date={DATE}/part-1.parquet"
+    ]
+    flat = tmp_path / "flat"
+    _file(flat / "a.parquet")
+    assert partition_files(str(flat), "date", DATE) == [f"file:{flat}/a.parquet"]
+
+
+def test_the_listing_leaves_to_spark_what_only_spark_can_say(tmp_path):
+    assert partition_files(str(tmp_path / "missing"), "date", DATE) is None
+    _file(tmp_path / "other" / "date=2026-10-31" / "part-0.parquet")
+    assert partition_files(str(tmp_path / "other"), "date", DATE) is None  # no directory for the date
+    _file(tmp_path / "nested" / f"date={DATE}" / "region=eu" / "part-0.parquet")
+    assert partition_files(str(tmp_path / "nested"), "date", DATE) is None  # region becomes a column
+    _file(tmp_path / "by-day" / "day=2026-11-01" / "part-0.parquet")
+    assert partition_files(str(tmp_path / "by-day"), "date", DATE) is None  # another partition column
+    assert partition_files("s3a://bucket/in", "date", DATE) is None  # Spark's connector reads s3a://
