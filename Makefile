@@ -52,10 +52,13 @@ dag-demo: install
 # it takes about an hour and a quarter on 2 cores; e.g. `make bench SIZES=1000000,10000000 ROUNDS=1
 # BENCH_FLAGS=--gpu`. Several models in one pass, in their own section: `make bench SIZES=1000000
 # BENCH_FLAGS="--ways floor,ours_onnx,ours_lineup,ours_pyfunc,ours_retrained --section lineup"`.
+# The peers (daft, ray_data) come from setup.py's `bench` extra, installed here (beside requirements.txt,
+# so that no pin of the venv moves) and not by `make install`.
 SIZES ?= 1000000,4000000
 ROUNDS ?= 3
 BENCH_FLAGS ?=
 bench: install
+	$(PY) -m pip install --quiet -r requirements.txt -e ".[bench]"
 	$(PY) -m bench --sizes $(SIZES) --rounds $(ROUNDS) --markdown BENCHMARKS.md $(BENCH_FLAGS)
 
 # Online serving: `scoring serve` (ONNX, pyfunc, a scikit-learn pipeline; 1 and 2 workers) and `mlflow models

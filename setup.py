@@ -41,6 +41,11 @@ setup(
             # The class labels of an ONNX classifier exported without a ZipMap are read from its graph.
             "onnx>=1.16",
         ],
+        # `make bench`: the peers the batch benchmark measures beside the job (daft, ray_data; issue 33).
+        # An extra, so that the project's own install does not grow by Ray and Daft. Exact pins, as a
+        # benchmark compares versions: the newest of each that installs beside requirements.txt's pyarrow
+        # 25.0.1, numpy 2.4.6 and pandas 2.3.3 on Python 3.11 without changing any of them.
+        "bench": ["daft==0.7.26", "ray[data]==2.60.0"],
     },
     entry_points={"console_scripts": ["scoring=scoring.cli:main"]},
 )

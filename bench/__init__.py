@@ -8,7 +8,9 @@
 - ``bench.report``: the Markdown tables.
 - ``bench.ways``: what each way runs; ``python -m bench.ways WAY ...`` is one way's process.
   ``ours_table`` is the job publishing to an Iceberg table (a fresh SQLite catalog per run) instead of
-  a directory, its rows verified from the table.
+  a directory, its rows verified from the table. The peers (issue 33): ``raw2`` (``raw`` in one process
+  per core), ``daft`` and ``daft_sklearn`` (``bench.ways.daft_ways``), ``ray_data``
+  (``bench.ways.ray_ways``); Daft and Ray come from setup.py's ``bench`` extra.
 - ``bench.publish_s3``: ``python -m bench.publish_s3``, the publish step alone on S3 (moto, in
   process): a directory's journaled swap against a table's commit, on the same staged files; seconds,
   objects and bytes copied, requests.

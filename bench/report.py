@@ -31,6 +31,12 @@ LINEUP_GOAL = 1.5
 LINEUP, CHAMPION_ALONE, SOLO_CHALLENGERS = "ours_lineup", "ours_onnx", ("ours_pyfunc", "ours_retrained")
 MIB = 1024 * 1024
 DASH = "-"
+# Issue 33: the job against the peers: (ours, peer, at most this ratio, at which sizes: None for all).
+PEER_GOALS = (
+    ("ours_onnx", "daft", 1.0, None),
+    ("ours_onnx", "raw2", 1.25, 10_000_000),
+    ("ours_pyfunc", "daft_sklearn", 1.5, None),
+)
 
 
 def seconds(value: float | None) -> str:
@@ -188,6 +194,45 @@ def gpu_section(results: Mapping, cells: Mapping[tuple[str, int], stats.Cell]) -
     return [*title, *table(header, [False, True, False, True, True, True, True], body)]
 
 
+def peers_table(cells: Mapping[tuple[str, int], stats.Cell], sizes: Sequence[int]) -> list[str]:
+    """The job against the peers at each size: the ratios of the medians, and issue 33's goals.
+
+    A goal with a size (``raw2`` at 10,000,000 rows) is judged only at that size.
+    """
+    body = []
+    for ours, peer, goal, at in PEER_GOALS:
+        for rows in sizes:
+            mine, theirs = cells.get((ours, rows)), cells.get((peer, rows))
+            if mine is None or theirs is None:
+                continue
+            value = stats.ratio(mine.wall_s, theirs.wall_s)
+            if value is None:
+                verdict = "not judged: a way failed"
+            elif at is not None and rows != at:
+                verdict = f"goal at {at:,} rows only"
+            else:
+                verdict = "met" if value <= goal else f"not met, by x{value / goal:.2f}"
+            body.append(
+                [
+                    f"{ours} / {peer}",
+                    f"{rows:,}",
+                    seconds(mine.wall_s),
+                    seconds(theirs.wall_s),
+                    times(value),
+                    f"at most x{goal:.2f}" + (f" at {at:,} rows" if at is not None else ""),
+                    verdict,
+                ]
+            )
+    if not body:
+        return []
+    header = ["job / peer", "rows", "job (s)", "peer (s)", "ratio", "goal (issue 33)", "verdict"]
+    return [
+        "### The job against the peers (ratios of the medians)",
+        "",
+        *table(header, [False, True, True, True, True, False, False], body),
+    ]
+
+
 def lineup_table(
     cells: Mapping[tuple[str, int], stats.Cell], sizes: Sequence[int], measurements: Sequence[Mapping]
 ) -> list[str]:
@@ -262,7 +307,7 @@ def lineup_table(
 
 
 def render(results: Mapping, section: str = "results") -> str:
-    """A section: how it was made, one table per size, the scaling, the lineup, the subset, the GPU.
+    """A section: how it was made, a table per size, the scaling, the peers, the lineup, the subset, the GPU.
 
     Args:
         results: The content of ``results.json``.
@@ -292,6 +337,9 @@ def render(results: Mapping, section: str = "results") -> str:
         lines += [*size_table(cells, rows, settings["cores"]), ""]
     if len(sizes) >= 2:
         lines += [*scaling_table(cells, sizes), ""]
+    peers = peers_table(cells, sizes)
+    if peers:
+        lines += [*peers, ""]
     several = lineup_table(cells, sizes, results["measurements"])
     if several:
         lines += [*several, ""]

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import random
@@ -37,6 +38,7 @@ from bench.ways import (
     CATALOG,
     CATALOG_FILE,
     GPU_WAYS,
+    PEER_MODULES,
     RETRAINED_WAYS,
     TABLE,
     WAYS,
@@ -48,7 +50,18 @@ from bench.ways import (
 from scoring.cli import positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VERSIONS = ("pyspark", "onnxruntime", "mlflow", "scikit-learn", "skl2onnx", "pyarrow", "pandas", "numpy")
+VERSIONS = (
+    "pyspark",
+    "onnxruntime",
+    "mlflow",
+    "scikit-learn",
+    "skl2onnx",
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "daft",
+    "ray",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; 0 when every run succeeded, 1 when any failed."""
+    """Run the benchmark; 0 when every run succeeded, 1 when any failed, 2 when a peer is not installed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    missing = missing_peers(args.ways)
+    if missing:
+        print(
+            f"bench: {', '.join(missing)} need the bench extra (Daft, Ray), not installed here: "
+            f'run `make bench`, or `{sys.executable} -m pip install -e ".[bench]"`, '
+            "or leave them out of --ways",
+            file=sys.stderr,
+        )
+        return 2
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
@@ -187,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + section, flush=True)
     print(f"bench: results in {workdir / 'results.json'}", flush=True)
     return 0 if all(m["status"] == "ok" for m in results["measurements"]) else 1
+
+
+def missing_peers(ways: Sequence[str]) -> list[str]:
+    """The ways among ``ways`` whose package (of setup.py's ``bench`` extra) is not installed."""
+    return [
+        name for name in ways if name in PEER_MODULES and importlib.util.find_spec(PEER_MODULES[name]) is None
+    ]
 
 
 def _run_once(way: Way, rows: int, input_root: Path, models, env, args, workdir: Path, logs: Path) -> dict:

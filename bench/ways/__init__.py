@@ -10,6 +10,10 @@ bench.scores --catalog bench``, the catalog a fresh SQL one (SQLite, ``OUTPUT/ca
 warehouse ``OUTPUT/warehouse``) configured by ``PYICEBERG_CATALOG__BENCH__*`` variables in that run's
 environment alone (``environment``).
 
+The peers (issue 33) are ``raw2`` (the ``raw`` way in one process per core), ``daft``,
+``daft_sklearn`` and ``ray_data``; Daft and Ray come from the ``bench`` extra of setup.py
+(``PEER_MODULES`` says which way needs which).
+
 This module imports neither Spark nor ONNX Runtime: the benchmark's driver only builds commands.
 """
 
@@ -51,6 +55,10 @@ WAYS: dict[str, Way] = {
         Way(
             "raw", "pyarrow + ONNX Runtime (1 thread) in one process, no Spark: file by file, batch by batch"
         ),
+        Way(
+            "raw2",
+            "the raw way in one process per core (os.cpu_count()), every N-th file each: the floor",
+        ),
         Way("zeros", "iterator pandas UDF, struct of the 20 features in, zeros out", "none"),
         Way("plain", "iterator pandas UDF + ONNX Runtime (1 thread per task), model cached per worker"),
         Way("predict_batch_udf", "pyspark.ml.functions.predict_batch_udf + ONNX Runtime (1 thread)"),
@@ -69,9 +77,25 @@ WAYS: dict[str, Way] = {
             "--challenger retrained=models:/bench_retrained@onnx: three models in one pass",
         ),
         Way("ours_retrained", "scoring score --model-uri models:/bench_retrained@onnx (a challenger alone)"),
+        Way(
+            "daft",
+            "Daft read_parquet -> batch UDF class holding the ONNX Runtime session (1 thread), one worker "
+            "process per core -> write_parquet",
+        ),
+        Way(
+            "daft_sklearn",
+            "daft with models:/bench@sklearn (mlflow.sklearn.load_model once per worker, predict_proba)",
+        ),
+        Way(
+            "ray_data",
+            "Ray Data read_parquet -> map_batches, actor pool of one actor per core at 0.5 CPU each "
+            "(ONNX Runtime, 1 thread) -> write_parquet",
+        ),
         Way("row_udf", "row-at-a-time @udf calling ONNX Runtime once per row", subset=True),
     )
 }
+# The peers that need a package of the bench extra (setup.py), by way.
+PEER_MODULES = {"daft": "daft", "daft_sklearn": "daft", "ray_data": "ray"}
 # The --gpu section: the raw way with an MLP, on each provider.
 GPU_WAYS: dict[str, Way] = {
     way.name: way
@@ -125,7 +149,7 @@ def command(way: Way, models, input_root: Path, output: Path, master: str) -> li
         line += ["--model", models.gbt_onnx]
     elif way.model == "mlp":
         line += ["--model", models.mlp_onnx]
-    if way.name == "spark_udf":
+    if way.name in ("spark_udf", "daft_sklearn"):
         line += ["--model-uri", models.sklearn_uri]
     return line
 

@@ -16,13 +16,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the way named on the command line and return its exit code."""
     parser = argparse.ArgumentParser(prog="python -m bench.ways")
     parser.add_argument(
-        "way", choices=("floor", "raw", "zeros", "plain", "predict_batch_udf", "spark_udf", "row_udf")
+        "way",
+        choices=(
+            "floor",
+            "raw",
+            "raw2",
+            "zeros",
+            "plain",
+            "predict_batch_udf",
+            "spark_udf",
+            "row_udf",
+            "daft",
+            "daft_sklearn",
+            "ray_data",
+        ),
     )
     parser.add_argument("--input", required=True, type=Path, help="root of the hive-partitioned input")
     parser.add_argument("--output", required=True, type=Path, help="a directory to create")
     parser.add_argument("--master", default="local[2]", help="Spark master")
     parser.add_argument("--model", help="ONNX model file")
-    parser.add_argument("--model-uri", help="MLflow model URI (spark_udf)")
+    parser.add_argument("--model-uri", help="MLflow model URI (spark_udf, daft_sklearn)")
     parser.add_argument(
         "--provider", default="cpu", choices=("cpu", "cuda"), help="ONNX Runtime provider (raw)"
     )
@@ -36,6 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ort.ProviderMissing as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
+        return 0
+    if args.way == "raw2":
+        from bench.ways import raw
+
+        raw.run_split(args.input, args.output, args.model)
+        return 0
+    if args.way in ("daft", "daft_sklearn"):
+        from bench.ways import daft_ways
+
+        if args.way == "daft":
+            daft_ways.daft_onnx(args.input, args.output, args.model)
+        else:
+            daft_ways.daft_sklearn(args.input, args.output, args.model_uri)
+        return 0
+    if args.way == "ray_data":
+        from bench.ways import ray_ways
+
+        ray_ways.ray_data(args.input, args.output, args.model)
         return 0
     from bench.ways import spark_ways
 
