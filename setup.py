@@ -47,5 +47,5 @@ setup(
         # 25.0.1, numpy 2.4.6 and pandas 2.3.3 on Python 3.11 without changing any of them.
         "bench": ["daft==0.7.26", "ray[data]==2.60.0"],
     },
-    entry_points={"console_scripts": ["scoring=scoring.cli:main"]},
+    entry_points={"console_scripts": ["scoring=scoring.cli:console_script"]},
 )

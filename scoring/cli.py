@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import logging
 import sys
@@ -24,6 +25,18 @@ if TYPE_CHECKING:
     from scoring.dataset.destination import Destination
 
 log = logging.getLogger("scoring")
+
+
+def console_script() -> None:
+    """The ``scoring`` command: ``main``, then exit with its code, skipping the final garbage collection.
+
+    A run leaves millions of objects behind (MLflow, SQLAlchemy, pandas): the interpreter's collection
+    at exit took over a second of every run, for memory the operating system frees anyway. Freezing
+    them first (``gc.freeze``) skips it; modules still tear down and ``atexit`` handlers still run.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scoring.batch.agreement import lineup_figures
 from scoring.batch.arrow_pass import (
@@ -103,6 +103,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Columns the job adds to every output row; input columns may not be carried under these names.
 MODEL_COLUMNS = ("model_name", "model_version")
 SCORE_COLUMNS = ("prediction", "probability")
@@ -130,14 +132,20 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
     """
     started_at = dt.datetime.now(dt.UTC)
     carried = _carried_columns(config)
-    local = start_local(config, spark)
-    session = (
-        None if local is not None else (lambda: spark) if spark is not None else start_session(config.master)
-    )
     catalog = open_catalog_in_background(config)
-    try:
-        with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
-            models = resolve_models(config, download_dir)
+    with tempfile.TemporaryDirectory(prefix="scoring-model-") as download_dir:
+        # The registry (importing MLflow alone takes seconds) while the driver reads the input's footers.
+        resolving = in_background(resolve_models, config, download_dir)
+        try:
+            local = start_local(config, spark)
+        except BaseException:
+            resolving()  # a model that does not resolve is what the run reports first, as always
+            raise
+        try:
+            session = (
+                None if local else (lambda: spark) if spark is not None else start_session(config.master)
+            )
+            models = resolving()
             features = union_features({m.name: m.model.features for m in models})
             local_run = local and local.planned(config, features, carried)
             if local_run is not None:
@@ -147,9 +155,9 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
                     score_on_spark, config, session() if session else start_session(config.master)()
                 )
             manifest = run(models, features, carried, catalog, started_at)
-    finally:
-        if local is not None:
-            local.pool.close()
+        finally:
+            if local is not None:
+                local.pool.close()
     rejected = manifest["counts"]["rejected"]
     log.info(
         "published %s rows (%s rejected) to %s",
@@ -443,10 +451,20 @@ def open_catalog_in_background(config: JobConfig) -> Callable[[], Catalog | None
     """
     if config.table is None:
         return lambda: None
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-open")
-    opened = executor.submit(open_catalog, config.catalog)
+    return in_background(open_catalog, config.catalog)
+
+
+def in_background(function: Callable[..., T], *args: object) -> Callable[[], T]:
+    """Call ``function(*args)`` on a thread of its own; the function returned waits for its result.
+
+    Its exception, if any, is raised by the waiting call.
+    """
+    executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix=getattr(function, "__name__", "background")
+    )
+    called = executor.submit(function, *args)
     executor.shutdown(wait=False)
-    return opened.result
+    return called.result
 
 
 def open_publisher(

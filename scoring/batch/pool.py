@@ -11,16 +11,23 @@ slices on processes of its own, with Spark's local guarantees:
 - a slice that fails ``max_failures`` times fails the run with its last error, and the other workers
   are stopped.
 
-The workers are started with ``spawn`` (a fresh interpreter: no thread or lock of the driver's is
-inherited) as soon as the pool is made, so that their imports overlap the driver's model resolution.
-A worker whose driver dies sees its pipe close and exits.
+Each worker is a fresh interpreter (no thread or lock of the driver's is inherited), started as soon
+as the pool is made so that its imports overlap the driver's model resolution, and connected to the
+driver by a socket pair. It is started as ``python -c``, not by ``multiprocessing``'s ``spawn``, which
+re-imports the caller's main script in every child: a script calling the job without an
+``if __name__ == "__main__"`` guard would start the job again in each worker. A worker whose driver
+dies sees its socket close and exits; a driver that sees a worker's socket close knows it died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
+import os
 import pickle
+import socket
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +37,6 @@ from typing import TYPE_CHECKING
 from scoring.errors import OutputError
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     from scoring.batch.arrow_pass import ArrowPass, Slice, SliceResult
 
 log = logging.getLogger(__name__)
@@ -44,13 +49,23 @@ class SliceFailed(OutputError):
     """A slice failed on every attempt, for a reason that is not an exception of its own."""
 
 
+def worker_process(fd: int) -> None:
+    """A worker's entry point: its end of the socket pair is the inherited descriptor ``fd``."""
+    worker_main(Connection(fd))
+
+
 def worker_main(conn: Connection) -> None:
     """A worker's life: import what scoring needs, then run the slices it is sent until told to stop.
 
     Messages in: ``("pass", ArrowPass)`` once, then ``("slice", Slice)``; None or a closed pipe stops
     it. Messages out: ``("done", SliceResult)`` or ``("failed", exception)``.
     """
-    import scoring.batch.arrow_pass  # noqa: F401  pandas, pyarrow and the pass, while the driver works
+    # pandas, pyarrow, the pass and ONNX Runtime, while the driver resolves the model.
+    import scoring.batch.arrow_pass
+    import scoring.model.predictors  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # ONNX Runtime is not needed for pyfunc models
+        import onnxruntime  # noqa: F401
 
     arrow_pass = None
     while True:
@@ -81,9 +96,9 @@ def _picklable(error: Exception) -> Exception:
 
 @dataclass
 class _Worker:
-    """One worker process, its pipe, and the slice it is running (None: idle)."""
+    """One worker process, its socket, and the slice it is running (None: idle)."""
 
-    process: BaseProcess
+    process: subprocess.Popen
     conn: Connection
     has_pass: bool = False
     running: Slice | None = None
@@ -105,7 +120,6 @@ class SlicePool:
     """
 
     def __init__(self, workers: int, max_failures: int = MAX_FAILURES) -> None:
-        self._context = multiprocessing.get_context("spawn")
         self._max_failures = max(max_failures, 1)
         self._workers = [self._start() for _ in range(max(workers, 1))]
 
@@ -121,11 +135,21 @@ class SlicePool:
         self.close()
 
     def _start(self) -> _Worker:
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=worker_main, args=(theirs,), name="scoring-slice", daemon=True)
-        process.start()
+        ours, theirs = socket.socketpair()
+        # The driver's import path, as spawn would hand it down: a pass may be of a class the caller
+        # imported from outside the installed packages.
+        path = os.pathsep.join(p for p in sys.path if p)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from scoring.batch.pool import worker_process; worker_process({theirs.fileno()})",
+            ],
+            pass_fds=(theirs.fileno(),),
+            env={**os.environ, "PYTHONPATH": path},
+        )
         theirs.close()
-        return _Worker(process, ours)
+        return _Worker(process, Connection(ours.detach()))
 
     def run(
         self,
@@ -150,9 +174,9 @@ class SlicePool:
                 if worker.running is None and schedule.pending:
                     self._send(worker, arrow_pass, schedule.pending.popleft())
             busy = [w for w in self._workers if w.running is not None]
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            ready = wait([w.conn for w in busy])  # an answer, or the socket closed by a worker's death
             for worker in busy:
-                if worker.conn in ready or worker.process.sentinel in ready:
+                if worker.conn in ready:
                     self._collect(worker, schedule, on_done)
         return schedule.results
 
@@ -168,7 +192,7 @@ class SlicePool:
         piece = worker.running
         assert piece is not None
         try:
-            kind, payload = worker.conn.recv() if worker.conn.poll() else ("died", None)
+            kind, payload = worker.conn.recv()
         except (EOFError, OSError):
             kind, payload = "died", None
         if kind == "done":
@@ -177,10 +201,9 @@ class SlicePool:
             on_done(payload)
             return
         if kind == "died":
-            worker.process.join()
             payload = SliceFailed(
                 f"slice {piece.index} ({piece.parts[0][0]}, ...): its worker process died "
-                f"(exit code {worker.process.exitcode})"
+                f"(exit code {worker.process.wait()})"
             )
             self._replace(worker)
         worker.running = None
@@ -200,14 +223,15 @@ class SlicePool:
     def close(self) -> None:
         """Stop every worker: told to, then killed if one is still running a slice."""
         for worker in self._workers:
-            try:
-                if worker.running is None:
+            if worker.running is None:
+                with contextlib.suppress(OSError):  # already dead: nothing to tell
                     worker.conn.send(None)
-            except (BrokenPipeError, OSError):  # already dead: nothing to tell
-                pass
             worker.conn.close()
         for worker in self._workers:
-            worker.process.join(timeout=5 if worker.running is None else 0)
-            if worker.process.is_alive():
+            if worker.running is not None:
                 worker.process.kill()
-                worker.process.join()
+            try:
+                worker.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()

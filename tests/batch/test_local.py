@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +126,20 @@ def test_the_listing_leaves_to_spark_what_only_spark_can_say(tmp_path):
     _file(tmp_path / "by-day" / "day=2026-11-01" / "part-0.parquet")
     assert partition_files(str(tmp_path / "by-day"), "date", DATE) is None  # another partition column
     assert partition_files("s3a://bucket/in", "date", DATE) is None  # Spark's connector reads s3a://
+
+
+def test_a_script_without_a_main_guard_starts_its_workers_once(tmp_path):
+    """The workers are plain interpreters: a caller's script is not run again in each of them."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_local import ScriptedPass, slices\n"
+        "from scoring.batch.pool import SlicePool\n"
+        "print('script started', flush=True)\n"
+        "with SlicePool(2) as pool:\n"
+        f"    print(len(pool.run(ScriptedPass({str(tmp_path)!r}), slices('a', 'b', 'c'))))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["script started", "3"]
