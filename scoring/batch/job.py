@@ -23,7 +23,6 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from scoring.batch.agreement import lineup_figures
@@ -31,6 +30,7 @@ from scoring.batch.arrow_pass import (
     ArrowPass,
     Outputs,
     Plan,
+    SliceResult,
     arrow_schema,
     check_slices,
     codec,
@@ -86,7 +86,7 @@ from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
 from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
 from scoring.dataset.table import TableRun
-from scoring.errors import InputError, ModelError, OutputError
+from scoring.errors import InputError, ModelError, OutputError, ScoringError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import challenger_prefix, check_lineup, union_features
 from scoring.model.output import OutputSpec
@@ -138,23 +138,22 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         resolving = in_background(resolve_models, config, download_dir)
         try:
             local = start_local(config, spark)
-        except BaseException:
+        except ScoringError:
             resolving()  # a model that does not resolve is what the run reports first, as always
             raise
+        # Spark starts now, beside the registry, unless the run may not need it.
+        session = None if local is not None else _session(config, spark)
         try:
-            session = (
-                None if local else (lambda: spark) if spark is not None else start_session(config.master)
-            )
             models = resolving()
             features = union_features({m.name: m.model.features for m in models})
-            local_run = local and local.planned(config, features, carried)
+            local_run = local.planned(config, features, carried) if local is not None else None
             if local_run is not None:
-                run = partial(score_locally, config, local_run)
+                manifest = score_locally(config, local_run, models, features, carried, catalog, started_at)
             else:
-                run = partial(
-                    score_on_spark, config, session() if session else start_session(config.master)()
-                )
-            manifest = run(models, features, carried, catalog, started_at)
+                if local is not None:
+                    local.pool.close()  # idle: its workers must not compete with the JVM's start
+                spark = (session or _session(config, spark))()
+                manifest = score_on_spark(config, spark, models, features, carried, catalog, started_at)
         finally:
             if local is not None:
                 local.pool.close()
@@ -185,14 +184,13 @@ class LocalStart:
     def planned(
         self, config: JobConfig, features: tuple[Feature, ...], carried: list[str]
     ) -> LocalRun | None:
-        """The run's slices on the pool, or None (the pool closed) when the input needs Spark after all.
+        """The run's slices on the pool, or None when the input needs Spark after all (logged).
 
         Raises:
             InputError: ``--executor local`` and the input needs Spark.
         """
         input_plan = local_plan(self.input, config, features, carried, self.pool.size)
         if isinstance(input_plan, str):
-            self.pool.close()
             _refuse_or_log(config, input_plan)
             return None
         return LocalRun(self.pool, self.input, input_plan)
@@ -213,8 +211,6 @@ def start_local(config: JobConfig, spark: SparkSession | None) -> LocalStart | N
     Raises:
         InputError: ``--executor local`` and the run needs Spark; or an input file is not readable.
     """
-    if config.executor == "spark" and spark is None and config.engine != "spark":
-        return None
     why = why_spark(config, spark)
     if why is None:
         local_input = read_local_input(config)
@@ -223,6 +219,11 @@ def start_local(config: JobConfig, spark: SparkSession | None) -> LocalStart | N
         why = local_input
     _refuse_or_log(config, why)
     return None
+
+
+def _session(config: JobConfig, spark: SparkSession | None) -> Callable[[], SparkSession]:
+    """The run's session: ``spark``, else the active one or a new one on ``--master``, starting now."""
+    return (lambda: spark) if spark is not None else start_session(config.master)
 
 
 def _refuse_or_log(config: JobConfig, why: str) -> None:
@@ -259,14 +260,12 @@ def score_locally(
     published = False
     try:
         direct = arrow_pass(config, scorer, features, carried, location, schemas, codec("snappy"), models)
-        done = [0]
+        done = RowCount()
         with (
             spark_read_errors(config.input),  # a file corrupt behind its footer: one line naming it
-            progress_lines(lambda: done[0], location.partition, inputs.rows, config.progress_seconds),
+            progress_lines(done.read, location.partition, inputs.rows, config.progress_seconds),
         ):
-            results = local.pool.run(
-                direct, local.plan.slices, lambda r: done.__setitem__(0, done[0] + r.scored + r.rejected)
-            )
+            results = local.pool.run(direct, local.plan.slices, done.add)
         check_slices(local.plan.slices, results)
         manifest = close_run(
             config, publisher, inputs, models, {p.run_model.name: p.output for p in probed},
@@ -366,6 +365,21 @@ def score_on_spark(
     finally:
         publisher.finish(published)
     return manifest
+
+
+@dataclass
+class RowCount:
+    """The input rows of the slices finished so far: the local pass's progress."""
+
+    rows: int = 0
+
+    def add(self, result: SliceResult) -> None:
+        """Count a finished slice's rows, scored and rejected."""
+        self.rows += result.scored + result.rejected
+
+    def read(self) -> int:
+        """The rows so far (read by the progress lines' thread)."""
+        return self.rows
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ driver's agreement figures.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 _LOCAL_TYPES = (pa.types.is_signed_integer, pa.types.is_float32, pa.types.is_float64, pa.types.is_boolean,
                 pa.types.is_string, pa.types.is_large_string, pa.types.is_date32)  # fmt: skip
 _MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*(\d+))?\])?$")
+_CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
 
 def why_spark(config: JobConfig, spark: SparkSession | None) -> str | None:
@@ -68,6 +71,9 @@ def why_spark(config: JobConfig, spark: SparkSession | None) -> str | None:
         return "--engine spark (Spark's scan and UDF)"
     if spark is not None:
         return "the run was handed a SparkSession"
+    active = _active_master()
+    if active is not None and not _MASTER.match(active):
+        return f"a Spark session on {active} is active"
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         return "started by spark-submit"
     if config.master is not None and not _MASTER.match(config.master):
@@ -75,13 +81,41 @@ def why_spark(config: JobConfig, spark: SparkSession | None) -> str | None:
     return None
 
 
+def _active_master() -> str | None:
+    """The master of this process's active Spark session (a notebook's), if pyspark is loaded and has one."""
+    if "pyspark" not in sys.modules:  # never import it (and its JVM gateway code) only to ask
+        return None
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    return None if active is None else active.sparkContext.master
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota (a container's).
+
+    The JVM counts a container's quota as its cores (``local[*]``); so does the pool, or a pod limited to
+    2 CPUs on a 64-core node would start 64 workers.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open(_CGROUP_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
 def pool_shape(master: str | None) -> tuple[int, int]:
     """Workers and attempts per slice for ``master`` (``local``, ``local[N]``, ``local[*]``, ``local[N,F]``).
 
-    Without a master, one worker per core this process may use. Spark's local masters try a task
-    once unless ``F`` says otherwise; the pool, like a cluster, tries ``MAX_FAILURES`` times.
+    Without a master, one worker per core this process may use (``available_cores``). Spark's local
+    masters try a task once unless ``F`` says otherwise; the pool, like a cluster, tries
+    ``MAX_FAILURES`` times.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     match = _MASTER.match(master or "local[*]")
     if match is None:
         return cores, MAX_FAILURES

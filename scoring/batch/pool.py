@@ -9,7 +9,8 @@ slices on processes of its own, with Spark's local guarantees:
   worker, up to ``max_failures`` attempts in all (as ``local[N,F]``); a slice writes its files under an
   attempt's own name and moves them into place at its end, so a retry replaces them whole;
 - a slice that fails ``max_failures`` times fails the run with its last error, and the other workers
-  are stopped.
+  are killed before the run goes on to delete its staging; a file whose bytes cannot be decoded
+  (``UnreadableSlice``) fails the run at once, as another attempt would read the same bytes.
 
 Each worker is a fresh interpreter (no thread or lock of the driver's is inherited), started as soon
 as the pool is made so that its imports overlap the driver's model resolution, and connected to the
@@ -28,12 +29,14 @@ import pickle
 import socket
 import subprocess
 import sys
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING
 
+from scoring.batch.arrow_pass import UnreadableSlice
 from scoring.errors import OutputError
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # Attempts of a slice in all, as a cluster's ``spark.task.maxFailures`` (4 by default).
 MAX_FAILURES = 4
+# Seconds an idle worker has to exit when told to, before it is killed.
+STOP_TIMEOUT_S = 1.0
 
 
 class SliceFailed(OutputError):
@@ -50,15 +55,24 @@ class SliceFailed(OutputError):
 
 
 def worker_process(fd: int) -> None:
-    """A worker's entry point: its end of the socket pair is the inherited descriptor ``fd``."""
+    """A worker's entry point.
+
+    Args:
+        fd: Its end of the socket pair, inherited. Not inherited further: a model that forks must not
+            keep the socket open after the worker dies, or the driver would never see the death.
+    """
+    os.set_inheritable(fd, False)
     worker_main(Connection(fd))
 
 
 def worker_main(conn: Connection) -> None:
     """A worker's life: import what scoring needs, then run the slices it is sent until told to stop.
 
-    Messages in: ``("pass", ArrowPass)`` once, then ``("slice", Slice)``; None or a closed pipe stops
-    it. Messages out: ``("done", SliceResult)`` or ``("failed", exception)``.
+    Messages in: ``("pass", pickled ArrowPass)`` once, then ``("slice", Slice)``; None or a closed
+    socket stops it. Messages out: ``("done", SliceResult)`` or ``("failed", exception)``.
+
+    Args:
+        conn: The worker's end of its socket pair with the driver.
     """
     # pandas, pyarrow, the pass and ONNX Runtime, while the driver resolves the model.
     import scoring.batch.arrow_pass
@@ -77,11 +91,12 @@ def worker_main(conn: Connection) -> None:
             return
         kind, payload = message
         if kind == "pass":
-            arrow_pass = payload
+            arrow_pass = pickle.loads(payload)
             continue
         try:
             conn.send(("done", arrow_pass.score_slice(payload)))
         except Exception as e:  # reported to the driver, which retries the slice or fails the run
+            e.add_note(traceback.format_exc())  # the worker's stack, for the driver's log
             conn.send(("failed", _picklable(e)))
 
 
@@ -169,23 +184,46 @@ class SlicePool:
                 slice's, re-raised; ``SliceFailed`` when its worker died).
         """
         schedule = _Schedule(deque(slices))
-        while schedule.pending or any(w.running for w in self._workers):
-            for worker in self._workers:
-                if worker.running is None and schedule.pending:
-                    self._send(worker, arrow_pass, schedule.pending.popleft())
-            busy = [w for w in self._workers if w.running is not None]
-            ready = wait([w.conn for w in busy])  # an answer, or the socket closed by a worker's death
-            for worker in busy:
-                if worker.conn in ready:
-                    self._collect(worker, schedule, on_done)
+        pickled = pickle.dumps(arrow_pass, protocol=pickle.HIGHEST_PROTOCOL)  # once, for every worker
+        try:
+            while schedule.pending or any(w.running for w in self._workers):
+                for worker in self._workers:
+                    if worker.running is None and schedule.pending:
+                        self._send(worker, pickled, schedule.pending.popleft())
+                busy = [w for w in self._workers if w.running is not None]
+                ready = wait([w.conn for w in busy])  # an answer, or a socket closed by a worker's death
+                for worker in busy:
+                    if worker.conn in ready:
+                        self._collect(worker, schedule, on_done)
+        except BaseException:
+            # No worker may go on writing once the run fails: the run's staging is deleted next.
+            self._stop_busy()
+            raise
         return schedule.results
 
-    def _send(self, worker: _Worker, arrow_pass: ArrowPass, piece: Slice) -> None:
-        if not worker.has_pass:
-            worker.conn.send(("pass", arrow_pass))
-            worker.has_pass = True
-        worker.conn.send(("slice", piece))
+    def _send(self, worker: _Worker, pickled: bytes, piece: Slice) -> None:
+        """Hand ``piece`` to an idle worker (the pass first, once); one found dead is replaced first."""
+        for attempt in (1, 2):
+            try:
+                if not worker.has_pass:
+                    worker.conn.send(("pass", pickled))
+                    worker.has_pass = True
+                worker.conn.send(("slice", piece))
+                break
+            except OSError:  # it died idle (between slices, or while importing): a fresh one takes it
+                if attempt == 2:
+                    raise
+                log.warning("a worker died idle (exit code %s); starting another", worker.process.wait())
+                self._replace(worker)
         worker.running = piece
+
+    def _stop_busy(self) -> None:
+        """Kill the workers still running a slice, and wait until they are gone."""
+        for worker in self._workers:
+            if worker.running is not None:
+                worker.process.kill()
+                worker.process.wait()
+                worker.running = None
 
     def _collect(self, worker: _Worker, schedule: _Schedule, on_done: Callable[[SliceResult], None]) -> None:
         """Take the worker's answer, or its death, for the slice it was running."""
@@ -200,6 +238,9 @@ class SlicePool:
             schedule.results[piece.index] = payload
             on_done(payload)
             return
+        if isinstance(payload, UnreadableSlice):
+            worker.running = None
+            raise payload  # the file's bytes are bad: another attempt reads the same bytes
         if kind == "died":
             payload = SliceFailed(
                 f"slice {piece.index} ({piece.parts[0][0]}, ...): its worker process died "
@@ -221,17 +262,17 @@ class SlicePool:
         worker.process, worker.conn, worker.has_pass = fresh.process, fresh.conn, False
 
     def close(self) -> None:
-        """Stop every worker: told to, then killed if one is still running a slice."""
+        """Stop every worker: an idle one is told to (it exits at once), a busy one is killed."""
         for worker in self._workers:
             if worker.running is None:
                 with contextlib.suppress(OSError):  # already dead: nothing to tell
                     worker.conn.send(None)
+            else:
+                worker.process.kill()
             worker.conn.close()
         for worker in self._workers:
-            if worker.running is not None:
-                worker.process.kill()
             try:
-                worker.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+                worker.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # still importing, say: it holds nothing, kill it
                 worker.process.kill()
                 worker.process.wait()

@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scoring.batch import local
 from scoring.batch.arrow_pass import Slice, SliceResult
 from scoring.batch.listing import partition_files
-from scoring.batch.local import pool_shape
+from scoring.batch.local import available_cores, pool_shape
 from scoring.batch.pool import SliceFailed, SlicePool
 
 DATE = dt.date(2026, 11, 1)
@@ -34,6 +35,8 @@ class ScriptedPass:
             raise ValueError("slice refused")
         if what == "dies" or (what == "dies-once" and self._first(piece)):
             os.kill(os.getpid(), signal.SIGKILL)
+        if what == "hangs":  # until killed
+            signal.pause()
         return SliceResult(piece.index, piece.rows, os.getpid())  # ``rejected``: who ran it
 
     def _first(self, piece: Slice) -> bool:
@@ -72,6 +75,24 @@ def test_a_slice_that_always_fails_fails_the_run_with_its_error_after_every_atte
     assert caplog.text.count("slice 1 failed") == 2  # attempts 1 and 2 retried; the 3rd fails the run
 
 
+def test_a_failed_run_kills_the_workers_still_running_a_slice(tmp_path):
+    pool = SlicePool(2, max_failures=1)
+    with pool, pytest.raises(ValueError, match="slice refused"):
+        pool.run(ScriptedPass(str(tmp_path)), slices("hangs", "fails"))
+    # Killed before the run goes on (to delete its staging): nothing of theirs writes after.
+    assert all(w.process.poll() is not None for w in pool._workers)
+
+
+def test_a_worker_dead_while_idle_is_replaced(tmp_path, caplog):
+    with SlicePool(2) as pool, caplog.at_level("WARNING", logger="scoring.batch.pool"):
+        idle = pool._workers[0].process
+        idle.kill()
+        idle.wait()
+        results = pool.run(ScriptedPass(str(tmp_path)), slices("a", "b", "c"))
+    assert sorted(results) == [0, 1, 2]
+    assert "a worker died idle (exit code -9)" in caplog.text
+
+
 def test_a_slice_whose_worker_always_dies_fails_the_run_naming_it(tmp_path):
     with (
         SlicePool(1, max_failures=2) as pool,
@@ -91,8 +112,18 @@ def test_a_slice_whose_worker_always_dies_fails_the_run_naming_it(tmp_path):
     ],
 )
 def test_the_pool_takes_its_shape_from_a_local_master(master, shape):
-    cores = len(os.sched_getaffinity(0))
-    assert pool_shape(master) == (shape[0] or cores, shape[1])
+    assert pool_shape(master) == (shape[0] or available_cores(), shape[1])
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"), [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None)]
+)
+def test_a_containers_cpu_quota_bounds_the_workers(tmp_path, monkeypatch, cpu_max, cores):
+    quota = tmp_path / "cpu.max"
+    quota.write_text(cpu_max)
+    monkeypatch.setattr(local, "_CGROUP_CPU_MAX", str(quota))
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores() == min(cores or affinity, affinity)
 
 
 def _file(path: Path) -> None:

@@ -16,6 +16,7 @@ from scoring.cli import main
 from scoring.dataset import table as tables
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import Destination
+from scoring.dataset.storage import read_json
 from scoring.dataset.validate import validate_partition
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
@@ -316,3 +317,18 @@ def test_backfill_into_a_table_skips_the_dates_it_already_published(
     out = capsys.readouterr().out
     assert out.count("  skipped  ") == 2 and f"already published by version {registry['onnx']}" in out
     assert [len(summaries(catalog, d)) for d in (DATE, OTHER_DATE)] == [1, 1]  # nothing committed again
+
+
+def test_either_executor_publishes_to_the_same_table_without_changing_its_schema(
+    spark, registry, input_dir, catalog
+):
+    """The local executor builds the output's schemas as Spark's plans give them, nullability included."""
+    assert score_table(input_dir, catalog, CHAMPION, DATE, "--executor", "local") == 0
+    created = open_catalog(catalog).load_table(TABLE).schema()
+    assert score_table(input_dir, catalog, CHAMPION, OTHER_DATE, "--executor", "spark") == 0
+    table = open_catalog(catalog).load_table(TABLE)
+    assert table.schema() == created and len(table.metadata.schemas) == 1  # no evolution
+    manifests = [read_json(summaries(catalog, d)[-1][tables.MANIFEST_URI]) for d in (DATE, OTHER_DATE)]
+    assert [m["resources"]["executor"] for m in manifests] == ["local", "spark"]
+    scored = {d: scan(catalog, d) for d in (DATE, OTHER_DATE)}
+    assert scored[DATE].schema == scored[OTHER_DATE].schema
