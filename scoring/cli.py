@@ -11,6 +11,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -550,6 +551,9 @@ def _configure_logging() -> None:
     # Our progress at INFO; other libraries (py4j, MLflow) only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    # MLflow's download bars (carriage returns, a line per step) garble a job's log in Airflow or an EMR
+    # step's stderr, as Spark's console bar would; a user who wants them sets the variable.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _date(value: str) -> dt.date:

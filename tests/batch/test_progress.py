@@ -10,6 +10,7 @@ import pytest
 from conftest import DATE, OTHER_DATE
 
 from scoring import demo, faults
+from scoring.batch import local
 from scoring.batch.backfill import DateResult, ProgressPrinter, range_progress
 from scoring.batch.progress import duration_text, eta_seconds, progress_line
 from scoring.cli import main
@@ -30,25 +31,34 @@ def many_files(tmp_path_factory):
     return root
 
 
-def test_a_slow_run_logs_rising_counts_that_end_at_the_total(spark, registry, many_files, tmp_path, caplog):
-    environment = spark.sparkContext.environment
-    # Python workers take their environment from the UDF's: every 100-row batch takes 0.15 s more,
-    # so each of the 6 tasks scores for 0.75 s and the run lasts a few seconds on 2 cores.
-    environment[faults.ENV] = "slow-batches:0.15"
-    # Spark packs small files into one task up to the bytes per core; a large open cost keeps each
-    # file its own task, as files of production size are.
-    packing = spark.conf.get("spark.sql.files.openCostInBytes")
-    spark.conf.set("spark.sql.files.openCostInBytes", str(256 << 20))
+@pytest.mark.parametrize("executor", ["spark", "local"])
+def test_a_slow_run_logs_rising_counts_that_end_at_the_total(
+    spark, registry, many_files, tmp_path, caplog, monkeypatch, executor
+):
+    # Every 100-row batch takes 0.15 s more, so each of the 6 tasks scores for 0.75 s and the run lasts
+    # a few seconds on 2 cores. Spark's Python workers take their environment from the UDF's; the
+    # local workers, from the driver's.
+    slow = "slow-batches:0.15"
+    if executor == "spark":
+        monkeypatch.setitem(spark.sparkContext.environment, faults.ENV, slow)
+        # Spark packs small files into one task up to the bytes per core; a large open cost keeps each
+        # file its own task, as files of production size are.
+        packing = spark.conf.get("spark.sql.files.openCostInBytes")
+        spark.conf.set("spark.sql.files.openCostInBytes", str(256 << 20))
+    else:
+        monkeypatch.setenv(faults.ENV, slow)
+        # Slices of a row group each, as slices of production size are many per core.
+        monkeypatch.setattr(local, "PARTITION_BYTES", 1)
     try:
         with caplog.at_level(logging.INFO, logger="scoring.batch.progress"):
             code = main(
                 ["score", "--model-uri", f"models:/{demo.MODEL_NAME}@champion", "--input", str(many_files),
                  "--output", str(tmp_path / "out"), "--date", DATE.isoformat(), "--id-column", "customer_id",
-                 "--batch-size", "100", "--progress-seconds", "0.25", "--no-report"]
+                 "--batch-size", "100", "--progress-seconds", "0.25", "--no-report", "--executor", executor]
             )  # fmt: skip
     finally:
-        environment.pop(faults.ENV)
-        spark.conf.set("spark.sql.files.openCostInBytes", packing)
+        if executor == "spark":
+            spark.conf.set("spark.sql.files.openCostInBytes", packing)
     assert code == 0
 
     lines = [m for m in map(LINE.fullmatch, caplog.messages) if m]
