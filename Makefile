@@ -18,8 +18,8 @@ demo: install
 
 # ruff, then the import contract of .importlinter (which subpackage may import what).
 lint: install
-	$(VENV)/bin/ruff check scoring jobs dags tests bench setup.py
-	$(VENV)/bin/ruff format --check scoring jobs dags tests bench setup.py
+	$(VENV)/bin/ruff check scoring jobs dags tests bench tools setup.py
+	$(VENV)/bin/ruff format --check scoring jobs dags tests bench tools setup.py
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint browser loadgen

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scoring import __version__
 from scoring.config import JobConfig
+from scoring.dataset import quantiles
 from scoring.model.output import OutputSpec
 from scoring.model.resolve import ResolvedModel
 
@@ -127,6 +128,11 @@ def build_manifest(
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "resources": {"cores": cores, "engine": engine, "executor": executor},
+        # How the validator and the report compute this partition's drift (``scoring.dataset.quantiles``).
+        "drift": {
+            "psi_bins": f"deciles of the earlier partition, {quantiles.METHOD}",
+            "rank_error": quantiles.RANK_ERROR,
+        },
         "cost": _cost_json(config.cost_estimate, (finished_at - started_at).total_seconds()),
         "arguments": config.to_json(),
         "package_version": __version__,

@@ -9,7 +9,9 @@ duration and throughput, the cost estimate beside the actual duration, the chall
 and what ``scoring.dataset.validate`` measured (its checks, and the score distribution against the
 previous published partition's with the population stability index bin by bin). No figure is
 computed here a second way: the PSI is the validator's, the counts and agreement are the manifest's.
-The only data read here are the few score columns the challengers' scatter plots show.
+The only data read here are the score columns the plots show, a batch at a time: both days' scores
+counted in the histogram's bins, and a fixed-size sample of the challengers' for their scatter plots.
+Memory does not grow with the rows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +34,7 @@ from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
 from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.storage import read_json, write_text
-from scoring.dataset.validate import Report, partition_batches, validate_partition
+from scoring.dataset.validate import Drift, Report, partition_batches, score_counts, validate_partition
 from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION
 from scoring.model.combine import challenger_prefix
@@ -99,9 +102,48 @@ def write_report(
     if validation is None:
         validation = validate_partition(destination, date, partition_column, psi_threshold, psi_action)
     scores = challenger_scores(day, manifest) if manifest.get("challengers") else {}
+    histogram = drift_histogram(validation.drift) if validation.drift else None
     uri = f"{day.uri}/{REPORT_FILE}"
-    write_text(uri, render_report(manifest, validation, scores), "text/html; charset=utf-8")
+    write_text(uri, render_report(manifest, validation, scores, histogram), "text/html; charset=utf-8")
     return uri
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Both days' scores on ``HISTOGRAM_BINS`` equal bins, as shares of each day's rows.
+
+    Attributes:
+        edges: The bins' edges: [0, 1] for probabilities (days compare at a glance), else the range
+            both days' scores span.
+        previous: The previous day's share of rows per bin.
+        current: This day's.
+    """
+
+    edges: np.ndarray
+    previous: np.ndarray
+    current: np.ndarray
+
+
+def drift_histogram(drift: Drift) -> Histogram | None:
+    """The score histogram of the drift's two days, each counted in one more read of its score column.
+
+    Returns:
+        None when a day has no score that is a number (all NaN or null).
+    """
+    lows, highs = (drift.reference.low, drift.scores.low), (drift.reference.high, drift.scores.high)
+    if None in lows or None in highs:
+        return None
+    low, high = min(lows), max(highs)
+    if low >= 0.0 and high <= 1.0:
+        low, high = 0.0, 1.0  # probabilities: the whole scale, so days compare at a glance
+    edges = np.linspace(low, high if high > low else low + 1.0, HISTOGRAM_BINS + 1)
+    shares = []
+    for day in (drift.reference_day, drift.day):
+        counts = score_counts(day, edges)
+        if counts is None:
+            return None
+        shares.append(counts.counts / max(counts.rows, 1))
+    return Histogram(edges, *shares)
 
 
 def write_report_or_warn(
@@ -171,9 +213,19 @@ def _numeric(batch: pa.RecordBatch, prefix: str) -> np.ndarray | None:
 
 
 def render_report(
-    manifest: dict, validation: Report, challenger_pairs: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    manifest: dict,
+    validation: Report,
+    challenger_pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    histogram: Histogram | None = None,
 ) -> str:
-    """The report's HTML: a pure function of the manifest, the validation and the scatter samples."""
+    """The report's HTML: a pure function of what was measured and read.
+
+    Args:
+        manifest: The partition's manifest.
+        validation: Its validation, drift included.
+        challenger_pairs: The scatter plots' samples (``challenger_scores``).
+        histogram: The drift's score histogram (``drift_histogram``); None: not plotted.
+    """
     model = manifest["model"]
     partition = manifest["partition"]
     title = f"{model['name']} v{model['version']}: {partition['column']}={partition['value']}"
@@ -186,12 +238,12 @@ def render_report(
         _model_section(manifest),
         _rows_section(manifest),
         _run_section(manifest),
-        _drift_section(validation, manifest),
+        _drift_section(validation, manifest, histogram),
         _checks_section(validation),
         _lineup_section(manifest, challenger_pairs),
-        f'<p class="muted">scoring {_e(manifest.get("package_version", "?"))}, Spark '
-        f"{_e(manifest.get('spark_version', '?'))}; every figure here is the manifest's "
-        f"(<code>{MANIFEST_FILE}</code>) or <code>scoring validate</code>'s.</p>",
+        f'<p class="muted">scoring {_e(manifest.get("package_version", "?"))}, {_e(_ran_on(manifest))}; '
+        f"every figure here is the manifest's (<code>{MANIFEST_FILE}</code>) or "
+        "<code>scoring validate</code>'s.</p>",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -200,6 +252,13 @@ def render_report(
         + "\n".join(part for part in body if part)
         + "\n</body></html>\n"
     )
+
+
+def _ran_on(manifest: dict) -> str:
+    """What ran the pass: ``Spark 4.3.0``, or local workers where no Spark ran (``executor`` local)."""
+    if (manifest.get("resources") or {}).get("executor") == "local":
+        return "local workers (no Spark)"
+    return f"Spark {manifest.get('spark_version', '?')}"
 
 
 def _model_section(manifest: dict) -> str:
@@ -276,7 +335,7 @@ def _run_section(manifest: dict) -> str:
     return "<h2>Run</h2>" + _table(None, rows)
 
 
-def _drift_section(validation: Report, manifest: dict) -> str:
+def _drift_section(validation: Report, manifest: dict, histogram: Histogram | None) -> str:
     drift = validation.drift
     if drift is None:
         check = next((c for c in validation.checks if c.name == "score drift"), None)
@@ -285,8 +344,9 @@ def _drift_section(validation: Report, manifest: dict) -> str:
     previous_label = drift.previous.split("=", 1)[-1]
     current_label = manifest["partition"]["value"]
     bins = drift.bins
-    histogram = _svg(_histogram(drift.reference, drift.scores, previous_label, current_label), "histogram")
-    contributions = _svg(_contributions(bins.contributions), "psi-bins")
+    plots = [_svg(_contributions(bins.contributions), "psi-bins")]
+    if histogram is not None:
+        plots.insert(0, _svg(_histogram(histogram, previous_label, current_label), "histogram"))
     table = _table(
         ("bin", "scores from", "to", f"{previous_label} share", f"{current_label} share", "PSI contribution"),
         [
@@ -302,13 +362,16 @@ def _drift_section(validation: Report, manifest: dict) -> str:
         ],
         numeric=True,
     )
+    method = drift.method()
     return (
         "<h2>Score distribution</h2>"
         f'<p>Population stability index against {_e(drift.previous)}: <b data-figure="psi" '
         f'data-value="{bins.psi!r}">{bins.psi:.4f}</b> (0.1: some shift; 0.2: a significant one), on '
-        f"the earlier partition's deciles ({len(drift.reference):,} rows then, "
-        f"{len(drift.scores):,} now).</p>"
-        f'<div class="plots">{histogram}{contributions}</div>{table}'
+        f"the earlier partition's deciles ({drift.reference.rows:,} rows then, "
+        f"{drift.scores.rows:,} now). Deciles: {_e(method['deciles'])}, rank error "
+        f'<span data-figure="rank-error">{method["rank_error"]:g}</span>; both days\' rows counted '
+        "in them exactly.</p>"
+        f'<div class="plots">{"".join(plots)}</div>{table}'
     )
 
 
@@ -353,16 +416,18 @@ def _lineup_section(manifest: dict, pairs: Mapping[str, tuple[np.ndarray, np.nda
     return "".join(parts)
 
 
-def _histogram(reference: np.ndarray, scores: np.ndarray, previous: str, current: str) -> Figure:
+def _histogram(histogram: Histogram, previous: str, current: str) -> Figure:
     figure, axes = _figure()
-    low, high = float(min(reference.min(), scores.min())), float(max(reference.max(), scores.max()))
-    if low >= 0.0 and high <= 1.0:
-        low, high = 0.0, 1.0  # probabilities: the whole scale, so days compare at a glance
-    edges = np.linspace(low, high if high > low else low + 1.0, HISTOGRAM_BINS + 1)
-    for values, label, color in ((reference, previous, _PREVIOUS_COLOR), (scores, current, _CHAMPION_COLOR)):
-        weights = np.full(len(values), 1 / max(len(values), 1))
-        axes.hist(values, edges, weights=weights, histtype="stepfilled", alpha=0.35, color=color, label=label)
-        axes.hist(values, edges, weights=weights, histtype="step", color=color)
+    edges = histogram.edges
+    for shares, label, color in (
+        (histogram.previous, previous, _PREVIOUS_COLOR),
+        (histogram.current, current, _CHAMPION_COLOR),
+    ):
+        # Each bin's share as the weight of one point at its left edge: the bars of the day's rows.
+        axes.hist(
+            edges[:-1], edges, weights=shares, histtype="stepfilled", alpha=0.35, color=color, label=label
+        )
+        axes.hist(edges[:-1], edges, weights=shares, histtype="step", color=color)
     axes.set_xlabel("score")
     axes.set_ylabel("share of rows")
     axes.set_title("score distribution")

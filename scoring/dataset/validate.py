@@ -2,9 +2,14 @@
 
 Reads only the partition's footers and a few columns (ids, scores, model version) through
 ``pyarrow.fs``, so it runs wherever the output is reachable (a local disk, S3) without Spark. The
-columns are read a batch at a time and tallied (``Tally``): the validator holds the ids' bitmap, or
-the ids themselves when they are not one integer column, and the scores only when there is an
-earlier partition to measure drift against; not the partition.
+columns are read a batch at a time and tallied (``Tally``), and nothing the validator holds grows
+with the rows:
+
+- the ids go to hash buckets spilled to local disk, each counted on its own
+  (``scoring.dataset.buckets``): exact, in about a bucket's memory;
+- the drift's bins are the previous partition's exact deciles, found in a few reads of its score
+  column (``scoring.dataset.quantiles``: rank error 0), and each day's rows are counted per bin as
+  they are read (``ScoreCounts``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from scoring.dataset import quantiles
+from scoring.dataset.buckets import RepeatBuckets
 from scoring.dataset.destination import Day, Destination, as_destination
-from scoring.dataset.ids import RepeatCounter, holds_int64, id_bounds
+from scoring.dataset.ids import holds_int64
 from scoring.dataset.publish import MANIFEST_FILE, staged_files, staged_paths
 from scoring.dataset.storage import filesystem, read_json
 from scoring.errors import OutputError
@@ -78,6 +85,62 @@ class PsiBins:
         ]  # fmt: skip
 
 
+@dataclass
+class ScoreCounts:
+    """One day's score column counted a batch at a time: its rows, its range and its rows per bin.
+
+    Attributes:
+        edges: The bins' edges, increasing (each bin holds its lower edge, the last its upper one too,
+            as numpy's ``histogram``); None to count no bins.
+        counts: Rows per bin.
+        rows: Rows seen, NaN or null scores included.
+        nans: NaN or null scores.
+        low: The least score (NaN aside), None before any.
+        high: The greatest score (NaN aside), None before any.
+    """
+
+    edges: np.ndarray | None = None
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rows: int = 0
+    nans: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.edges is not None and not len(self.counts):
+            self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        """Count one batch of scores (float64, a null as NaN)."""
+        self.rows += len(values)
+        nans = int(np.count_nonzero(np.isnan(values)))
+        self.nans += nans
+        if len(values) > nans:
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            self.low = low if self.low is None else min(self.low, low)
+            self.high = high if self.high is None else max(self.high, high)
+        if self.edges is not None:
+            self.counts += bin_counts(values, self.edges)
+
+    def all_close_to(self, value: float) -> bool:
+        """``np.allclose(scores, value)``: no NaN, and the least and greatest score are close to it."""
+        if self.nans:
+            return False
+        return self.low is None or bool(np.allclose([self.low, self.high], value))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Rows per bin, as ``np.histogram(values, edges)[0]`` without its sort of the values.
+
+    Each bin holds its lower edge, the last bin its upper edge too; values outside the edges, and NaN,
+    are not counted.
+    """
+    index = np.searchsorted(edges, values, side="right") - 1
+    index[values == edges[-1]] = len(edges) - 2
+    inside = (index >= 0) & (index < len(edges) - 1)
+    return np.bincount(index[inside], minlength=len(edges) - 1)
+
+
 @dataclass(frozen=True)
 class Drift:
     """What the drift check compared: the score of this partition against the previous one's.
@@ -85,14 +148,29 @@ class Drift:
     Attributes:
         previous: The previous published partition's directory name (``date=...``).
         bins: The index, bin by bin.
-        reference: The previous partition's scores.
-        scores: This partition's scores.
+        reference: The previous partition's scores, counted.
+        scores: This partition's scores, counted.
+        reference_day: The previous partition.
+        day: This partition.
+        reads: Reads of the previous partition's score column it took (deciles, then their counts).
     """
 
     previous: str
     bins: PsiBins
-    reference: np.ndarray
-    scores: np.ndarray
+    reference: ScoreCounts
+    scores: ScoreCounts
+    reference_day: Day
+    day: Day
+    reads: int
+
+    def method(self) -> dict:
+        """How the bins were found, for the JSON and the report."""
+        return {
+            "deciles": quantiles.METHOD,
+            "rank_error": quantiles.RANK_ERROR,
+            "reads": self.reads,
+            "counts": "exact, both days",
+        }
 
 
 @dataclass
@@ -118,6 +196,8 @@ class Report:
         drift = self.drift and {
             "previous": self.drift.previous,
             "psi": self.drift.bins.psi,
+            "method": self.drift.method(),
+            "rows": {"previous": self.drift.reference.rows, "current": self.drift.scores.rows},
             "bins": self.drift.bins.to_json(),
         }
         return {
@@ -180,12 +260,12 @@ def validate_partition(
     _check_counts(report, manifest, files, rejects)
     if dataset is None:
         return report
-    previous = destination.previous(date)
     _check_schema(report, dataset.schema, manifest)
-    tally = tally_partition(dataset, footers, manifest, keep_scores=previous is not None)
+    reference, skipped = _drift_reference(destination.previous(date), dataset.schema)
+    tally = tally_partition(dataset, footers, manifest, reference.edges if reference else None)
     _check_values(report, tally, manifest)
     _check_lineup(report, tally, manifest, variant_tolerance)
-    _check_drift(report, tally.scores(), previous, psi_threshold, psi_action)
+    _check_drift(report, reference, skipped, tally.scores, day, psi_threshold, psi_action)
     return report
 
 
@@ -292,10 +372,9 @@ class Tally:
         nulls: Nulls per column read.
         ranges: Probability columns' ranges, by name.
         variants: Rows per A/B variant (a null variant is counted in ``nulls``).
-        ids: The repeat counter of one integer id column, else None.
-        id_batches: Otherwise the id columns themselves, batch by batch (grouped at the end).
-        id_nulls: Null ids under ``ids`` (they group as one id, as pyarrow's ``group_by`` groups them).
-        score_batches: The drift's score column, batch by batch, when it was asked for.
+        ids: The id columns' repeat counter (buckets on disk), None when the partition lacks one.
+        score: The drift's score column (``score_name``), when the drift is measured.
+        scores: That column counted in the previous partition's deciles, when the drift is measured.
     """
 
     rows: int = 0
@@ -303,22 +382,13 @@ class Tally:
     nulls: Counter[str] = field(default_factory=Counter)
     ranges: dict[str, Range] = field(default_factory=dict)
     variants: Counter[str] = field(default_factory=Counter)
-    ids: RepeatCounter | None = None
-    id_batches: list[pa.RecordBatch] = field(default_factory=list)
-    id_nulls: int = 0
-    score_batches: list[np.ndarray] | None = None
+    ids: RepeatBuckets | None = None
+    score: str | None = None
+    scores: ScoreCounts | None = None
 
     def repeated_ids(self) -> int:
         """Rows less distinct ids."""
-        if self.ids is not None:
-            return self.ids.repeats + max(self.id_nulls - 1, 0)
-        return repeated_ids(pa.Table.from_batches(self.id_batches)) if self.id_batches else 0
-
-    def scores(self) -> np.ndarray | None:
-        """The drift's score column, when it was kept and the partition has one."""
-        if not self.score_batches:
-            return None
-        return np.concatenate(self.score_batches)
+        return self.ids.repeats() if self.ids is not None else 0
 
 
 # Rows read at a time: a batch of the columns a check needs is a few MB.
@@ -326,29 +396,36 @@ READ_BATCH_ROWS = 65_536
 
 
 def tally_partition(
-    dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: dict, keep_scores: bool
+    dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: dict, drift_edges: np.ndarray | None
 ) -> Tally:
     """Read the columns the checks need a batch at a time, and tally them.
 
     Args:
         dataset: The partition's files (``partition_dataset``).
-        footers: Their footers (``partition_footers``): the id column's bounds.
+        footers: Their footers (``partition_footers``): the rows, which size the ids' buckets.
         manifest: The partition's manifest: its id columns and lineup.
-        keep_scores: Keep the score column for the drift check (8 bytes a row).
+        drift_edges: The previous partition's deciles, to count the score column in; None when the
+            drift is not measured.
     """
     id_columns = manifest["arguments"]["id_columns"]
     lineup = [c for c in lineup_columns(manifest) if c != "variant"]
     present = set(dataset.schema.names)
     wanted = {*id_columns, "prediction", "probability", "model_version", "variant", *lineup} & present
-    tally = Tally(score_batches=[] if keep_scores else None)
+    tally = Tally()
     probabilities = [c for c in ("probability", *lineup) if c in present and c.endswith("probability")]
     tally.ranges = {name: Range() for name in probabilities}
-    one_integer_id = len(id_columns) == 1 and id_columns[0] in present
-    if one_integer_id and holds_int64(dataset.schema.field(id_columns[0]).type):
-        rows = sum(footer.num_rows for footer in footers)
-        tally.ids = RepeatCounter(rows, id_bounds(footers, id_columns[0]))
-    for batch in read_batches(dataset, wanted):
-        _tally_batch(tally, batch, id_columns)
+    if all(c in present for c in id_columns):
+        integer = len(id_columns) == 1 and holds_int64(dataset.schema.field(id_columns[0]).type)
+        tally.ids = RepeatBuckets(sum(footer.num_rows for footer in footers), integer)
+    if drift_edges is not None:
+        tally.score, tally.scores = score_name(dataset.schema), ScoreCounts(drift_edges)
+    try:
+        for batch in read_batches(dataset, wanted):
+            _tally_batch(tally, batch, id_columns)
+    except BaseException:
+        if tally.ids is not None:
+            tally.ids.close()  # the buckets' files, now
+        raise
     return tally
 
 
@@ -365,24 +442,9 @@ def _tally_batch(tally: Tally, batch: pa.RecordBatch, id_columns: list[str]) -> 
         for row in pc.value_counts(batch.column("variant").drop_null()).to_pylist():
             tally.variants[row["values"]] += row["counts"]
     if tally.ids is not None:
-        ids = batch.column(id_columns[0])
-        tally.id_nulls += ids.null_count
-        tally.ids.add(ids.drop_null().to_numpy())
-    elif all(c in batch.schema.names for c in id_columns):
-        tally.id_batches.append(batch.select(id_columns))
-    if tally.score_batches is not None:
-        scores = score_column(pa.Table.from_batches([batch]))
-        if scores is not None:
-            tally.score_batches.append(scores)
-
-
-def repeated_ids(keys: pa.Table) -> int:
-    """Rows of ``keys`` whose id an earlier row has (rows less distinct ids), grouped by pyarrow.
-
-    Text or composite ids come here; one integer id column is counted by the ``Tally``'s
-    ``RepeatCounter`` (a byte or 8 bytes a row, where pyarrow's hash ``group_by`` took about 80).
-    """
-    return keys.num_rows - keys.group_by(keys.column_names).aggregate([]).num_rows
+        tally.ids.add(batch.select(id_columns))
+    if tally.scores is not None:
+        tally.scores.add(score_values(batch, tally.score))
 
 
 def _served_versions(manifest: dict) -> set[str]:
@@ -441,28 +503,90 @@ def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_toleranc
     report.add("variant shares", not problems and tally.nulls["variant"] == 0, "; ".join(problems) or detail)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The previous partition's side of the drift check.
+
+    Attributes:
+        day: The previous partition.
+        edges: Its deciles (tied ones merged), the outer two replaced by -inf and +inf; just those two
+            when all its deciles are one value.
+        constant: That one value (NaN when the column holds a NaN, as ``np.quantile`` makes every
+            quantile then), else None.
+        counts: Its scores counted in ``edges``.
+        reads: Reads of its score column: the deciles', then the count's.
+    """
+
+    day: Day
+    edges: np.ndarray
+    constant: float | None
+    counts: ScoreCounts
+    reads: int
+
+    def psi_bins(self, actual: ScoreCounts) -> PsiBins:
+        """The index of ``actual`` (counted in ``edges``) against this partition, as ``psi_bins``."""
+        if self.constant is not None:
+            return _one_bin(actual.all_close_to(self.constant))
+        return _bins(self.edges, self.counts.counts / self.counts.rows, actual.counts / actual.rows)
+
+
+def reference_scores(day: Day, bins: int = 10) -> Reference | None:
+    """A published partition's score quantiles (deciles by default), exact, and its rows counted in them.
+
+    The score column is read a batch at a time: a few times for the quantiles
+    (``quantiles.exact_quantiles``) and once more for the counts.
+
+    Returns:
+        None when the partition has no numeric score column.
+    """
+    column = ScoreColumn.of(day)
+    if column is None:
+        return None
+    found = quantiles.exact_quantiles(column.batches, np.linspace(0, 1, bins + 1), column.rows())
+    edges = np.unique(found.values)
+    if len(edges) < 2:  # one value; or NaN, as np.quantile makes every quantile of a column with one
+        value = float(edges[0])
+        known = None if math.isnan(value) else value
+        counts = ScoreCounts(rows=found.rows, low=known, high=known)
+        return Reference(day, np.array([-np.inf, np.inf]), value, counts, found.passes)
+    edges[0], edges[-1] = -np.inf, np.inf
+    return Reference(day, edges, None, column.count(edges), found.passes + 1)
+
+
+def _drift_reference(previous: Day | None, schema: pa.Schema) -> tuple[Reference | None, str | None]:
+    """The drift's reference, or why the drift is not measured."""
+    if previous is None:
+        return None, "no earlier published partition"
+    if score_name(schema) is None:
+        return None, "no numeric score column"
+    reference = reference_scores(previous)
+    if reference is None:
+        return None, f"{previous.name} has no numeric score column"
+    if reference.counts.rows == 0:
+        return None, f"{previous.name} has no rows"
+    return reference, None
+
+
 def _check_drift(
     report: Report,
-    score: np.ndarray | None,
-    previous: Day | None,
+    reference: Reference | None,
+    skipped: str | None,
+    scores: ScoreCounts | None,
+    day: Day,
     threshold: float,
     action: str,
 ) -> None:
-    if score is None or previous is None:
-        why = "no numeric score column" if score is None and previous else "no earlier published partition"
-        report.add("score drift", True, f"skipped: {why}")
+    if reference is None or not scores.rows:
+        report.add("score drift", True, f"skipped: {skipped or 'no rows'}")
         return
-    reference = partition_scores(previous)
-    if reference is None:
-        report.add("score drift", True, f"skipped: {previous.name} has no numeric score column")
-        return
-    bins = psi_bins(reference, score)
+    bins = reference.psi_bins(scores)
     value = bins.psi
-    report.drift = Drift(previous.name, bins, reference, score)
+    previous = reference.day.name
+    report.drift = Drift(previous, bins, reference.counts, scores, reference.day, day, reference.reads)
     report.add(
         "score drift",
         value <= threshold,
-        f"PSI {value:.3f} against {previous.name} (threshold {threshold})",
+        f"PSI {value:.3f} against {previous} on its exact deciles (threshold {threshold})",
         severity=action,
     )
 
@@ -473,32 +597,48 @@ def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: i
 
 
 def psi_bins(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> PsiBins:
-    """The population stability index of ``actual`` against ``expected``, bin by bin.
+    """The population stability index of ``actual`` against ``expected``, bin by bin, in memory.
 
     The bins are ``expected``'s quantiles (deciles by default; tied quantiles merge). Empty bins get a
     small floor so that the index stays finite. A constant reference makes one bin: the index is 0
-    when ``actual`` is that constant too, else infinite.
+    when ``actual`` is that constant too, else infinite. The validator gets the same figure from
+    columns it never holds whole (``reference_scores``, ``ScoreCounts``).
     """
     edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:
-        same = bool(np.allclose(actual, expected[0]))
-        one = np.array([1.0])
-        return PsiBins(np.array([-np.inf, np.inf]), one, one, np.array([0.0 if same else math.inf]))
+        return _one_bin(bool(np.allclose(actual, expected[0])))
     edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(expected, edges)[0] / len(expected)
-    a = np.histogram(actual, edges)[0] / len(actual)
-    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return _bins(
+        edges, np.histogram(expected, edges)[0] / len(expected), np.histogram(actual, edges)[0] / len(actual)
+    )
+
+
+def _bins(edges: np.ndarray, expected: np.ndarray, actual: np.ndarray) -> PsiBins:
+    """The index's terms from each bin's share of both days' rows (floored at 1e-4)."""
+    e, a = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
     return PsiBins(edges, e, a, (a - e) * np.log(a / e))
 
 
-def score_column(table: pa.Table) -> np.ndarray | None:
+def _one_bin(same: bool) -> PsiBins:
+    """A constant reference's one bin: no drift when the scores are that constant, else infinite."""
+    one = np.array([1.0])
+    return PsiBins(np.array([-np.inf, np.inf]), one, one, np.array([0.0 if same else math.inf]))
+
+
+def score_name(schema: pa.Schema) -> str | None:
     """The score whose distribution is compared: the binary probability, else a numeric prediction."""
-    if "probability" in table.column_names and not pa.types.is_list(table.column("probability").type):
-        return table.column("probability").to_numpy()
-    prediction = table.column("prediction")
-    if pa.types.is_floating(prediction.type) or pa.types.is_integer(prediction.type):
-        return prediction.to_numpy()
+    if "probability" in schema.names and not pa.types.is_list(schema.field("probability").type):
+        return "probability"
+    if "prediction" in schema.names:
+        kind = schema.field("prediction").type
+        if pa.types.is_floating(kind) or pa.types.is_integer(kind):
+            return "prediction"
     return None
+
+
+def score_values(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    """A batch's score column as float64, a null as NaN."""
+    return np.asarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def partition_dataset(partition_uri: str, names: list[str]) -> ds.Dataset:
@@ -508,8 +648,13 @@ def partition_dataset(partition_uri: str, names: list[str]) -> ds.Dataset:
         OutputError: The first file, whose schema the dataset takes, is not readable parquet.
     """
     fs, path = filesystem(partition_uri)
+    # No pre-buffering: it reads a file's column chunks ahead, a whole file at a time, and the job's
+    # files grow with the rows; without it the reader holds a row group's columns (the job writes
+    # about a million rows a row group).
+    options = ds.ParquetFragmentScanOptions(pre_buffer=False)
+    parquet = ds.ParquetFileFormat(default_fragment_scan_options=options)
     try:
-        return ds.dataset([f"{path}/{name}" for name in names], filesystem=fs, format="parquet")
+        return ds.dataset([f"{path}/{name}" for name in names], filesystem=fs, format=parquet)
     except (OSError, pa.ArrowException) as e:
         raise OutputError(f"partition {partition_uri} is not readable parquet: {e}") from e
 
@@ -555,11 +700,41 @@ def partition_batches(day: Day, wanted: Iterable[str]) -> Iterator[pa.RecordBatc
     return read_batches(partition_dataset(day.uri, names), wanted) if names else iter(())
 
 
-def partition_scores(day: Day) -> np.ndarray | None:
-    """A published day's score column (``score_column``), the only column read."""
-    dataset = partition_dataset(day.uri, day_files(day))
-    columns = [c for c in ("prediction", "probability") if c in dataset.schema.names]
-    return score_column(dataset.to_table(columns=columns)) if columns else None
+@dataclass(frozen=True)
+class ScoreColumn:
+    """A published day's score column (``score_name``), read a batch at a time as often as needed."""
+
+    dataset: ds.Dataset
+    name: str
+
+    @classmethod
+    def of(cls, day: Day) -> ScoreColumn | None:
+        """The day's score column; None when it has no files or no numeric score column."""
+        names = day_files(day)
+        dataset = partition_dataset(day.uri, names) if names else None
+        name = score_name(dataset.schema) if dataset else None
+        return cls(dataset, name) if name else None
+
+    def rows(self) -> int:
+        """The rows its footers count."""
+        return sum(footer.num_rows for footer in partition_footers(self.dataset))
+
+    def batches(self) -> Iterator[np.ndarray]:
+        """One read of the column, a batch at a time (``score_values``)."""
+        return (score_values(batch, self.name) for batch in read_batches(self.dataset, [self.name]))
+
+    def count(self, edges: np.ndarray) -> ScoreCounts:
+        """One read of the column, counted in bins."""
+        counts = ScoreCounts(edges)
+        for values in self.batches():
+            counts.add(values)
+        return counts
+
+
+def score_counts(day: Day, edges: np.ndarray) -> ScoreCounts | None:
+    """A published day's score column counted in bins; None when it has no numeric score column."""
+    column = ScoreColumn.of(day)
+    return column.count(edges) if column else None
 
 
 def _describe(files: list[tuple[str, int]]) -> str:

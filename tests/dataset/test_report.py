@@ -20,7 +20,13 @@ from scoring import demo
 from scoring.cli import main
 from scoring.dataset import validate
 from scoring.dataset.destination import Day
-from scoring.dataset.report import REPORT_FILE, SCATTER_POINTS, challenger_scores
+from scoring.dataset.report import (
+    HISTOGRAM_BINS,
+    REPORT_FILE,
+    SCATTER_POINTS,
+    challenger_scores,
+    drift_histogram,
+)
 from scoring.dataset.validate import population_stability_index, psi_bins, validate_partition
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
@@ -74,6 +80,7 @@ def test_the_job_writes_a_report_with_the_manifests_counts_and_the_validators_ps
     assert main(["validate", "--output", str(output), "--date", OTHER_DATE.isoformat(), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["drift"]["psi"] == report.drift.bins.psi
     assert f"PSI {report.drift.bins.psi:.3f} against date={DATE}" in html.unescape(page)
+    assert shown["rank-error"] == "0"  # the deciles are exact, and the page says so
 
     agreement = manifest["challengers"][0]["agreement"]
     assert float(shown["sk:pearson"]) == pytest.approx(agreement["pearson"], rel=1e-3)
@@ -86,6 +93,20 @@ def test_the_job_writes_a_report_with_the_manifests_counts_and_the_validators_ps
     # The first date has nothing to compare with, and says so instead of plotting.
     first = (output / f"date={DATE}" / REPORT_FILE).read_text()
     assert "no earlier published partition" in first and 'data-plot="histogram"' not in first
+
+
+def test_the_histogram_is_each_whole_day_counted_in_its_bins(output, monkeypatch):
+    """Read a few rows at a time, the plotted shares are those of each day's whole score column."""
+    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 101)
+    drift = validate_partition(str(output), OTHER_DATE).drift
+    histogram = drift_histogram(drift)
+    np.testing.assert_array_equal(histogram.edges, np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1))  # probabilities
+    for date, shares in ((DATE, histogram.previous), (OTHER_DATE, histogram.current)):
+        paths = sorted((output / f"date={date}").glob("*.parquet"))
+        scores = np.concatenate(
+            [pq.read_table(p, columns=["probability"]).column(0).to_numpy() for p in paths]
+        )
+        np.testing.assert_array_equal(shares, np.histogram(scores, histogram.edges)[0] / len(scores))
 
 
 def test_the_report_is_self_contained(output):

@@ -14,8 +14,9 @@ from conftest import DATE, OTHER_DATE
 
 from scoring import demo
 from scoring.cli import main
-from scoring.dataset import validate
-from scoring.dataset.validate import population_stability_index, repeated_ids, validate_partition
+from scoring.dataset import buckets, quantiles, validate
+from scoring.dataset.buckets import repeated_ids
+from scoring.dataset.validate import population_stability_index, psi_bins, validate_partition
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +130,16 @@ def test_duplicate_ids_and_out_of_range_probability_are_caught(output, report):
     report("validator | planted duplicate id and probability 1.5: caught (ids unique, probabilities)")
 
 
-@pytest.mark.parametrize("statistics", [True, False], ids=["ids in the bitmap", "ids sorted (no statistics)"])
-def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, monkeypatch, statistics):
+@pytest.mark.parametrize("rows_per_bucket", [None, 50], ids=["ids in one bucket", "ids in buckets on disk"])
+def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, monkeypatch, rows_per_bucket):
     monkeypatch.setattr(validate, "READ_BATCH_ROWS", 3)  # every check sees many batches
+    if rows_per_bucket:  # 400 rows: 8 buckets, spilled every 20 rows
+        monkeypatch.setattr(buckets, "ROWS_PER_BUCKET", rows_per_bucket)
+        monkeypatch.setattr(buckets, "SPILL_ROWS", 20)
     paths = sorted((output / f"date={OTHER_DATE}").glob("*.parquet"))
     assert len(paths) > 1
     first_id = pq.read_table(paths[0]).column("customer_id")[0].as_py()
-    for path in paths:
-        pq.write_table(pq.read_table(path), path, write_statistics=statistics)
-    assert validate_partition(str(output), OTHER_DATE).ok  # rewritten as they were: still valid
+    assert validate_partition(str(output), OTHER_DATE).ok
 
     def spoil(table: pa.Table) -> pa.Table:
         ids = table.column("customer_id").to_pylist()
@@ -148,11 +150,49 @@ def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, mo
         index = table.schema.get_field_index("model_version")
         return table.set_column(index, "model_version", pa.array(versions, pa.string()))
 
-    pq.write_table(spoil(pq.read_table(paths[-1])), paths[-1], write_statistics=statistics)
+    pq.write_table(spoil(pq.read_table(paths[-1])), paths[-1])
     problems = failed(validate_partition(str(output), OTHER_DATE))
     assert set(problems) == {"ids unique", "model version"}
     assert problems["ids unique"] == "1 repeated ids (customer_id)"
     assert "and 1 null" in problems["model version"]
+
+
+def rewrite_scores(output, date, scores: np.ndarray) -> None:
+    """Give ``date``'s rows these probabilities, file by file in order, keeping everything else."""
+    start = 0
+    for path in sorted((output / f"date={date}").glob("*.parquet")):
+        table = pq.read_table(path)
+        part = pa.array(scores[start : start + table.num_rows])
+        start += table.num_rows
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("probability"), "probability", part), path
+        )
+
+
+@pytest.mark.parametrize("shift", [0.3, 3.0], ids=["a small shift", "a large shift"])
+def test_the_streamed_psi_is_the_exact_psi_of_the_whole_columns(output, monkeypatch, capsys, shift):
+    """Both days read in small batches, the deciles found in several passes: the validator's index is
+    the in-memory one of both whole columns (rank error 0), and its JSON says how it was computed."""
+    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 7)
+    monkeypatch.setattr(quantiles, "HOLD_LIMIT", 16)  # 400 rows: narrowed digit by digit, then held
+    rng = np.random.default_rng(5)
+    rows = {date: sum(pq.read_metadata(p).num_rows for p in (output / f"date={date}").glob("*.parquet"))
+            for date in (DATE, OTHER_DATE)}  # fmt: skip
+    reference, scores = rng.beta(2, 5, rows[DATE]), rng.beta(2 + shift, 5, rows[OTHER_DATE])
+    rewrite_scores(output, DATE, reference)
+    rewrite_scores(output, OTHER_DATE, scores)
+
+    drift = validate_partition(str(output), OTHER_DATE).drift
+    exact = psi_bins(reference, scores)
+    assert drift.bins.psi == exact.psi
+    np.testing.assert_array_equal(drift.bins.edges, exact.edges)
+    assert drift.reads > 2  # the deciles took passes of their own, then one to count
+
+    assert main(["validate", "--output", str(output), "--date", OTHER_DATE.isoformat(), "--json"]) in (0, 1)
+    printed = json.loads(capsys.readouterr().out)["drift"]
+    assert printed["psi"] == exact.psi
+    assert printed["method"]["rank_error"] == 0.0 and printed["method"]["deciles"] == quantiles.METHOD
+    assert printed["rows"] == {"previous": rows[DATE], "current": rows[OTHER_DATE]}
 
 
 def test_shifted_score_distribution_warns_or_fails(output, capsys, report):
