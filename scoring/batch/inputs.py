@@ -158,10 +158,16 @@ def _unreadable_file(error: Exception) -> str | None:
 
 def _footer_rows(uri: str) -> int | None:
     """Rows in the parquet file at ``uri``, from its footer; None when it is not readable parquet."""
+    footer = read_footer(uri)
+    return None if footer is None else footer.num_rows
+
+
+def read_footer(uri: str) -> pq.FileMetaData | None:
+    """The footer of the parquet file at ``uri``; None when it is not readable parquet."""
     import pyarrow as pa
 
     try:
-        return parquet_file(uri).metadata.num_rows
+        return parquet_file(uri).metadata
     except (OSError, pa.ArrowException):  # not parquet, or unreadable
         return None
 

@@ -38,7 +38,7 @@ from scoring.batch.arrow_pass import (
     read_columns,
     unsuitable,
 )
-from scoring.batch.inputs import FOOTER_THREADS, InputFiles, parquet_file, unreadable_input_file
+from scoring.batch.inputs import FOOTER_THREADS, InputFiles, parquet_file, read_footer, unreadable_input_file
 from scoring.batch.listing import partition_files
 from scoring.batch.pool import MAX_FAILURES, SlicePool
 from scoring.batch.unique_ids import ids_unique
@@ -149,7 +149,7 @@ def read_local_input(config: JobConfig) -> LocalInput | str:
     if listed is None:
         return "Spark's file index reads this input layout"
     with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, max(len(listed), 1))) as pool:
-        footers = list(pool.map(_footer, listed))
+        footers = list(pool.map(read_footer, listed))
     unreadable = [f for f, meta in zip(listed, footers, strict=True) if meta is None]
     if unreadable and not config.skip_corrupt_files:
         raise unreadable_input_file(unreadable[0])
@@ -163,14 +163,6 @@ def read_local_input(config: JobConfig) -> LocalInput | str:
     if ids_unique(inputs.sizes, config.id_columns, skip_nulls=True) is not True:
         return "ids repeat, or the driver cannot check them alone"
     return LocalInput(inputs, read, schema)
-
-
-def _footer(uri: str) -> pq.FileMetaData | None:
-    """The footer of the file at ``uri``; None when it is not readable parquet."""
-    try:
-        return parquet_file(uri).metadata
-    except (OSError, pa.ArrowException):
-        return None
 
 
 def local_plan(
