@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scoring.batch.arrow_pass import UnreadableSlice
 from scoring.errors import OutputError
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from scoring.batch.arrow_pass import ArrowPass, Slice, SliceResult
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Attempts of a slice in all, as a cluster's ``spark.task.maxFailures`` (4 by default).
 MAX_FAILURES = 4
@@ -54,34 +56,41 @@ class SliceFailed(OutputError):
     """A slice failed on every attempt, for a reason that is not an exception of its own."""
 
 
-def worker_process(fd: int) -> None:
+def worker_process(fd: int, prober: bool = False) -> None:
     """A worker's entry point.
 
     Args:
         fd: Its end of the socket pair, inherited. Not inherited further: a model that forks must not
             keep the socket open after the worker dies, or the driver would never see the death.
+        prober: Whether it is the worker that ``SlicePool.call`` runs on.
     """
     os.set_inheritable(fd, False)
-    worker_main(Connection(fd))
+    worker_main(Connection(fd), prober)
 
 
-def worker_main(conn: Connection) -> None:
+def worker_main(conn: Connection, prober: bool = False) -> None:
     """A worker's life: import what scoring needs, then run the slices it is sent until told to stop.
 
-    Messages in: ``("pass", pickled ArrowPass)`` once, then ``("slice", Slice)``; None or a closed
-    socket stops it. Messages out: ``("done", SliceResult)`` or ``("failed", exception)``.
+    Messages in: ``("pass", pickled ArrowPass)`` once, then ``("slice", Slice)``, or ``("call",
+    (function, args))`` at any time (``SlicePool.call``); None or a closed socket stops it. Messages
+    out: ``("done", SliceResult or the call's result)`` or ``("failed", exception)``.
 
     Args:
         conn: The worker's end of its socket pair with the driver.
+        prober: Whether it is the worker that ``SlicePool.call`` runs on (it imports ``onnx`` too).
     """
-    # pandas, pyarrow, the pass and ONNX Runtime, while the driver resolves the model.
+    # pandas, pyarrow, the pass and ONNX Runtime, while the driver resolves the model. The driver
+    # probes an ONNX model on the prober (``SlicePool.call``), which reads a classifier's labels with
+    # onnx (0.5 s of import, mostly ``ml_dtypes``); the others get them with the pass
+    # (``ScorerSpec.classes``) and never import it.
     import scoring.batch.arrow_pass
     import scoring.model.predictors  # noqa: F401
 
     with contextlib.suppress(ImportError):  # neither is needed for pyfunc models
         import onnxruntime  # noqa: F401
-    with contextlib.suppress(ImportError):  # an ONNX classifier's labels are read with it (0.5 s)
-        import onnx  # noqa: F401
+
+        if prober:
+            import onnx  # noqa: F401
 
     arrow_pass = None
     while True:
@@ -96,7 +105,11 @@ def worker_main(conn: Connection) -> None:
             arrow_pass = pickle.loads(payload)
             continue
         try:
-            conn.send(("done", arrow_pass.score_slice(payload)))
+            if kind == "call":
+                function, args = payload
+                conn.send(("done", function(*args)))
+            else:
+                conn.send(("done", arrow_pass.score_slice(payload)))
         except Exception as e:  # reported to the driver, which retries the slice or fails the run
             e.add_note(traceback.format_exc())  # the worker's stack, for the driver's log
             conn.send(("failed", _picklable(e)))
@@ -138,7 +151,7 @@ class SlicePool:
 
     def __init__(self, workers: int, max_failures: int = MAX_FAILURES) -> None:
         self._max_failures = max(max_failures, 1)
-        self._workers = [self._start() for _ in range(max(workers, 1))]
+        self._workers = [self._start(prober=i == 0) for i in range(max(workers, 1))]
 
     @property
     def size(self) -> int:
@@ -151,7 +164,7 @@ class SlicePool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _start(self) -> _Worker:
+    def _start(self, prober: bool) -> _Worker:
         ours, theirs = socket.socketpair()
         # The driver's import path, as spawn would hand it down: a pass may be of a class the caller
         # imported from outside the installed packages.
@@ -160,13 +173,43 @@ class SlicePool:
             [
                 sys.executable,
                 "-c",
-                f"from scoring.batch.pool import worker_process; worker_process({theirs.fileno()})",
+                f"from scoring.batch.pool import worker_process; worker_process({theirs.fileno()}, {prober})",
             ],
             pass_fds=(theirs.fileno(),),
             env={**os.environ, "PYTHONPATH": path},
         )
         theirs.close()
         return _Worker(process, Connection(ours.detach()))
+
+    def call(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` on an idle worker: work that wants a worker's imports and model cache.
+
+        The job probes an ONNX model this way: the worker has ONNX Runtime imported already, and the
+        session it opens is the one its first slice scores with (``scoring.batch.model_cache``). A
+        worker that dies (idle before, or during the call) is replaced and the call made once more.
+
+        Args:
+            function: A module-level function (pickled by reference).
+            *args: Its arguments, picklable.
+
+        Raises:
+            Exception: The function's own error, re-raised; ``SliceFailed`` when its worker died twice.
+        """
+        worker = self._workers[0]
+        for attempt in (1, 2):
+            try:
+                worker.conn.send(("call", (function, args)))
+                kind, payload = worker.conn.recv()
+                break
+            except (EOFError, OSError):
+                code = worker.process.wait()
+                self._replace(worker)
+                if attempt == 2:
+                    died = f"{function.__name__}: its worker process died (exit code {code})"
+                    raise SliceFailed(died) from None
+        if kind == "failed":
+            raise payload
+        return payload
 
     def run(
         self,
@@ -260,7 +303,7 @@ class SlicePool:
     def _replace(self, worker: _Worker) -> None:
         """Start a fresh process in the dead worker's place."""
         worker.conn.close()
-        fresh = self._start()
+        fresh = self._start(prober=worker is self._workers[0])
         worker.process, worker.conn, worker.has_pass = fresh.process, fresh.conn, False
 
     def close(self) -> None:

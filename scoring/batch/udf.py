@@ -29,7 +29,7 @@ from scoring.batch import model_cache
 from scoring.lineup import Lineup
 from scoring.model.combine import Column, lineup_columns, lineup_values
 from scoring.model.output import OutputSpec
-from scoring.model.predictors import Predictor, PyfuncPredictor, ScorerSpec, load_predictor
+from scoring.model.predictors import OnnxPredictor, Predictor, PyfuncPredictor, ScorerSpec, load_predictor
 from scoring.model.variants import variant_key
 
 if TYPE_CHECKING:
@@ -247,6 +247,19 @@ def worker_predictor(spec: ScorerSpec, shipped: Broadcast | Shipped | None = Non
         return load_predictor(spec, path, _gpu_ordinal())
 
     return model_cache.get_or_load(spec.cache_key, load)
+
+
+def probe_on_worker(spec: ScorerSpec, sample: pd.DataFrame) -> tuple[OutputSpec, tuple]:
+    """Score the probe's rows with this worker's model (``scoring.batch.pool.SlicePool.call``).
+
+    The model stays cached here for the worker's first slice.
+
+    Returns:
+        The shape of the model's output, and an ONNX classifier's labels (``ScorerSpec.classes``).
+    """
+    predictor = worker_predictor(spec)
+    output = OutputSpec.of(predictor.predict(sample))
+    return output, predictor.classes if isinstance(predictor, OnnxPredictor) else ()
 
 
 def _gpu_ordinal() -> int:

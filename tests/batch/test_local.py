@@ -37,6 +37,8 @@ class ScriptedPass:
             os.kill(os.getpid(), signal.SIGKILL)
         if what == "hangs":  # until killed
             signal.pause()
+        if what == "onnx?":  # ``rejected``: whether this worker has imported onnx
+            return SliceResult(piece.index, piece.rows, int("onnx" in sys.modules))
         return SliceResult(piece.index, piece.rows, os.getpid())  # ``rejected``: who ran it
 
     def _first(self, piece: Slice) -> bool:
@@ -99,6 +101,49 @@ def test_a_slice_whose_worker_always_dies_fails_the_run_naming_it(tmp_path):
         pytest.raises(SliceFailed, match=r"slice 0 \(dies, \.\.\.\).*-9"),
     ):
         pool.run(ScriptedPass(str(tmp_path)), slices("dies"))
+
+
+def refuse() -> None:
+    raise ValueError("call refused")
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_once(markers: str) -> int:
+    """Kills its worker on the first call; answers the pid of the worker that runs it after."""
+    try:
+        os.close(os.open(f"{markers}/called", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return os.getpid()
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("killed")
+
+
+def test_a_call_runs_on_a_worker_and_its_error_comes_back_raised(tmp_path):
+    with SlicePool(2) as pool:
+        assert pool.call(os.getpid) not in (os.getpid(), None)
+        with pytest.raises(ValueError, match="call refused"):
+            pool.call(refuse)
+        results = pool.run(ScriptedPass(str(tmp_path)), slices("a", "b"))  # the pool is whole after
+    assert sorted(results) == [0, 1]
+
+
+def test_a_call_whose_worker_dies_is_made_once_more_on_a_fresh_one(tmp_path):
+    with SlicePool(1) as pool:
+        first = pool._workers[0].process.pid
+        assert pool.call(die_once, str(tmp_path)) not in (first, os.getpid())
+        with pytest.raises(SliceFailed, match=r"die: its worker process died \(exit code -9\)"):
+            pool.call(die)
+        assert pool.run(ScriptedPass(str(tmp_path)), slices("a"))[0].scored == 10
+
+
+def test_only_the_worker_that_probes_imports_onnx(tmp_path):
+    # The others get an ONNX classifier's labels with the pass (``ScorerSpec.classes``): 0.5 s saved each.
+    with SlicePool(2) as pool:
+        results = pool.run(ScriptedPass(str(tmp_path)), slices("onnx?", "onnx?"))
+    assert [results[0].rejected, results[1].rejected] == [1, 0]
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,9 @@ from sklearn.tree import DecisionTreeClassifier
 from scoring import demo
 from scoring.cli import main
 from scoring.errors import ModelError
+from scoring.model import predictors
 from scoring.model.output import OutputSpec, scores_from_outputs
-from scoring.model.predictors import PyfuncPredictor, ScorerSpec, choose_backend
+from scoring.model.predictors import OnnxPredictor, PyfuncPredictor, ScorerSpec, choose_backend
 from scoring.model.resolve import resolve_model
 from scoring.model.signature import Feature
 
@@ -162,6 +163,30 @@ def test_multiclass_onnx_with_one_input_per_column(spark, tmp_path):
     # No ZipMap in this export: the class labels come from the classifier node of the graph.
     manifest = json.loads((tmp_path / "out" / f"date={DATE}" / "_manifest.json").read_text())
     assert manifest["model"]["scores"]["classes"] == [_plain(c) for c in model.classes_]
+
+
+def test_an_onnx_classifiers_labels_handed_over_are_not_read_from_the_graph_again(tmp_path, monkeypatch):
+    from skl2onnx import to_onnx
+
+    frame = _three_class_frame(200)
+    x = frame[["x1", "x2", "x3"]].to_numpy(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, frame["label"] + 10)  # labels 10, 11 and 12
+    path = tmp_path / "classifier.onnx"
+    path.write_bytes(to_onnx(model, x[:1], options={"zipmap": False}, target_opset=17).SerializeToString())
+    features = tuple(Feature(name, "float") for name in ("x1", "x2", "x3"))
+    read = OnnxPredictor(str(path), features, "cpu", 1)
+    assert read.classes == (10, 11, 12)
+
+    def unread(path: str) -> None:
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(predictors, "graph_classes", unread)
+    handed = OnnxPredictor(str(path), features, "cpu", 1, classes=read.classes)
+    scores = handed.predict(frame[["x1", "x2", "x3"]].astype(np.float32))
+    assert scores.prediction.tolist() == model.predict(x).tolist()
+    assert scores.classes == (10, 11, 12)
+    # A graph with no classifier node is read once too: ``()`` says so.
+    assert OnnxPredictor(str(path), features, "cpu", 1, classes=()).classes == ()
 
 
 def test_regression_pyfunc_writes_prediction_only(spark, tmp_path):
