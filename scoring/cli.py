@@ -7,6 +7,7 @@ exit 1; argument errors exit 2, as argparse does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import gc
 import json
@@ -16,9 +17,19 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from scoring.config import ENGINES, EXECUTORS, SCORES, JobConfig
+from scoring.config import (
+    DUPLICATE_ID_ACTIONS,
+    ENGINES,
+    EXECUTORS,
+    PSI_ACTION,
+    PSI_ACTIONS,
+    PSI_THRESHOLD,
+    SCORES,
+    VARIANT_TOLERANCE,
+    JobConfig,
+)
 from scoring.errors import ScoringError
-from scoring.lineup import Lineup, LineupError, parse_challenger, parse_pairs
+from scoring.lineup import DECISION_THRESHOLD, Lineup, LineupError, parse_challenger, parse_pairs
 from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
 from scoring.model.predictors import BACKENDS, DEVICES
 
@@ -79,14 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a published partition; exit 1 when invalid")
     add_destination_arguments(validate)
     validate.add_argument("--date", required=True, type=_date, help="the partition to check, YYYY-MM-DD")
-    validate.add_argument("--partition-column", default="date", help="partition column (default: date)")
-    validate.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
-    validate.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
+    add_validation_arguments(validate)
     validate.add_argument(
         "--variant-tolerance",
         type=_fraction,
-        default=0.01,
-        help="how far an A/B variant's share of the rows may be from its split (default: 0.01)",
+        default=VARIANT_TOLERANCE,
+        help="how far an A/B variant's share of the rows may be from its split (default: %(default)s)",
     )
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(run=_run_validate)
@@ -96,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_destination_arguments(report)
     report.add_argument("--date", required=True, type=_date, help="the partition, YYYY-MM-DD")
-    report.add_argument("--partition-column", default="date", help="partition column (default: date)")
-    report.add_argument("--psi-threshold", type=float, default=0.2, help="score drift limit (default: 0.2)")
-    report.add_argument("--psi-action", choices=("warn", "fail"), default="warn", help="drift above it")
+    add_validation_arguments(report)
     report.set_defaults(run=_run_report)
 
     add_table_commands(commands)
@@ -123,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_validation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags ``validate`` and ``report`` share: the partition column and the drift check's.
+
+    Args:
+        parser: The subcommand's parser.
+    """
+    add = parser.add_argument
+    add(
+        "--partition-column",
+        default=JobConfig.partition_column,
+        help="partition column (default: %(default)s)",
+    )
+    add("--psi-threshold", type=float, default=PSI_THRESHOLD, help="score drift limit (default: %(default)s)")
+    add("--psi-action", choices=PSI_ACTIONS, default=PSI_ACTION, help="drift above it (default: %(default)s)")
+
+
 def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> None:
     """The flags of one scoring run, shared by ``scoring score``, ``jobs/score.py`` and backfills.
 
@@ -142,15 +165,40 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add_destination_arguments(parser)
     if dated:
         add("--date", required=True, type=_date, help="the partition to score, YYYY-MM-DD")
-    add("--id-column", default=("id",), type=_names, help="id column(s), comma-separated (default: id)")
-    add("--partition-column", default="date", help="partition column of the output and input (default: date)")
+    add(
+        "--id-column",
+        dest="id_columns",
+        default=JobConfig.id_columns,
+        type=_names,
+        help=f"id column(s), comma-separated (default: {','.join(JobConfig.id_columns)})",
+    )
+    add(
+        "--partition-column",
+        default=JobConfig.partition_column,
+        help="partition column of the output and input (default: %(default)s)",
+    )
     add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
-    add("--batch-size", default=50_000, type=positive_int, help="rows per Arrow batch (default: 50000)")
-    add("--backend", default="auto", choices=BACKENDS, help="auto: ONNX Runtime for ONNX models, else pyfunc")
-    add("--device", default="auto", choices=DEVICES, help="ONNX device; auto: CUDA where the node has it")
+    add(
+        "--batch-size",
+        default=JobConfig.batch_size,
+        type=positive_int,
+        help="rows per Arrow batch (default: %(default)s)",
+    )
+    add(
+        "--backend",
+        default=JobConfig.backend,
+        choices=BACKENDS,
+        help="auto: ONNX Runtime for ONNX models, else pyfunc",
+    )
+    add(
+        "--device",
+        default=JobConfig.device,
+        choices=DEVICES,
+        help="ONNX device; auto: CUDA where the node has it",
+    )
     add(
         "--scores",
-        default="auto",
+        default=JobConfig.scores,
         choices=SCORES,
         help="auto: class probabilities for classifiers however they were logged; label: the prediction "
         "only; probability: fail for a model without probabilities",
@@ -158,19 +206,29 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
     add("--threads", type=positive_int, help="ONNX threads per task (default: spark.task.cpus)")
     add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
-    add("--max-reject-fraction", default=0.01, type=_fraction, help="fail above this share of rejected rows")
-    add("--on-duplicate-id", default="reject", choices=("reject", "fail"), help="reject all but one, or fail")
+    add(
+        "--max-reject-fraction",
+        default=JobConfig.max_reject_fraction,
+        type=_fraction,
+        help="fail above this share of rejected rows (default: %(default)s)",
+    )
+    add(
+        "--on-duplicate-id",
+        default=JobConfig.on_duplicate_id,
+        choices=DUPLICATE_ID_ACTIONS,
+        help="reject all but one, or fail (default: %(default)s)",
+    )
     add("--skip-corrupt-files", action="store_true", help="skip unreadable input files, listing them")
     add(
         "--progress-seconds",
-        default=30.0,
+        default=JobConfig.progress_seconds,
         type=_non_negative,
-        help="seconds between two progress lines while a partition is scored (default: 30; 0: none)",
+        help="seconds between two progress lines while a partition is scored (default: %(default)g; 0: none)",
     )
     add("--no-report", dest="report", action="store_false", help="write no _report.html beside the manifest")
     add(
         "--engine",
-        default="auto",
+        default=JobConfig.engine,
         choices=ENGINES,
         help="auto: Python tasks read the parquet themselves wherever that cannot change a row's fate "
         "(numeric features, no repeated ids), else Spark's scan; arrow: fail where it does not apply; "
@@ -178,7 +236,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     )
     add(
         "--executor",
-        default="auto",
+        default=JobConfig.executor,
         choices=EXECUTORS,
         help="auto: on one machine, the Arrow pass's slices run on local worker processes (no JVM) "
         "wherever the run needs nothing of Spark's, else on Spark; local: fail where it cannot; "
@@ -262,7 +320,7 @@ def add_lineup_arguments(parser: argparse.ArgumentParser) -> None:
         "variant (a stable hash of its id and --ab-salt) decides its prediction")  # fmt: skip
     add("--ab-salt", default=None, metavar="SALT", help="the A/B experiment's id, hashed with each row's id")
     add("--decision-threshold", default=None, type=float, help="where a probability becomes a positive "
-        "decision, for the share a challenger flips (default: 0.5)")  # fmt: skip
+        f"decision, for the share a challenger flips (default: {DECISION_THRESHOLD})")  # fmt: skip
 
 
 def lineup_from_args(args: argparse.Namespace) -> tuple[str, Lineup]:
@@ -338,10 +396,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_lineup_arguments(parser)
     add(
         "--id-column",
-        default=("id",),
+        default=JobConfig.id_columns,
         type=_names,
         help="the record field(s) holding its id, hashed for its A/B variant as the job's --id-column "
-        "(default: id)",
+        f"(default: {','.join(JobConfig.id_columns)})",
     )
     add("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
     add("--port", default=8080, type=_port, help="HTTP port (default: 8080; 0: any free port)")
@@ -378,39 +436,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    """The job configuration for parsed ``score`` arguments.
+    """The job configuration for parsed ``score`` arguments: each field from the flag of its name.
 
     Raises:
         LineupError: The models named do not make a lineup (see ``lineup_from_args``).
     """
     champion, lineup = lineup_from_args(args)
-    return JobConfig(
-        model_uri=champion,
-        lineup=lineup,
-        input=args.input,
-        output=args.output,
-        table=args.table,
-        catalog=args.catalog,
-        date=args.date,
-        id_columns=args.id_column,
-        partition_column=args.partition_column,
-        keep_columns=args.keep_columns,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        device=args.device,
-        scores=args.scores,
-        features=args.features,
-        threads=args.threads,
-        master=args.master,
-        max_reject_fraction=args.max_reject_fraction,
-        on_duplicate_id=args.on_duplicate_id,
-        skip_corrupt_files=args.skip_corrupt_files,
-        progress_seconds=args.progress_seconds,
-        report=args.report,
-        engine=args.engine,
-        executor=args.executor,
-        cost_estimate=args.cost_estimate,
-    )
+    named = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(JobConfig) if f.name not in _FROM_LINEUP
+    }
+    return JobConfig(model_uri=champion, lineup=lineup, **named)
+
+
+# The fields ``lineup_from_args`` gives, from the models file and the lineup's flags.
+_FROM_LINEUP = ("model_uri", "lineup")
 
 
 def _run_score(args: argparse.Namespace) -> int:

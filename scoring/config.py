@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from scoring.lineup import Lineup
@@ -19,6 +19,23 @@ ENGINES = ("auto", "arrow", "spark")
 # Where the Arrow pass's slices run (``--executor``): worker processes of this machine where the run
 # allows it, else Spark's tasks (see ``scoring.batch.local``); ``local`` fails a run it does not apply to.
 EXECUTORS = ("auto", "local", "spark")
+# What a repeated id does (``--on-duplicate-id``): all but one of its rows rejected, or the run failed.
+DUPLICATE_ID_ACTIONS = ("reject", "fail")
+
+# How a published partition is validated (``scoring validate`` and ``report``, the job's report, the
+# DAG's validate task): the population stability index of its scores against the previous partition's
+# above which they drifted (0.1: some shift; 0.2: a significant one), what drift then does, and how far
+# an A/B variant's share of the rows may be from its split (0.01: one percentage point).
+PSI_THRESHOLD = 0.2
+PSI_ACTIONS = ("warn", "fail")
+PSI_ACTION = "warn"
+VARIANT_TOLERANCE = 0.01
+
+# Fields of ``JobConfig`` that no flag of ``to_cli_args`` gives: where the job runs is the launcher's
+# business (spark-submit's), and the lineup gives its own flags (``Lineup.to_cli_args``).
+_NOT_FLAGS = ("master", "lineup")
+# Fields whose flag is not their name: one id column is the common case, several are comma-separated.
+_FLAG_NAMES = {"id_columns": "id_column"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,39 +117,33 @@ class JobConfig:
     def to_cli_args(self) -> list[str]:
         """The ``scoring score`` / ``jobs/score.py`` flags that reproduce this configuration.
 
-        ``--master`` is left out: where the job runs is the launcher's business (spark-submit's).
+        Derived from the fields: each is the flag of its name (``flag``), given when it has no
+        default or differs from it. ``--master`` is left out: where the job runs is the launcher's
+        business (spark-submit's).
         """
-        args = [
-            "--model-uri", self.model_uri,
-            "--input", self.input,
-            *(["--output", self.output] if self.output is not None else ["--table", str(self.table)]),
-            *(["--catalog", self.catalog] if self.catalog else []),
-            "--date", self.partition_value,
-            "--id-column", ",".join(self.id_columns),
-            "--partition-column", self.partition_column,
-            "--batch-size", str(self.batch_size),
-            "--backend", self.backend,
-            "--device", self.device,
-            "--scores", self.scores,
-            "--max-reject-fraction", str(self.max_reject_fraction),
-            "--on-duplicate-id", self.on_duplicate_id,
-        ]  # fmt: skip
-        if self.keep_columns:
-            args += ["--keep-columns", ",".join(self.keep_columns)]
-        if self.features:
-            args += ["--features", ",".join(self.features)]
-        if self.threads:
-            args += ["--threads", str(self.threads)]
-        if self.skip_corrupt_files:
-            args.append("--skip-corrupt-files")
-        if self.progress_seconds != JobConfig.progress_seconds:
-            args += ["--progress-seconds", f"{self.progress_seconds:g}"]
-        if not self.report:
-            args.append("--no-report")
-        if self.engine != JobConfig.engine:
-            args += ["--engine", self.engine]
-        if self.executor != JobConfig.executor:
-            args += ["--executor", self.executor]
-        if self.cost_estimate is not None:
-            args += ["--cost-estimate", json.dumps(dict(self.cost_estimate), sort_keys=True)]
+        args: list[str] = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name in _NOT_FLAGS or (spec.default is not MISSING and value == spec.default):
+                continue
+            if isinstance(value, bool):  # a switch: on where the default is off, and the other way
+                args.append(flag(spec.name, negated=value is False))
+            elif value is not None:
+                args += [flag(spec.name), _flag_value(value)]
         return args + self.lineup.to_cli_args()
+
+
+def flag(name: str, negated: bool = False) -> str:
+    """The command-line flag of the ``JobConfig`` field ``name`` (``--no-NAME`` for a switch's off)."""
+    return f"--{'no-' if negated else ''}{_FLAG_NAMES.get(name, name).replace('_', '-')}"
+
+
+def _flag_value(value: object) -> str:
+    """A field's value as its flag takes it (the parser's types in ``scoring.cli`` read it back)."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True)
+    return str(value)

@@ -34,6 +34,10 @@ class LineupError(ScoringError):
     """The run's models, weights or split do not make sense together."""
 
 
+# Where a probability (or a regressor's value) becomes a positive decision, unless the lineup says.
+DECISION_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True)
 class Lineup:
     """The models a run scores beside its champion, and how their scores are combined.
@@ -51,7 +55,7 @@ class Lineup:
     ensemble: Pairs = ()
     ab: Pairs = ()
     ab_salt: str | None = None
-    decision_threshold: float = 0.5
+    decision_threshold: float = DECISION_THRESHOLD
 
     def __post_init__(self) -> None:
         names = [name for name, _ in self.challengers]
@@ -112,7 +116,7 @@ class Lineup:
             args += ["--ensemble", format_pairs(self.ensemble)]
         if self.ab:
             args += ["--ab", format_pairs(self.ab), "--ab-salt", str(self.ab_salt)]
-        if self.decision_threshold != 0.5:
+        if self.decision_threshold != DECISION_THRESHOLD:
             args += ["--decision-threshold", repr(self.decision_threshold)]
         return args
 
@@ -140,7 +144,9 @@ class Lineup:
             ensemble=_number_pairs(values.get("ensemble"), "ensemble"),
             ab=_number_pairs(ab.get("split"), "ab.split"),
             ab_salt=None if salt is None else str(salt),
-            decision_threshold=_number(values.get("decision_threshold", 0.5), "decision_threshold"),
+            decision_threshold=_number(
+                values.get("decision_threshold", DECISION_THRESHOLD), "decision_threshold"
+            ),
         )
 
     @classmethod

@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scoring.columns import PREDICTION, PROBABILITY, VARIANT, challenger_prefix
 from scoring.lineup import CHAMPION, Lineup
-from scoring.model.combine import challenger_prefix
 from scoring.model.output import OutputSpec
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def lineup_figures(
         table = _read([f"{staged}/{name}" for name, _ in files], _compared_columns(lineup, outputs))
         counts = None
         if lineup.ab:
-            seen = {r["values"]: r["counts"] for r in pc.value_counts(table.column("variant")).to_pylist()}
+            seen = {r["values"]: r["counts"] for r in pc.value_counts(table.column(VARIANT)).to_pylist()}
             counts = {name: int(seen.get(name, 0)) for name, _ in lineup.ab}
         return exact_agreement(table, lineup, outputs), counts
     written = spark.read.parquet(staged)
@@ -86,11 +86,11 @@ def exact_agreement(table: pa.Table, lineup: Lineup, outputs: Mapping[str, Outpu
     if lineup.ab and CHAMPION not in dict(lineup.ab):
         return {name: dict.fromkeys(FIGURES) for name, _ in lineup.challengers}
     if lineup.ab:
-        table = table.filter(pc.equal(table.column("variant"), CHAMPION))
+        table = table.filter(pc.equal(table.column(VARIANT), CHAMPION))
     figures = {}
     for name, _ in lineup.challengers:
         a, b, kind = _scores(outputs[CHAMPION], outputs[name], challenger_prefix(name))
-        labels = _values(table, "prediction") != _values(table, f"{challenger_prefix(name)}prediction")
+        labels = _values(table, PREDICTION) != _values(table, f"{challenger_prefix(name)}{PREDICTION}")
         values: dict = dict.fromkeys(FIGURES)
         values["rows"] = table.num_rows
         if table.num_rows:
@@ -118,7 +118,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def variant_rows(scored: DataFrame, lineup: Lineup) -> dict[str, int]:
     """Rows each A/B variant received, every variant named (0 for one that received none)."""
-    counts = {row["variant"]: row["count"] for row in scored.groupBy("variant").count().collect()}
+    counts = {row[VARIANT]: row["count"] for row in scored.groupBy(VARIANT).count().collect()}
     return {name: int(counts.get(name, 0)) for name, _ in lineup.ab}
 
 
@@ -130,13 +130,13 @@ def _spark_agreement(
     if lineup.ab and CHAMPION not in dict(lineup.ab):
         return {name: dict.fromkeys(FIGURES) for name, _ in lineup.challengers}
     if lineup.ab:
-        written = written.where(F.col("variant") == CHAMPION)
+        written = written.where(F.col(VARIANT) == CHAMPION)
     threshold = lineup.decision_threshold
     aggregates: list[Column] = [F.count(F.lit(1)).alias("rows")]
     for name, _ in lineup.challengers:
         a, b, kind = _scores(outputs[CHAMPION], outputs[name], challenger_prefix(name))
         at = f"{name}__"
-        labels = F.col("prediction") != F.col(f"{challenger_prefix(name)}prediction")
+        labels = F.col(PREDICTION) != F.col(f"{challenger_prefix(name)}{PREDICTION}")
         if kind == "labels":
             aggregates.append(F.avg(labels.cast("double")).alias(f"{at}flip_share"))
             continue
@@ -175,11 +175,11 @@ def _spark_agreement(
 
 
 def _compared_columns(lineup: Lineup, outputs: Mapping[str, OutputSpec]) -> list[str]:
-    columns = ["prediction"]
+    columns = [PREDICTION]
     for name, _ in lineup.challengers:
         a, b, _ = _scores(outputs[CHAMPION], outputs[name], challenger_prefix(name))
-        columns += [a, b, f"{challenger_prefix(name)}prediction"]
-    return list(dict.fromkeys([*columns, *(["variant"] if lineup.ab else [])]))
+        columns += [a, b, f"{challenger_prefix(name)}{PREDICTION}"]
+    return list(dict.fromkeys([*columns, *([VARIANT] if lineup.ab else [])]))
 
 
 def _read(paths: Sequence[str], columns: list[str]) -> pa.Table:
@@ -211,9 +211,9 @@ def _scores(champion: OutputSpec, challenger: OutputSpec, prefix: str) -> tuple[
     """
     if champion.probability is not None and challenger.probability is not None:
         kind = "multiclass" if champion.probability == "multiclass" else "scores"
-        return "probability", f"{prefix}probability", kind
+        return PROBABILITY, f"{prefix}{PROBABILITY}", kind
     numeric = champion.prediction_type == challenger.prediction_type == "double"
-    return "prediction", f"{prefix}prediction", "scores" if numeric else "labels"
+    return PREDICTION, f"{prefix}{PREDICTION}", "scores" if numeric else "labels"
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float | None:

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from scoring import faults
 from scoring.batch.inputs import FOOTER_THREADS, parquet_file
 from scoring.batch.udf import BatchScorer, values_arrow
-from scoring.dataset.publish import REJECT_REASON
+from scoring.columns import MODEL_COLUMNS, REJECT_REASON, VARIANT
 from scoring.dataset.storage import filesystem
 from scoring.errors import OutputError
 from scoring.model.predictors import Predictor
@@ -362,14 +362,14 @@ class ArrowPass:
         struct = values_arrow(values, self.scorer.columns)
         columns = [batch.column(c).filter(mask) for c in self.carried]
         columns += struct.flatten()
-        variants = values.get("variant")
-        for column in ("model_name", "model_version"):
+        variants = values.get(VARIANT)
+        for column in MODEL_COLUMNS:
             by_variant = self.outputs.model_columns[column]
             if variants is None:
                 columns.append(pa.repeat(by_variant[None], int(valid.sum())))
             else:
                 columns.append(pa.array([by_variant[v] for v in variants], type=pa.string()))
-        names = [*self.carried, *(c.name for c in self.scorer.columns), "model_name", "model_version"]
+        names = [*self.carried, *(c.name for c in self.scorer.columns), *MODEL_COLUMNS]
         table = self.outputs.with_partition(columns, names, int(valid.sum()))
         return table.cast(self.outputs.scores_schema)
 

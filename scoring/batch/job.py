@@ -60,7 +60,6 @@ from scoring.batch.local import (
 from scoring.batch.pool import SlicePool
 from scoring.batch.progress import progress, progress_lines
 from scoring.batch.quarantine import (
-    REJECT_REASON,
     duplicate_rows,
     ids_repeat,
     reject_reason,
@@ -79,6 +78,16 @@ from scoring.batch.udf import (
     ship_classifier,
 )
 from scoring.batch.unique_ids import ids_unique
+from scoring.columns import (
+    ENSEMBLE_PREFIX,
+    MODEL_COLUMNS,
+    MODEL_NAME,
+    MODEL_VERSION,
+    REJECT_REASON,
+    SCORE_COLUMNS,
+    VARIANT,
+    challenger_prefix,
+)
 from scoring.config import JobConfig
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import destination_of
@@ -89,7 +98,7 @@ from scoring.dataset.report import write_report_or_warn
 from scoring.dataset.table import TableRun
 from scoring.errors import InputError, ModelError, OutputError, ScoringError
 from scoring.lineup import CHAMPION, Lineup
-from scoring.model.combine import challenger_prefix, check_lineup, union_features
+from scoring.model.combine import check_lineup, union_features
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import OnnxPredictor, Predictor, ScorerSpec, choose_backend, load_predictor
 from scoring.model.resolve import ResolvedModel, resolve_model
@@ -105,10 +114,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Columns the job adds to every output row; input columns may not be carried under these names.
-MODEL_COLUMNS = ("model_name", "model_version")
-SCORE_COLUMNS = ("prediction", "probability")
 
 # Rows scored on the driver to learn the shape of the model's output before the job starts.
 PROBE_ROWS = 16
@@ -701,13 +706,13 @@ def score_frame(
     if lineup.ab:
         # The variant's model, looked up in a literal map: variant -> name, variant -> version.
         name, version = (
-            F.create_map(*(F.lit(x) for pair in columns[c].items() for x in pair))[F.col("variant")]
+            F.create_map(*(F.lit(x) for pair in columns[c].items() for x in pair))[F.col(VARIANT)]
             for c in MODEL_COLUMNS
         )
     else:
         name, version = (F.lit(columns[c][None]) for c in MODEL_COLUMNS)
     return valid.select(*carried, scores).select(
-        *carried, "_scores.*", name.alias("model_name"), version.alias("model_version")
+        *carried, "_scores.*", name.alias(MODEL_NAME), version.alias(MODEL_VERSION)
     )
 
 
@@ -719,8 +724,8 @@ def model_columns(lineup: Lineup, models: list[RunModel]) -> dict[str, dict[str 
     by_name = {m.name: m.model for m in models}
     variants = [v for v, _ in lineup.ab] if lineup.ab else [None]
     return {
-        "model_name": {v: by_name[v or CHAMPION].name for v in variants},
-        "model_version": {v: by_name[v or CHAMPION].version for v in variants},
+        MODEL_NAME: {v: by_name[v or CHAMPION].name for v in variants},
+        MODEL_VERSION: {v: by_name[v or CHAMPION].version for v in variants},
     }
 
 
@@ -849,13 +854,17 @@ def _check_conservation(
 
 
 def _carried_columns(config: JobConfig) -> list[str]:
-    """Id and keep columns, in order and without repeats, checked against the job's own columns."""
+    """Id and keep columns, in order and without repeats, checked against the job's own columns.
+
+    Raises:
+        InputError: An input column would be carried under a name the job writes itself.
+    """
     carried = list(dict.fromkeys([*config.id_columns, *config.keep_columns]))
     lineup = config.lineup
     written = [*SCORE_COLUMNS, *MODEL_COLUMNS, REJECT_REASON, config.partition_column]
     written += [f"{challenger_prefix(n)}{c}" for n, _ in lineup.challengers for c in SCORE_COLUMNS]
-    written += ["ensemble_probability", "ensemble_prediction"] if lineup.ensemble else []
-    written += ["variant"] if lineup.ab else []
+    written += [f"{ENSEMBLE_PREFIX}{c}" for c in SCORE_COLUMNS] if lineup.ensemble else []
+    written += [VARIANT] if lineup.ab else []
     for name in carried:
         if name in written:
             raise InputError(f"column {name!r} cannot be carried to the output: the job writes it itself")

@@ -42,8 +42,8 @@ from scoring.batch.inputs import FOOTER_THREADS, InputFiles, parquet_file, read_
 from scoring.batch.listing import partition_files
 from scoring.batch.pool import MAX_FAILURES, SlicePool
 from scoring.batch.unique_ids import ids_unique
+from scoring.columns import MODEL_COLUMNS, REJECT_REASON
 from scoring.config import JobConfig
-from scoring.dataset.publish import REJECT_REASON
 from scoring.model.signature import Feature
 
 if TYPE_CHECKING:
@@ -209,9 +209,7 @@ def output_schemas(
         return T.StructField(name, from_arrow_type(schema.field(name).type), True)
 
     dated = [T.StructField(config.partition_column, T.DateType(), False)] if config.table else []
-    named = [
-        T.StructField(c, T.StringType(), bool(config.lineup.ab)) for c in ("model_name", "model_version")
-    ]
+    named = [T.StructField(c, T.StringType(), bool(config.lineup.ab)) for c in MODEL_COLUMNS]
     scored = T.StructType([*map(read, carried), *output_schema(columns).fields, *named, *dated])
     reason = T.StructField(REJECT_REASON, T.StringType(), True)
     rejects = T.StructType([*map(read, read_columns(carried, features)), reason, *dated])

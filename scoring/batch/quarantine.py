@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from scoring.dataset.publish import REJECT_REASON
+from scoring.columns import REJECT_REASON
 from scoring.model.signature import Feature
 
 if TYPE_CHECKING:

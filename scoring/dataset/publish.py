@@ -42,14 +42,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from scoring import faults
+from scoring.columns import REJECT_REASON
 from scoring.dataset.storage import discard, exists, filesystem, normalize_uri, read_json, write_json
 from scoring.errors import OutputError
 
 STAGING_DIR = "_staging"
 REJECTS_DIR = "_rejects"
 MANIFEST_FILE = "_manifest.json"
-# The rejects' column naming why a row was not scored (``scoring.batch.quarantine`` computes it).
-REJECT_REASON = "reject_reason"
 SUCCESS_FILE = "_SUCCESS"
 
 

@@ -30,14 +30,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scoring.columns import SCORE_COLUMNS, VARIANT, challenger_prefix
+from scoring.config import PSI_ACTION, PSI_THRESHOLD
 from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
 from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.storage import read_json, write_text
 from scoring.dataset.validate import Drift, Report, partition_batches, score_counts, validate_partition
 from scoring.errors import OutputError, ScoringError
-from scoring.lineup import CHAMPION
-from scoring.model.combine import challenger_prefix
+from scoring.lineup import CHAMPION, DECISION_THRESHOLD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,8 +73,8 @@ def write_report(
     date: dt.date,
     partition_column: str = "date",
     validation: Report | None = None,
-    psi_threshold: float = 0.2,
-    psi_action: str = "warn",
+    psi_threshold: float = PSI_THRESHOLD,
+    psi_action: str = PSI_ACTION,
 ) -> str:
     """Write ``_report.html`` into a published partition, beside its manifest.
 
@@ -180,13 +181,13 @@ def challenger_scores(day: Day, manifest: dict) -> dict[str, tuple[np.ndarray, n
     """
     prefixes = {c["name"]: challenger_prefix(c["name"]) for c in manifest["challengers"]}
     models = ("", *prefixes.values())  # the champion's columns have no prefix
-    wanted = {f"{prefix}{column}" for prefix in models for column in ("prediction", "probability")}
+    wanted = {f"{prefix}{column}" for prefix in models for column in SCORE_COLUMNS}
     rng = np.random.default_rng(0)
     keys = np.empty(0)
     kept: dict[str, np.ndarray] = {}
-    for batch in partition_batches(day, {*wanted, "variant"}):
+    for batch in partition_batches(day, {*wanted, VARIANT}):
         if manifest.get("ab"):
-            batch = batch.filter(pc.equal(batch.column("variant"), CHAMPION))
+            batch = batch.filter(pc.equal(batch.column(VARIANT), CHAMPION))
         scores = {prefix: values for prefix in models if (values := _numeric(batch, prefix)) is not None}
         if "" not in scores:
             return {}  # the champion's labels are classes: nothing to plot against
@@ -387,7 +388,7 @@ def _lineup_section(manifest: dict, pairs: Mapping[str, tuple[np.ndarray, np.nda
     challengers = manifest.get("challengers") or []
     if not challengers and not manifest.get("ab") and not manifest.get("ensemble"):
         return ""
-    threshold = manifest.get("decision_threshold", 0.5)
+    threshold = manifest.get("decision_threshold", DECISION_THRESHOLD)
     names = ("pearson", "spearman", "mean_abs_diff", "p99_abs_diff", "flip_share", "rows")
     rows = []
     for challenger in challengers:

@@ -27,6 +27,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from scoring.columns import (
+    CHALLENGER_PREFIX,
+    ENSEMBLE_PREFIX,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBABILITY,
+    SCORE_COLUMNS,
+    VARIANT,
+)
+from scoring.config import PSI_ACTION, PSI_THRESHOLD, VARIANT_TOLERANCE
 from scoring.dataset import quantiles
 from scoring.dataset.buckets import RepeatBuckets
 from scoring.dataset.destination import Day, Destination, as_destination
@@ -218,9 +228,9 @@ def validate_partition(
     output: str | Destination,
     date: dt.date,
     partition_column: str = "date",
-    psi_threshold: float = 0.2,
-    psi_action: str = WARN,
-    variant_tolerance: float = 0.01,
+    psi_threshold: float = PSI_THRESHOLD,
+    psi_action: str = PSI_ACTION,
+    variant_tolerance: float = VARIANT_TOLERANCE,
 ) -> Report:
     """Check one published partition against its manifest and its predecessor.
 
@@ -319,7 +329,7 @@ def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
 
 def _check_values(report: Report, tally: Tally, manifest: dict) -> None:
     expected = _served_versions(manifest)
-    versions, nulls = tally.versions, tally.nulls["model_version"]
+    versions, nulls = tally.versions, tally.nulls[MODEL_VERSION]
     found = f"{sorted(versions)}" + (f" and {nulls} null" if nulls else "")
     report.add(
         "model version",
@@ -327,11 +337,11 @@ def _check_values(report: Report, tally: Tally, manifest: dict) -> None:
         f"{found} (manifest: {', '.join(sorted(expected))})",
     )
 
-    nulls = tally.nulls["prediction"]
+    nulls = tally.nulls[PREDICTION]
     report.add("predictions", nulls == 0, f"{nulls} null predictions")
 
-    if "probability" in tally.ranges:
-        report.add("probabilities", *tally.ranges["probability"].verdict())
+    if PROBABILITY in tally.ranges:
+        report.add("probabilities", *tally.ranges[PROBABILITY].verdict())
 
     ids = manifest["arguments"]["id_columns"]
     repeated = tally.repeated_ids()
@@ -408,11 +418,11 @@ def tally_partition(
             drift is not measured.
     """
     id_columns = manifest["arguments"]["id_columns"]
-    lineup = [c for c in lineup_columns(manifest) if c != "variant"]
+    lineup = [c for c in lineup_columns(manifest) if c != VARIANT]
     present = set(dataset.schema.names)
-    wanted = {*id_columns, "prediction", "probability", "model_version", "variant", *lineup} & present
+    wanted = {*id_columns, *SCORE_COLUMNS, MODEL_VERSION, VARIANT, *lineup} & present
     tally = Tally()
-    probabilities = [c for c in ("probability", *lineup) if c in present and c.endswith("probability")]
+    probabilities = [c for c in (PROBABILITY, *lineup) if c in present and c.endswith(PROBABILITY)]
     tally.ranges = {name: Range() for name in probabilities}
     if all(c in present for c in id_columns):
         integer = len(id_columns) == 1 and holds_int64(dataset.schema.field(id_columns[0]).type)
@@ -433,13 +443,13 @@ def _tally_batch(tally: Tally, batch: pa.RecordBatch, id_columns: list[str]) -> 
     tally.rows += batch.num_rows
     for name in batch.schema.names:
         tally.nulls[name] += batch.column(name).null_count
-    if "model_version" in batch.schema.names:
-        versions = pc.unique(batch.column("model_version").drop_null())
+    if MODEL_VERSION in batch.schema.names:
+        versions = pc.unique(batch.column(MODEL_VERSION).drop_null())
         tally.versions.update(versions.to_pylist())
     for name, value_range in tally.ranges.items():
         value_range.add(batch.column(name))
-    if "variant" in batch.schema.names:
-        for row in pc.value_counts(batch.column("variant").drop_null()).to_pylist():
+    if VARIANT in batch.schema.names:
+        for row in pc.value_counts(batch.column(VARIANT).drop_null()).to_pylist():
             tally.variants[row["values"]] += row["counts"]
     if tally.ids is not None:
         tally.ids.add(batch.select(id_columns))
@@ -460,12 +470,12 @@ def _served_versions(manifest: dict) -> set[str]:
 def lineup_columns(manifest: dict) -> list[str]:
     """The columns a run with challengers, an ensemble or an A/B split added to the champion's."""
     names = [c["name"] for c in manifest["output"]["columns"]]
-    return [n for n in names if n.startswith(("challenger_", "ensemble_")) or n == "variant"]
+    return [n for n in names if n.startswith((CHALLENGER_PREFIX, ENSEMBLE_PREFIX)) or n == VARIANT]
 
 
 def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_tolerance: float) -> None:
     """Challenger and ensemble columns: no nulls, probabilities within [0, 1]; the variants' shares."""
-    columns = [c for c in lineup_columns(manifest) if c != "variant"]
+    columns = [c for c in lineup_columns(manifest) if c != VARIANT]
     if columns:
         problems = []
         for name in columns:
@@ -500,7 +510,7 @@ def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_toleranc
         + [f"unknown variants {unknown}"] * bool(unknown)
         + ["rows differ from the manifest's"] * (not recorded)
     )
-    report.add("variant shares", not problems and tally.nulls["variant"] == 0, "; ".join(problems) or detail)
+    report.add("variant shares", not problems and tally.nulls[VARIANT] == 0, "; ".join(problems) or detail)
 
 
 @dataclass(frozen=True)
@@ -627,12 +637,12 @@ def _one_bin(same: bool) -> PsiBins:
 
 def score_name(schema: pa.Schema) -> str | None:
     """The score whose distribution is compared: the binary probability, else a numeric prediction."""
-    if "probability" in schema.names and not pa.types.is_list(schema.field("probability").type):
-        return "probability"
-    if "prediction" in schema.names:
-        kind = schema.field("prediction").type
+    if PROBABILITY in schema.names and not pa.types.is_list(schema.field(PROBABILITY).type):
+        return PROBABILITY
+    if PREDICTION in schema.names:
+        kind = schema.field(PREDICTION).type
         if pa.types.is_floating(kind) or pa.types.is_integer(kind):
-            return "prediction"
+            return PREDICTION
     return None
 
 

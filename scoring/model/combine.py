@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scoring.columns import ENSEMBLE_PREFIX, PREDICTION, PROBABILITY, VARIANT, challenger_prefix
 from scoring.errors import ModelError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.output import OutputSpec, Scores, prediction_values
@@ -75,19 +76,14 @@ def score_columns(output: OutputSpec, prefix: str = "") -> list[Column]:
     return columns
 
 
-def challenger_prefix(name: str) -> str:
-    """Where a challenger's columns start: ``challenger_<name>_``."""
-    return f"challenger_{name}_"
-
-
 def ensemble_column(outputs: Mapping[str, OutputSpec], lineup: Lineup) -> Column | None:
     """The ensemble's column, or None when the run has no ensemble."""
     if not lineup.ensemble:
         return None
     first = outputs[lineup.ensemble[0][0]]
     if first.probability is None:
-        return Column("ensemble_prediction", "double")
-    return Column("ensemble_probability", _PROBABILITY_TYPE[first.probability])
+        return Column(f"{ENSEMBLE_PREFIX}{PREDICTION}", "double")
+    return Column(f"{ENSEMBLE_PREFIX}{PROBABILITY}", _PROBABILITY_TYPE[first.probability])
 
 
 def lineup_columns(lineup: Lineup, outputs: Mapping[str, OutputSpec]) -> list[Column]:
@@ -105,7 +101,7 @@ def lineup_columns(lineup: Lineup, outputs: Mapping[str, OutputSpec]) -> list[Co
     if ensemble is not None:
         columns.append(ensemble)
     if lineup.ab:
-        columns.append(Column("variant", "string"))
+        columns.append(Column(VARIANT, "string"))
     return columns
 
 
@@ -169,7 +165,7 @@ def lineup_values(
     if ensemble is not None:
         values[ensemble.name] = blend(lineup, outputs, scores)
     if lineup.ab:
-        values["variant"] = variants
+        values[VARIANT] = variants
     return values
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scoring.columns import PREDICTION, PROBABILITY
 from scoring.errors import ModelError
 
 
@@ -91,7 +92,7 @@ def select_scores(scores: Scores, mode: str) -> Scores:
         ModelError: ``probability`` was asked of a model that gives no class probabilities.
     """
     if mode == "label" and scores.probability is not None:
-        methods = tuple((column, how) for column, how in scores.methods if column != "probability")
+        methods = tuple((column, how) for column, how in scores.methods if column != PROBABILITY)
         return Scores(scores.prediction, None, methods, scores.classes)
     if mode == "probability" and scores.probability is None:
         raise ModelError(
@@ -137,19 +138,19 @@ def scores_from_outputs(
     methods: tuple[tuple[str, str], ...] = ()
     if names is not None:
         source = names[column_at[0]] if column_at else f"argmax of {names[matrix_at[0]]}"
-        methods = (("prediction", source),)
+        methods = ((PREDICTION, source),)
         if matrix_at:
-            methods += (("probability", names[matrix_at[0]]),)
+            methods += ((PROBABILITY, names[matrix_at[0]]),)
     return Scores(prediction, probability, methods, classes if matrix is not None else None)
 
 
 def scores_frame(scores: Scores, output: OutputSpec) -> pd.DataFrame:
     """Scores as the pandas frame of the UDF's output struct."""
-    columns = {"prediction": prediction_values(scores.prediction, output.prediction_type)}
+    columns = {PREDICTION: prediction_values(scores.prediction, output.prediction_type)}
     if output.probability == "binary":
-        columns["probability"] = scores.probability.astype(np.float64)
+        columns[PROBABILITY] = scores.probability.astype(np.float64)
     elif output.probability == "multiclass":
-        columns["probability"] = list(scores.probability.astype(np.float64))
+        columns[PROBABILITY] = list(scores.probability.astype(np.float64))
     return pd.DataFrame(columns)
 
 

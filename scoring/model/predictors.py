@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from scoring.columns import PREDICTION, PROBABILITY
 from scoring.errors import ModelError
 from scoring.model.output import Scores, scores_from_outputs, select_scores
 from scoring.model.signature import NUMPY_TYPES, ONNX_TYPES, Feature
@@ -161,13 +162,11 @@ class PyfuncPredictor:
         classes = tuple(model.classes_)
         if self._scores == "label":
             labels = np.asarray(model.predict(features)).reshape(-1)
-            return Scores(labels, None, (("prediction", "predict"),), classes)
+            return Scores(labels, None, ((PREDICTION, "predict"),), classes)
         matrix = np.asarray(model.predict_proba(features), dtype=np.float64)
         labels = _labels(model, features, matrix)
         probability = matrix[:, 1] if matrix.shape[1] == 2 else matrix
-        return Scores(
-            labels, probability, (("prediction", "predict"), ("probability", "predict_proba")), classes
-        )
+        return Scores(labels, probability, ((PREDICTION, "predict"), (PROBABILITY, "predict_proba")), classes)
 
     def _inputs(self, frame: pd.DataFrame) -> tuple[object, pd.DataFrame | np.ndarray]:
         """The model to call and what to hand it: the twin and the frame's array where they are alike."""

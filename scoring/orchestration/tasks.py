@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from scoring import PROJECT_ROOT
-from scoring.config import ENGINES, SCORES, JobConfig
+from scoring.config import ENGINES, PSI_THRESHOLD, SCORES, JobConfig
 from scoring.errors import ModelError, ScoringError
-from scoring.lineup import Lineup, LineupError
+from scoring.lineup import DECISION_THRESHOLD, Lineup, LineupError
 from scoring.orchestration import emr
 
 if TYPE_CHECKING:
@@ -141,14 +141,14 @@ def default_params() -> dict[str, Any]:
         "maintain_older_than_days": _number_or_none(env("SCORING_MAINTAIN_OLDER_THAN_DAYS")),
         "id_column": env("SCORING_ID_COLUMN", "customer_id"),
         "keep_columns": env("SCORING_KEEP_COLUMNS", ""),
-        "scores": env("SCORING_SCORES", "auto"),
-        "engine": env("SCORING_ENGINE", "auto"),
-        "partition_column": "date",
+        "scores": env("SCORING_SCORES", JobConfig.scores),
+        "engine": env("SCORING_ENGINE", JobConfig.engine),
+        "partition_column": JobConfig.partition_column,
         "compute": env("SCORING_COMPUTE", "local"),
         "local_master": env("SCORING_LOCAL_MASTER", "local[*]"),
         "max_model_age_days": float(env("SCORING_MAX_MODEL_AGE_DAYS", "90")),
-        "max_reject_fraction": 0.01,
-        "psi_threshold": 0.2,
+        "max_reject_fraction": JobConfig.max_reject_fraction,
+        "psi_threshold": PSI_THRESHOLD,
         "emr_flavour": env("SCORING_EMR_FLAVOUR", "gpu"),
         "emr_core_nodes": int(env("SCORING_EMR_CORE_NODES", "2")),
         "artifacts_uri": env("SCORING_ARTIFACTS_URI", "s3://scoring-artifacts/staging"),
@@ -163,7 +163,7 @@ def default_params() -> dict[str, Any]:
         "ensemble": {},
         "ab_split": {},
         "ab_salt": None,
-        "decision_threshold": 0.5,
+        "decision_threshold": DECISION_THRESHOLD,
     }
 
 
@@ -260,7 +260,7 @@ def lineup_from_params(params: Mapping[str, Any]) -> Lineup:
                 "challengers": params.get("challengers") or {},
                 "ensemble": params.get("ensemble") or {},
                 "ab": {"split": split, "salt": salt} if split or salt is not None else {},
-                "decision_threshold": params.get("decision_threshold", 0.5),
+                "decision_threshold": params.get("decision_threshold", DECISION_THRESHOLD),
             }
         )
     except LineupError as e:
@@ -312,7 +312,7 @@ def job_config(
         keep_columns=keep,
         scores=params["scores"],
         max_reject_fraction=float(params["max_reject_fraction"]),
-        engine=params.get("engine", "auto"),
+        engine=params.get("engine", JobConfig.engine),
         cost_estimate=cost_estimate,
     )
 
