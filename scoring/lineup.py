@@ -73,6 +73,10 @@ class Lineup:
                     )
         object.__setattr__(self, "ensemble", normalised(self.ensemble, "--ensemble"))
         object.__setattr__(self, "ab", normalised(self.ab, "--ab"))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Refuse an ensemble or a split of one model, a split without its salt, and the other way."""
         if self.ab and not self.ab_salt:
             raise LineupError("--ab needs --ab-salt (the experiment's id): it decides each row's variant")
         if self.ab_salt and not self.ab:

@@ -21,6 +21,9 @@ from scoring.serve.errors import BadRequest, NotFound
 from scoring.serve.served_model import ServedModel, score_arrays
 from scoring.serve.service import Scored
 
+# The binary tensor data extension announces itself with this header: the JSON header's length in bytes.
+BINARY_HEADER = "Inference-Header-Content-Length"
+
 # The longest tensor or model name a message repeats back.
 MAX_NAME = 256
 

@@ -1,6 +1,6 @@
 """The server's OpenAPI document (``GET /openapi.json``, ``/docs``), built from the served models.
 
-The routes decode their bodies with ``json`` rather than pydantic models (``scoring.serve.http``), so
+The routes decode their bodies with ``json`` rather than pydantic models (``scoring.serve.routes``), so
 FastAPI cannot see what they take or answer: this module writes it, from the models' signatures and the
 server's settings, once at start-up. Every schema says what the server really does:
 
@@ -40,8 +40,6 @@ OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 TEXT = "text/plain"
 BINARY = "application/octet-stream"
-# The binary tensor data extension's header: the length of the JSON that starts the body.
-BINARY_HEADER = "Inference-Header-Content-Length"
 
 # JSON Schema type and OpenAPI format of each signature type.
 _JSON_TYPES = {
@@ -407,7 +405,7 @@ def operation(
         responses: The route's answers by status.
         surface: What is served (whether a key is set).
         tag: The ``/docs`` section.
-        keyed: Whether the route checks the API key (``_authorize`` in ``scoring.serve.http``).
+        keyed: Whether the route checks the API key (``scoring.serve.routes.common.authorize``).
         body: The request body, if any.
         parameters: Path and header parameters.
         error: The component schema of the route's plain errors (its 401).
@@ -771,11 +769,11 @@ def oip_model_paths(surface: Surface, base: str, parameters: list[dict]) -> dict
     # Triton's binary tensor data extension: the JSON request, then the inputs' raw bytes.
     body["content"][BINARY] = {"schema": {"type": "string", "format": "binary"}}
     body["description"] = (
-        f"JSON; or the JSON request ({BINARY_HEADER} bytes long), then the raw bytes of each "
+        f"JSON; or the JSON request ({oip.BINARY_HEADER} bytes long), then the raw bytes of each "
     )
     body["description"] += "input whose parameters give a binary_data_size, in input order."
     binary_header = {
-        "name": BINARY_HEADER,
+        "name": oip.BINARY_HEADER,
         "in": "header",
         "required": False,
         "description": "The binary tensor data extension: the length of the JSON that starts the body.",
@@ -784,7 +782,7 @@ def oip_model_paths(surface: Surface, base: str, parameters: list[dict]) -> dict
     inferred = json_response("Scored.", oip_answer(surface))
     inferred["content"][BINARY] = {"schema": {"type": "string", "format": "binary"}}
     inferred["headers"] = {
-        BINARY_HEADER: {
+        oip.BINARY_HEADER: {
             "description": "With binary outputs: the JSON's length.",
             "schema": {"type": "integer"},
         }

@@ -555,6 +555,18 @@ class Supervisor:
                 numbers += chunk
         return [signal.Signals(number) for number in numbers]
 
+    def _drain(self, running: list[Slot]) -> list[Slot]:
+        """Wait until the stopping workers exit, forwarding further stop signals; those still running."""
+        deadline = time.monotonic() + self._stop_wait_s
+        while running and time.monotonic() < deadline:
+            woken = wait([self._wakeup, *(s.process.sentinel for s in running)], deadline - time.monotonic())
+            if self._wakeup in woken:
+                for again in (s for s in self._signals() if s in STOP_SIGNALS):
+                    for slot in running:
+                        os.kill(slot.pid, again)
+            running = [slot for slot in running if slot.alive]
+        return running
+
     def _stop_workers(self, sig: signal.Signals, reason: str) -> None:
         """Forward ``sig`` to every worker, wait for them to drain, kill those that outlast the wait.
 
@@ -569,15 +581,7 @@ class Supervisor:
             log.info("%s: stopping %d worker%s", reason, len(running), "s" if len(running) > 1 else "")
         for slot in running:
             os.kill(slot.pid, sig)
-        deadline = time.monotonic() + self._stop_wait_s
-        while running and time.monotonic() < deadline:
-            woken = wait([self._wakeup, *(s.process.sentinel for s in running)], deadline - time.monotonic())
-            if self._wakeup in woken:
-                for again in (s for s in self._signals() if s in STOP_SIGNALS):
-                    for slot in running:
-                        os.kill(slot.pid, again)
-            running = [slot for slot in running if slot.alive]
-        for slot in running:
+        for slot in self._drain(running):
             log.warning(
                 "worker %d pid %d did not stop within %g s: killed", slot.index, slot.pid, self._stop_wait_s
             )
