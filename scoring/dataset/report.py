@@ -35,8 +35,9 @@ from scoring.config import PSI_ACTION, PSI_THRESHOLD
 from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
 from scoring.dataset.publish import MANIFEST_FILE
+from scoring.dataset.reading import partition_batches
 from scoring.dataset.storage import read_json, write_text
-from scoring.dataset.validate import Drift, Report, partition_batches, score_counts, validate_partition
+from scoring.dataset.validate import Drift, Report, score_counts, validate_partition
 from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION, DECISION_THRESHOLD
 

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -41,9 +40,17 @@ from scoring.dataset import quantiles
 from scoring.dataset.buckets import RepeatBuckets
 from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.ids import holds_int64
-from scoring.dataset.publish import MANIFEST_FILE, staged_files, staged_paths
-from scoring.dataset.storage import filesystem, read_json
-from scoring.errors import OutputError
+from scoring.dataset.publish import MANIFEST_FILE, staged_files
+from scoring.dataset.reading import (
+    ScoreColumn,
+    day_files,
+    partition_dataset,
+    partition_footers,
+    read_batches,
+    score_name,
+    score_values,
+)
+from scoring.dataset.storage import read_json
 from scoring.model.schema import arrow_type_name
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -401,10 +408,6 @@ class Tally:
         return self.ids.repeats() if self.ids is not None else 0
 
 
-# Rows read at a time: a batch of the columns a check needs is a few MB.
-READ_BATCH_ROWS = 65_536
-
-
 def tally_partition(
     dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: dict, drift_edges: np.ndarray | None
 ) -> Tally:
@@ -560,7 +563,7 @@ def reference_scores(day: Day, bins: int = 10) -> Reference | None:
         counts = ScoreCounts(rows=found.rows, low=known, high=known)
         return Reference(day, np.array([-np.inf, np.inf]), value, counts, found.passes)
     edges[0], edges[-1] = -np.inf, np.inf
-    return Reference(day, edges, None, column.count(edges), found.passes + 1)
+    return Reference(day, edges, None, count_scores(column, edges), found.passes + 1)
 
 
 def _drift_reference(previous: Day | None, schema: pa.Schema) -> tuple[Reference | None, str | None]:
@@ -635,116 +638,18 @@ def _one_bin(same: bool) -> PsiBins:
     return PsiBins(np.array([-np.inf, np.inf]), one, one, np.array([0.0 if same else math.inf]))
 
 
-def score_name(schema: pa.Schema) -> str | None:
-    """The score whose distribution is compared: the binary probability, else a numeric prediction."""
-    if PROBABILITY in schema.names and not pa.types.is_list(schema.field(PROBABILITY).type):
-        return PROBABILITY
-    if PREDICTION in schema.names:
-        kind = schema.field(PREDICTION).type
-        if pa.types.is_floating(kind) or pa.types.is_integer(kind):
-            return PREDICTION
-    return None
-
-
-def score_values(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    """A batch's score column as float64, a null as NaN."""
-    return np.asarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def partition_dataset(partition_uri: str, names: list[str]) -> ds.Dataset:
-    """The partition's files (``staged_paths``) as one pyarrow dataset, on whatever filesystem holds them.
-
-    Raises:
-        OutputError: The first file, whose schema the dataset takes, is not readable parquet.
-    """
-    fs, path = filesystem(partition_uri)
-    # No pre-buffering: it reads a file's column chunks ahead, a whole file at a time, and the job's
-    # files grow with the rows; without it the reader holds a row group's columns (the job writes
-    # about a million rows a row group).
-    options = ds.ParquetFragmentScanOptions(pre_buffer=False)
-    parquet = ds.ParquetFileFormat(default_fragment_scan_options=options)
-    try:
-        return ds.dataset([f"{path}/{name}" for name in names], filesystem=fs, format=parquet)
-    except (OSError, pa.ArrowException) as e:
-        raise OutputError(f"partition {partition_uri} is not readable parquet: {e}") from e
-
-
-def partition_footers(dataset: ds.Dataset) -> list[pq.FileMetaData]:
-    """Each file's footer, in the dataset's order, read once: its fragments keep it for the scan.
-
-    Raises:
-        OutputError: A file is not readable parquet.
-    """
-    footers = []
-    for fragment in dataset.get_fragments():
-        try:
-            footers.append(fragment.metadata)
-        except (OSError, pa.ArrowException) as e:
-            raise OutputError(f"staged file {fragment.path} is not readable parquet: {e}") from e
-    return footers
-
-
-def read_batches(dataset: ds.Dataset, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
-    """The ``wanted`` columns the dataset has, ``READ_BATCH_ROWS`` rows at a time.
-
-    One file and one batch are read ahead at most: memory holds a few batches, whatever the
-    partition's size.
-    """
-    wanted = set(wanted)
-    return dataset.to_batches(
-        columns=[c for c in dataset.schema.names if c in wanted],
-        batch_size=READ_BATCH_ROWS,
-        batch_readahead=1,
-        fragment_readahead=1,
-    )
-
-
-def day_files(day: Day) -> list[str]:
-    """A published day's scores files, relative to its directory: the table's, or those listed there."""
-    return list(day.files) if day.files is not None else staged_paths(day.uri)
-
-
-def partition_batches(day: Day, wanted: Iterable[str]) -> Iterator[pa.RecordBatch]:
-    """A day's ``wanted`` columns a batch at a time (``read_batches``); none when it has no files."""
-    names = day_files(day)
-    return read_batches(partition_dataset(day.uri, names), wanted) if names else iter(())
-
-
-@dataclass(frozen=True)
-class ScoreColumn:
-    """A published day's score column (``score_name``), read a batch at a time as often as needed."""
-
-    dataset: ds.Dataset
-    name: str
-
-    @classmethod
-    def of(cls, day: Day) -> ScoreColumn | None:
-        """The day's score column; None when it has no files or no numeric score column."""
-        names = day_files(day)
-        dataset = partition_dataset(day.uri, names) if names else None
-        name = score_name(dataset.schema) if dataset else None
-        return cls(dataset, name) if name else None
-
-    def rows(self) -> int:
-        """The rows its footers count."""
-        return sum(footer.num_rows for footer in partition_footers(self.dataset))
-
-    def batches(self) -> Iterator[np.ndarray]:
-        """One read of the column, a batch at a time (``score_values``)."""
-        return (score_values(batch, self.name) for batch in read_batches(self.dataset, [self.name]))
-
-    def count(self, edges: np.ndarray) -> ScoreCounts:
-        """One read of the column, counted in bins."""
-        counts = ScoreCounts(edges)
-        for values in self.batches():
-            counts.add(values)
-        return counts
-
-
 def score_counts(day: Day, edges: np.ndarray) -> ScoreCounts | None:
     """A published day's score column counted in bins; None when it has no numeric score column."""
     column = ScoreColumn.of(day)
-    return column.count(edges) if column else None
+    return count_scores(column, edges) if column else None
+
+
+def count_scores(column: ScoreColumn, edges: np.ndarray) -> ScoreCounts:
+    """One read of a score column, counted in the bins ``edges`` bound."""
+    counts = ScoreCounts(edges)
+    for values in column.batches():
+        counts.add(values)
+    return counts
 
 
 def _describe(files: list[tuple[str, int]]) -> str:

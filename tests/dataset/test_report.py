@@ -18,7 +18,7 @@ from conftest import DATE, OTHER_DATE, run_score
 
 from scoring import demo
 from scoring.cli import main
-from scoring.dataset import validate
+from scoring.dataset import reading
 from scoring.dataset.destination import Day
 from scoring.dataset.report import (
     HISTOGRAM_BINS,
@@ -97,7 +97,7 @@ def test_the_job_writes_a_report_with_the_manifests_counts_and_the_validators_ps
 
 def test_the_histogram_is_each_whole_day_counted_in_its_bins(output, monkeypatch):
     """Read a few rows at a time, the plotted shares are those of each day's whole score column."""
-    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 101)
+    monkeypatch.setattr(reading, "READ_BATCH_ROWS", 101)
     drift = validate_partition(str(output), OTHER_DATE).drift
     histogram = drift_histogram(drift)
     np.testing.assert_array_equal(histogram.edges, np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1))  # probabilities
@@ -157,7 +157,7 @@ def day_of(partition: Path) -> Day:
 def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_at_a_time(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 97)  # every sample is drawn across many batches
+    monkeypatch.setattr(reading, "READ_BATCH_ROWS", 97)  # every sample is drawn across many batches
     manifest = {"challengers": [{"name": "inv"}, {"name": "multi"}], "ab": {"champion": 0.66, "inv": 0.34}}
     rows = 12_000
     partition = scored_partition(tmp_path / "big", rows, files=3)

@@ -14,7 +14,7 @@ from conftest import DATE, OTHER_DATE
 
 from scoring import demo
 from scoring.cli import main
-from scoring.dataset import buckets, quantiles, validate
+from scoring.dataset import buckets, quantiles, reading
 from scoring.dataset.buckets import repeated_ids
 from scoring.dataset.validate import population_stability_index, psi_bins, validate_partition
 
@@ -132,7 +132,7 @@ def test_duplicate_ids_and_out_of_range_probability_are_caught(output, report):
 
 @pytest.mark.parametrize("rows_per_bucket", [None, 50], ids=["ids in one bucket", "ids in buckets on disk"])
 def test_small_batches_across_files_catch_a_repeat_and_a_null_version(output, monkeypatch, rows_per_bucket):
-    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 3)  # every check sees many batches
+    monkeypatch.setattr(reading, "READ_BATCH_ROWS", 3)  # every check sees many batches
     if rows_per_bucket:  # 400 rows: 8 buckets, spilled every 20 rows
         monkeypatch.setattr(buckets, "ROWS_PER_BUCKET", rows_per_bucket)
         monkeypatch.setattr(buckets, "SPILL_ROWS", 20)
@@ -173,7 +173,7 @@ def rewrite_scores(output, date, scores: np.ndarray) -> None:
 def test_the_streamed_psi_is_the_exact_psi_of_the_whole_columns(output, monkeypatch, capsys, shift):
     """Both days read in small batches, the deciles found in several passes: the validator's index is
     the in-memory one of both whole columns (rank error 0), and its JSON says how it was computed."""
-    monkeypatch.setattr(validate, "READ_BATCH_ROWS", 7)
+    monkeypatch.setattr(reading, "READ_BATCH_ROWS", 7)
     monkeypatch.setattr(quantiles, "HOLD_LIMIT", 16)  # 400 rows: narrowed digit by digit, then held
     rng = np.random.default_rng(5)
     rows = {date: sum(pq.read_metadata(p).num_rows for p in (output / f"date={date}").glob("*.parquet"))
