@@ -12,9 +12,10 @@ import datetime as dt
 import gc
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from scoring.config import (
@@ -637,42 +638,23 @@ def _age(value: str) -> dt.timedelta:
     return dt.timedelta(**{units[unit]: int(number)})
 
 
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
-    return number
+def _bounded(kind: Callable[[str], float], low: float, high: float, refusal: str) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` number from ``low`` to ``high``, else ``refusal`` with the value."""
+
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:  # NaN included
+            raise argparse.ArgumentTypeError(refusal.format(value=value))
+        return number
+
+    return parse
 
 
-def _non_negative(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0.0:  # NaN included
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
-    return number
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {value!r}")
-    return port
-
-
-def positive_int(value: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
+_fraction = _bounded(float, 0.0, 1.0, "expected a fraction between 0 and 1, got {value!r}")
+_non_negative = _bounded(float, 0.0, math.inf, "expected a number >= 0, got {value!r}")
+_port = _bounded(int, 0, 65535, "not a port number (0 to 65535): {value!r}")
+# An argparse type: an integer of at least 1 (the bench's flags take it too).
+positive_int = _bounded(int, 1, math.inf, "expected a positive integer, got {value!r}")
