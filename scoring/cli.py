@@ -179,6 +179,13 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
         help="partition column of the output and input (default: %(default)s)",
     )
     add("--keep-columns", default=(), type=_names, help="more input columns to copy to the output")
+    _add_model_arguments(parser)
+    _add_run_arguments(parser)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a run loads and calls its models: the batch size, the backend, the device, the scores."""
+    add = parser.add_argument
     add(
         "--batch-size",
         default=JobConfig.batch_size,
@@ -206,6 +213,11 @@ def add_score_arguments(parser: argparse.ArgumentParser, dated: bool = True) -> 
     )
     add("--features", default=None, type=_names, help="feature columns, for a model without a signature")
     add("--threads", type=positive_int, help="ONNX threads per task (default: spark.task.cpus)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a run runs, what it accepts of its input, and what it reports."""
+    add = parser.add_argument
     add("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
     add(
         "--max-reject-fraction",

@@ -148,20 +148,7 @@ def plan_footers(
     Returns:
         The slices, and the read columns' types in each file.
     """
-    read = set(columns)
-    groups = []  # (file, row group, rows, bytes) of every row group that holds rows
-    schemas = {}
-    for file, meta in footers:
-        arrow = meta.schema.to_arrow_schema()
-        schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
-        leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path in read]
-        opened = False
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            if group.num_rows:
-                size = sum(group.column(i).total_compressed_size for i in leaves)
-                groups.append((file, g, group.num_rows, size + (0 if opened else open_cost)))
-                opened = True
+    groups, schemas = _row_groups(footers, columns, open_cost)
     total = sum(size for *_, size in groups)
     cores = max(parallelism, 1)
     rounds = max(math.ceil(total / (max(max_partition_bytes, 1) * cores)), 1)
@@ -181,6 +168,30 @@ def plan_footers(
     if parts:
         slices.append(Slice(len(slices), tuple((f, tuple(gs)) for f, gs in parts.items()), rows))
     return Plan(tuple(slices), schemas)
+
+
+def _row_groups(
+    footers: Sequence[tuple[str, pq.FileMetaData]], columns: Sequence[str], open_cost: int
+) -> tuple[list[tuple[str, int, int, int]], dict[str, pa.Schema]]:
+    """Every row group that holds rows, as (file, index, rows, bytes read), and each file's read types.
+
+    A row group's bytes are its read columns' compressed bytes; a file's first one adds ``open_cost``.
+    """
+    read = set(columns)
+    groups = []
+    schemas = {}
+    for file, meta in footers:
+        arrow = meta.schema.to_arrow_schema()
+        schemas[file] = pa.schema([arrow.field(c) for c in columns if arrow.get_field_index(c) >= 0])
+        leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path in read]
+        opened = False
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows:
+                size = sum(group.column(i).total_compressed_size for i in leaves)
+                groups.append((file, g, group.num_rows, size + (0 if opened else open_cost)))
+                opened = True
+    return groups, schemas
 
 
 def unsuitable(

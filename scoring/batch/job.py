@@ -74,7 +74,7 @@ from scoring.batch.udf import (
     distribute_model,
     pickled_classifier,
     probe_on_worker,
-    score_column,
+    scores_struct,
     ship_classifier,
 )
 from scoring.batch.unique_ids import ids_unique
@@ -265,7 +265,7 @@ def score_locally(
     publisher.prepare()
     published = False
     try:
-        direct = arrow_pass(config, scorer, features, carried, location, schemas, codec("snappy"), models)
+        direct = build_pass(config, scorer, features, carried, location, schemas, codec("snappy"), models)
         done = RowCount()
         with (
             spark_read_errors(config.input),  # a file corrupt behind its footer: one line naming it
@@ -293,31 +293,17 @@ def score_on_spark(
     started_at: dt.datetime,
 ) -> dict:
     """Read, check, probe, score and write with Spark, then check and publish; the manifest."""
-    spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
-    source = read_input(spark, config.input, config.partition_column, config.date)
-    check_columns(column_types(source.schema), features, carried, config.input)
-    partitioned = config.partition_column in source.columns
-    partition = f"{config.partition_column}={config.partition_value}"
-    inputs = count_input(source, config.input, partition if partitioned else None, config.skip_corrupt_files)
-    if inputs.rows == 0:
-        raise InputError(
-            f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
-        )
-    checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
-    order = [*carried, *(f.name for f in features)]
-    with spark_read_errors(config.input):  # the id check may scan the input with Spark
-        checked, marked = check_duplicates(checked, config, order, inputs)
-    valid = checked.where(checked[REJECT_REASON].isNull())
-
+    read = read_checked(spark, config, features, carried)
+    inputs, valid = read.inputs, read.valid
     # Decided before the models are shipped: a run refused here adds no file to the context.
-    input_plan = arrow_plan(spark, config, inputs, features, carried, marked)
+    input_plan = arrow_plan(spark, config, inputs, features, carried, read.marked)
     threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
     sample = head_sample(inputs.sizes, features, PROBE_ROWS)
     if sample is None:
         sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
     probed = probe_models(sample, models, config, threads)
     outputs = {p.run_model.name: p.output for p in probed}
-    rejects = rejects_frame(checked, carried, features)
+    rejects = rejects_frame(read.checked, carried, features)
     # Opened from the output's schemas (a plan, nothing runs) before a model is shipped: a table
     # that refuses this run's columns adds no file to the context.
     unshipped = score_frame(valid, features, [p.member() for p in probed], models, config, carried)
@@ -346,15 +332,9 @@ def score_on_spark(
                 else:
                     schemas = (arrow_schema(scored.schema), arrow_schema(rejects.schema))
                     spark_codec = codec(spark.conf.get("spark.sql.parquet.compression.codec"))
-                    direct = arrow_pass(
-                        config,
-                        _scorer(members, config),
-                        features,
-                        carried,
-                        location,
-                        schemas,
-                        spark_codec,
-                        models,
+                    scorer = _scorer(members, config)
+                    direct = build_pass(
+                        config, scorer, features, carried, location, schemas, spark_codec, models
                     )
                     run_pass(spark.sparkContext, direct, input_plan.slices)
             # Every row Spark's pass did not write was rejected: only then is the input read
@@ -371,6 +351,48 @@ def score_on_spark(
     finally:
         publisher.finish(published)
     return manifest
+
+
+@dataclass(frozen=True)
+class SparkInput:
+    """The date's input as Spark reads it, checked (``read_checked``).
+
+    Attributes:
+        inputs: Its files and rows.
+        checked: Every row, with its ``reject_reason`` (null for the rows to score).
+        valid: The rows to score.
+        marked: Whether a Spark job marked repeated ids (the Arrow pass then does not apply).
+    """
+
+    inputs: InputFiles
+    checked: DataFrame
+    valid: DataFrame
+    marked: bool
+
+
+def read_checked(
+    spark: SparkSession, config: JobConfig, features: tuple[Feature, ...], carried: list[str]
+) -> SparkInput:
+    """The date's rows read with Spark, counted, and each given its reject reason.
+
+    Raises:
+        InputError: A column is missing or of the wrong type, or the date has no rows.
+    """
+    spark.conf.set("spark.sql.files.ignoreCorruptFiles", str(config.skip_corrupt_files).lower())
+    source = read_input(spark, config.input, config.partition_column, config.date)
+    check_columns(column_types(source.schema), features, carried, config.input)
+    partitioned = config.partition_column in source.columns
+    partition = f"{config.partition_column}={config.partition_value}"
+    inputs = count_input(source, config.input, partition if partitioned else None, config.skip_corrupt_files)
+    if inputs.rows == 0:
+        raise InputError(
+            f"input {config.input}: no rows for {config.partition_column}={config.partition_value}"
+        )
+    checked = source.withColumn(REJECT_REASON, reject_reason(source.schema, features, config.id_columns))
+    order = [*carried, *(f.name for f in features)]
+    with spark_read_errors(config.input):  # the id check may scan the input with Spark
+        checked, marked = check_duplicates(checked, config, order, inputs)
+    return SparkInput(inputs, checked, checked.where(checked[REJECT_REASON].isNull()), marked)
 
 
 @dataclass
@@ -701,7 +723,7 @@ def score_frame(
     keys = [f"_key{i}" for i in range(len(config.id_columns))] if lineup.ab else []
     ids = [F.col(c).alias(k) for c, k in zip(config.id_columns, keys, strict=False)]
     struct = F.struct(*typed_features(features), *ids)
-    scores = score_column(struct, members, lineup, keys).alias("_scores")
+    scores = scores_struct(struct, members, lineup, keys).alias("_scores")
     columns = model_columns(config.lineup, models)
     if lineup.ab:
         # The variant's model, looked up in a literal map: variant -> name, variant -> version.
@@ -771,7 +793,7 @@ def arrow_plan(
     return None
 
 
-def arrow_pass(
+def build_pass(
     config: JobConfig,
     scorer: BatchScorer,
     features: tuple[Feature, ...],

@@ -123,7 +123,7 @@ MAX_SHIPPED_BYTES = 512 * 1024 * 1024
 class BatchScorer:
     """Every model of the run, scoring one batch of typed features into the run's score columns.
 
-    The one scoring step of both scoring passes: the UDF's (``score_column``) and the Arrow pass's
+    The one scoring step of both scoring passes: the UDF's (``scores_struct``) and the Arrow pass's
     (``scoring.batch.arrow_pass``). Pickled with the task and called on the Python workers.
 
     Attributes:
@@ -159,7 +159,7 @@ class BatchScorer:
         return lineup_values(self.lineup, self.outputs, scores, ids)
 
 
-def score_column(
+def scores_struct(
     features: SparkColumn, members: Sequence[Member], lineup: Lineup, keys: Sequence[str] = ()
 ) -> SparkColumn:
     """A struct column of every score column of the run, for a struct column of features.

@@ -37,7 +37,7 @@ from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_se
 from scoring.dataset.publish import MANIFEST_FILE
 from scoring.dataset.reading import partition_batches
 from scoring.dataset.storage import read_json, write_text
-from scoring.dataset.validate import Drift, Report, score_counts, validate_partition
+from scoring.dataset.validate import Drift, ValidationReport, score_counts, validate_partition
 from scoring.errors import OutputError, ScoringError
 from scoring.lineup import CHAMPION, DECISION_THRESHOLD
 
@@ -73,7 +73,7 @@ def write_report(
     output: str | Destination,
     date: dt.date,
     partition_column: str = "date",
-    validation: Report | None = None,
+    validation: ValidationReport | None = None,
     psi_threshold: float = PSI_THRESHOLD,
     psi_action: str = PSI_ACTION,
 ) -> str:
@@ -149,7 +149,10 @@ def drift_histogram(drift: Drift) -> Histogram | None:
 
 
 def write_report_or_warn(
-    output: str | Destination, date: dt.date, partition_column: str = "date", validation: Report | None = None
+    output: str | Destination,
+    date: dt.date,
+    partition_column: str = "date",
+    validation: ValidationReport | None = None,
 ) -> str | None:
     """Write the published partition's report as `write_report` does; a failure is logged, not raised.
 
@@ -216,7 +219,7 @@ def _numeric(batch: pa.RecordBatch, prefix: str) -> np.ndarray | None:
 
 def render_report(
     manifest: dict,
-    validation: Report,
+    validation: ValidationReport,
     challenger_pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
     histogram: Histogram | None = None,
 ) -> str:
@@ -337,7 +340,7 @@ def _run_section(manifest: dict) -> str:
     return "<h2>Run</h2>" + _table(None, rows)
 
 
-def _drift_section(validation: Report, manifest: dict, histogram: Histogram | None) -> str:
+def _drift_section(validation: ValidationReport, manifest: dict, histogram: Histogram | None) -> str:
     drift = validation.drift
     if drift is None:
         check = next((c for c in validation.checks if c.name == "score drift"), None)
@@ -377,7 +380,7 @@ def _drift_section(validation: Report, manifest: dict, histogram: Histogram | No
     )
 
 
-def _checks_section(validation: Report) -> str:
+def _checks_section(validation: ValidationReport) -> str:
     rows = [
         (f'<span class="{c.status}">{c.status.upper()}</span>', _e(c.name), _e(c.detail))
         for c in validation.checks

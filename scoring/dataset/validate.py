@@ -191,7 +191,7 @@ class Drift:
 
 
 @dataclass
-class Report:
+class ValidationReport:
     """All checks of one partition, and the drift it measured (None when there was nothing to compare)."""
 
     partition: str
@@ -238,7 +238,7 @@ def validate_partition(
     psi_threshold: float = PSI_THRESHOLD,
     psi_action: str = PSI_ACTION,
     variant_tolerance: float = VARIANT_TOLERANCE,
-) -> Report:
+) -> ValidationReport:
     """Check one published partition against its manifest and its predecessor.
 
     Args:
@@ -257,7 +257,7 @@ def validate_partition(
     """
     destination = as_destination(output, partition_column)
     day = destination.day(date)
-    report = Report(day.uri or f"{destination.label} {day.name}")
+    report = ValidationReport(day.uri or f"{destination.label} {day.name}")
     report.add("published", day.published, day.detail)
     manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
     problem = f"no {MANIFEST_FILE}" if manifest is None else _manifest_problem(manifest)
@@ -309,7 +309,7 @@ def _manifest_problem(manifest: dict) -> str | None:
     return None
 
 
-def _check_counts(report: Report, manifest: dict, files: list, rejects: list) -> None:
+def _check_counts(report: ValidationReport, manifest: dict, files: list, rejects: list) -> None:
     counts = manifest["counts"]
     scored, rejected = sum(n for _, n in files), sum(n for _, n in rejects)
     report.add(
@@ -322,7 +322,7 @@ def _check_counts(report: Report, manifest: dict, files: list, rejects: list) ->
     )
 
 
-def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
+def _check_schema(report: ValidationReport, schema: pa.Schema, manifest: dict) -> None:
     expected = [(c["name"], c["type"]) for c in manifest["output"]["columns"]]
     found = [(f.name, arrow_type_name(f.type)) for f in schema]
     report.add(
@@ -334,7 +334,7 @@ def _check_schema(report: Report, schema: pa.Schema, manifest: dict) -> None:
     )
 
 
-def _check_values(report: Report, tally: Tally, manifest: dict) -> None:
+def _check_values(report: ValidationReport, tally: Tally, manifest: dict) -> None:
     expected = _served_versions(manifest)
     versions, nulls = tally.versions, tally.nulls[MODEL_VERSION]
     found = f"{sorted(versions)}" + (f" and {nulls} null" if nulls else "")
@@ -421,7 +421,7 @@ def tally_partition(
             drift is not measured.
     """
     id_columns = manifest["arguments"]["id_columns"]
-    lineup = [c for c in lineup_columns(manifest) if c != VARIANT]
+    lineup = [c for c in published_lineup_columns(manifest) if c != VARIANT]
     present = set(dataset.schema.names)
     wanted = {*id_columns, *SCORE_COLUMNS, MODEL_VERSION, VARIANT, *lineup} & present
     tally = Tally()
@@ -470,15 +470,15 @@ def _served_versions(manifest: dict) -> set[str]:
     return {versions[name] for name in ab["split"]}
 
 
-def lineup_columns(manifest: dict) -> list[str]:
+def published_lineup_columns(manifest: dict) -> list[str]:
     """The columns a run with challengers, an ensemble or an A/B split added to the champion's."""
     names = [c["name"] for c in manifest["output"]["columns"]]
     return [n for n in names if n.startswith((CHALLENGER_PREFIX, ENSEMBLE_PREFIX)) or n == VARIANT]
 
 
-def _check_lineup(report: Report, tally: Tally, manifest: dict, variant_tolerance: float) -> None:
+def _check_lineup(report: ValidationReport, tally: Tally, manifest: dict, variant_tolerance: float) -> None:
     """Challenger and ensemble columns: no nulls, probabilities within [0, 1]; the variants' shares."""
-    columns = [c for c in lineup_columns(manifest) if c != VARIANT]
+    columns = [c for c in published_lineup_columns(manifest) if c != VARIANT]
     if columns:
         problems = []
         for name in columns:
@@ -581,7 +581,7 @@ def _drift_reference(previous: Day | None, schema: pa.Schema) -> tuple[Reference
 
 
 def _check_drift(
-    report: Report,
+    report: ValidationReport,
     reference: Reference | None,
     skipped: str | None,
     scores: ScoreCounts | None,
@@ -656,6 +656,6 @@ def _describe(files: list[tuple[str, int]]) -> str:
     return f"{len(files)} files/{sum(n for _, n in files)} rows"
 
 
-def report_json(report: Report) -> str:
+def report_json(report: ValidationReport) -> str:
     """The report as indented JSON."""
     return json.dumps(report.to_json(), indent=2)

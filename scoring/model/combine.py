@@ -128,7 +128,7 @@ def check_lineup(lineup: Lineup, outputs: Mapping[str, OutputSpec]) -> None:
         if (first.prediction_type, first.probability) != (other.prediction_type, other.probability):
             raise ModelError(
                 f"--ab: variants {variants[0]!r} and {name!r} give differently shaped scores "
-                f"({_shape(first)} against {_shape(other)}); they share the prediction columns"
+                f"({_described(first)} against {_described(other)}); they share the prediction columns"
             )
         _check_same_scores(variants[0], first, name, other)
 
@@ -203,7 +203,9 @@ def _values(scores: Scores, output: OutputSpec, prefix: str = "") -> dict[str, n
 
 def _check_same_scores(first: str, a: OutputSpec, name: str, b: OutputSpec) -> None:
     if a.probability != b.probability:
-        raise ModelError(f"models {first!r} and {name!r} cannot be combined: {_shape(a)} against {_shape(b)}")
+        raise ModelError(
+            f"models {first!r} and {name!r} cannot be combined: {_described(a)} against {_described(b)}"
+        )
     if a.classes is not None and b.classes is not None and list(a.classes) != list(b.classes):
         raise ModelError(
             f"models {first!r} and {name!r} cannot be combined: classes {list(a.classes)} "
@@ -211,7 +213,7 @@ def _check_same_scores(first: str, a: OutputSpec, name: str, b: OutputSpec) -> N
         )
 
 
-def _shape(output: OutputSpec) -> str:
+def _described(output: OutputSpec) -> str:
     if output.probability is None:
         return f"{output.prediction_type} predictions without probabilities"
     return f"{output.probability} probabilities"

@@ -240,8 +240,8 @@ def convert_model(
         parity = measure_parity(source, candidate, sample.frame)
         echo(f"parity of the export: {parity.describe()}")
         speeds = {
-            "source": rows_per_second(source, sample.frame),
-            "onnx": rows_per_second(candidate, sample.frame),
+            "source": measured_rows_per_second(source, sample.frame),
+            "onnx": measured_rows_per_second(candidate, sample.frame),
         }
         echo(
             f"speed ({len(sample.frame):,} rows, best of {SPEED_REPEATS}+ runs, ONNX Runtime on 1 thread "
@@ -260,7 +260,7 @@ def convert_model(
                     save_onnx(quantization.graph, Path(work, "quantized.onnx")), model.features
                 )
                 quantized_parity = measure_parity(source, quantized, sample.frame)
-                speeds["quantized"] = rows_per_second(quantized, sample.frame)
+                speeds["quantized"] = measured_rows_per_second(quantized, sample.frame)
                 echo(f"parity of the quantized export: {quantized_parity.describe()}")
                 echo(_quantization_change(parity, quantized_parity, speeds))
                 _check_tolerance(quantized_parity, tolerance, "the quantized export", model.pinned_uri)
@@ -568,7 +568,7 @@ def compare_columns(
     return Parity(rows, "probability", float(np.abs(got - want).max(initial=0.0)), agreement)
 
 
-def rows_per_second(
+def measured_rows_per_second(
     predictor: Predictor, frame: pd.DataFrame, repeats: int = SPEED_REPEATS, min_seconds: float = 0.2
 ) -> float:
     """Rows per second of ``predictor.predict`` on ``frame``: the best of at least ``repeats`` runs.

@@ -139,11 +139,11 @@ def check_input(
     found = {
         "rows": rows,
         "files": len(dataset.files),
-        "output": _shape(outputs[CHAMPION]),
+        "output": _kind(outputs[CHAMPION]),
         "kinds": {name: kind.to_json() for name, (_, kind) in sampled.items()},
     }
     if lineup.several:
-        found["challengers"] = {name: _shape(outputs[name]) for name, _ in lineup.challengers}
+        found["challengers"] = {name: _kind(outputs[name]) for name, _ in lineup.challengers}
     return found
 
 
@@ -164,7 +164,7 @@ def _sample_output(
     return output, model_kind(chosen, model.onnx_file, model.local_path, native)
 
 
-def _shape(output: OutputSpec) -> str:
+def _kind(output: OutputSpec) -> str:
     """A model's output shape in a word: ``binary``, ``multiclass``, or its prediction type."""
     return output.probability or output.prediction_type
 

@@ -365,7 +365,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         if not self._service.ready:
             return inference_pb2.ModelReadyResponse(ready=False)
         try:
-            oip.check_model(self._service.served, request.name, request.version)
+            oip.check_model_named(self._service.served, request.name, request.version)
         except RequestError:  # another model, or the model was unloaded meanwhile: not ready
             return inference_pb2.ModelReadyResponse(ready=False)
         return inference_pb2.ModelReadyResponse(ready=True)
@@ -380,7 +380,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         """The model's versions, platform, and input and output tensors."""
         _authorize(self._service, context)
         served = self._service.served
-        oip.check_model(served, request.name, request.version)
+        oip.check_model_named(served, request.name, request.version)
         metadata = oip.model_metadata(served)
         tensor = inference_pb2.ModelMetadataResponse.TensorMetadata
         return inference_pb2.ModelMetadataResponse(
@@ -398,7 +398,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         _authorize(self._service, context)
         live = self._service.live()  # once: the model checked, parsed for and scored by is one
         # The model first: a request for another model is NOT_FOUND whatever its tensors hold.
-        oip.check_model(live.served, request.model_name, request.model_version)
+        oip.check_model_named(live.served, request.model_name, request.model_version)
         with malformed_is_bad_request():
             oip.check_outputs(live.served, [o.name for o in request.outputs])
             tensors = input_tensors(request)

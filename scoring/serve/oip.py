@@ -80,7 +80,7 @@ class Tensor:
     data: np.ndarray
 
 
-def check_model(served: ServedModel, name: str, version: str | None = None) -> None:
+def check_model_named(served: ServedModel, name: str, version: str | None = None) -> None:
     """Refuse a request for a model (or version) this server does not serve.
 
     Raises:

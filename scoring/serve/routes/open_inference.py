@@ -40,13 +40,13 @@ def router(service: ScoringService) -> APIRouter:
     @routes.get("/v2/models/{name}/versions/{version}")
     async def v2_model(request: Request, name: str, version: str | None = None) -> Response:
         authorize(service, request)
-        oip.check_model(service.served, name, version)
+        oip.check_model_named(service.served, name, version)
         return json_response(oip.model_metadata(service.served))
 
     @routes.get("/v2/models/{name}/ready")
     @routes.get("/v2/models/{name}/versions/{version}/ready")
     async def v2_model_ready(name: str, version: str | None = None) -> Response:
-        oip.check_model(service.served, name, version)
+        oip.check_model_named(service.served, name, version)
         return json_response({"name": name, "ready": service.ready})
 
     @routes.post("/v2/models/{name}/infer")
@@ -59,7 +59,7 @@ def router(service: ScoringService) -> APIRouter:
         """
         authorize(service, request)
         live = service.live()
-        oip.check_model(live.served, name, version)
+        oip.check_model_named(live.served, name, version)
         with malformed_is_bad_request():
             infer = oip.infer_request_from_json(*split_binary(await request.body(), request.headers))
             oip.check_outputs(live.served, infer.output_names())
