@@ -31,7 +31,8 @@ from scoring.config import (
 )
 from scoring.errors import ScoringError
 from scoring.lineup import DECISION_THRESHOLD, Lineup, LineupError, parse_challenger, parse_pairs
-from scoring.model.convert import DEFAULT_OUTPUT, DTYPES
+from scoring.model.convert import DEFAULT_OUTPUT
+from scoring.model.export import DTYPES
 from scoring.model.predictors import BACKENDS, DEVICES
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ import pyarrow.parquet as pq
 
 from scoring.errors import OutputError
 from scoring.model.signature import FEATURE_RANGES_KEY
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 MODEL_NAME = "credit-risk"
 DATES = (dt.date(2026, 11, 1), dt.date(2026, 11, 2))
@@ -235,11 +239,7 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
         rows: Rows per date.
         master: Spark master; None for ``local[*]``.
     """
-    from scoring.batch.job import run_job
     from scoring.batch.session import get_session
-    from scoring.config import JobConfig
-    from scoring.dataset.manifest import summary
-    from scoring.lineup import CHAMPION, Lineup
 
     root = _fresh_workdir(Path(workdir).resolve())
     print(f"demo: writing {rows:,} rows x {len(DATES)} dates to {root / 'input'}")
@@ -258,6 +258,18 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
 
     spark = get_session(master, app_name="scoring-demo")
     spark.sparkContext.setLogLevel("WARN")
+    output = _score_the_dates(root, spark)
+    _show(output)
+    print(_try_it(root, output))
+
+
+def _score_the_dates(root: Path, spark: SparkSession) -> Path:
+    """Every date to the output directory, then to the Iceberg table, then the first with a lineup."""
+    from scoring.batch.job import run_job
+    from scoring.config import JobConfig
+    from scoring.dataset.manifest import summary
+    from scoring.lineup import CHAMPION, Lineup
+
     output = root / "output"
     for date in DATES:
         config = JobConfig(
@@ -288,18 +300,26 @@ def run_demo(workdir: str, rows: int = 300_000, master: str | None = None) -> No
     )
     config = dataclasses.replace(config, date=DATES[0], output=str(root / "lineup"), lineup=lineup)
     print(summary(run_job(config, spark)))
+    return output
 
+
+def _show(output: Path) -> None:
+    """A few scored rows read back with pyarrow, and the table per day through pyiceberg and DuckDB."""
     scored = pq.read_table(output, partitioning="hive").to_pandas()
     print(f"\ndemo: {len(scored):,} scored rows under {output}; a few of them (read back with pyarrow):")
     print(scored.sample(5, random_state=1).to_string(index=False))
     print(f"\ndemo: the table {TABLE} per day, read through pyiceberg and DuckDB:")
     print(table_per_day())
+
+
+def _try_it(root: Path, output: Path) -> str:
+    """What to try next, as commands to paste."""
     query = (
         "from pyiceberg.catalog import load_catalog; "
         f"table = load_catalog('{CATALOG}').load_table('{TABLE}'); "
         f"print(table.scan().to_duckdb('scores').sql('{PER_DAY}'))"
     )
-    print(
+    return (
         "\nTry it:\n"
         f"  export MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}\n"
         f"  .venv/bin/scoring validate --output {output} --date {DATES[1]}\n"

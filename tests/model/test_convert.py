@@ -19,7 +19,8 @@ from conftest import features as demo_features
 from scoring import demo
 from scoring.cli import main
 from scoring.errors import InputError, ModelError
-from scoring.model import convert
+from scoring.model import convert, export
+from scoring.model.parity import onnx_predictor, written_columns
 from scoring.model.predictors import ScorerSpec, load_predictor
 from scoring.model.resolve import resolve_model
 from scoring.model.rows import scorable_rows
@@ -171,9 +172,9 @@ def test_registered_classifier_converts_and_registers_with_its_signature(
         exported.features,
         exported.relative_onnx_file,
     )
-    _, got = convert.written_columns(load_predictor(spec, exported.local_path), rows)
+    _, got = written_columns(load_predictor(spec, exported.local_path), rows)
     pyfunc = ScorerSpec(source.local_path, source.fingerprint, "pyfunc", "cpu", 1, source.features)
-    _, want = convert.written_columns(load_predictor(pyfunc, source.local_path), rows)
+    _, want = written_columns(load_predictor(pyfunc, source.local_path), rows)
     assert list(got.columns) == list(want.columns) == ["prediction", "probability"]
     assert got["prediction"].dtype == want["prediction"].dtype
     np.testing.assert_allclose(got["probability"], want["probability"], atol=1e-5)
@@ -196,7 +197,7 @@ def test_regressor_with_double_features_converts_in_double(models, frame, input_
     # The bare file scores as the model does; its one matrix input needs the feature names.
     assert any(f"--features {','.join(DOUBLES)}" in line for line in lines)
     features = tuple(Feature(name, "double") for name in DOUBLES)
-    scores = convert.onnx_predictor(tmp_path / "ridge.onnx", features).predict(frame[DOUBLES])
+    scores = onnx_predictor(tmp_path / "ridge.onnx", features).predict(frame[DOUBLES])
     np.testing.assert_allclose(scores.prediction, model.predict(frame[DOUBLES]), rtol=1e-12)
 
 
@@ -375,7 +376,7 @@ def test_boosters_need_onnxmltools():
     with pytest.raises(
         ModelError, match=r"^converting a XGBoost model needs onnxmltools' converters: pip install"
     ):
-        convert.to_onnx(booster, [Feature("x", "float")])
+        export.to_onnx(booster, [Feature("x", "float")])
 
 
 def test_without_skl2onnx_the_error_names_the_extra(monkeypatch):
@@ -383,7 +384,7 @@ def test_without_skl2onnx_the_error_names_the_extra(monkeypatch):
     with pytest.raises(
         ModelError, match=r"^scoring convert needs skl2onnx and onnx: pip install 'scoring\[convert\]'$"
     ):
-        convert.require_converter()
+        export.require_converter()
 
 
 def test_scorable_rows_leave_out_what_the_job_rejects():
@@ -401,18 +402,18 @@ def test_scorable_rows_leave_out_what_the_job_rejects():
 
 
 def test_initial_types_are_one_matrix_or_one_input_per_column():
-    numeric = convert.initial_types([Feature("a", "integer"), Feature("b", "float")], "float")
+    numeric = export.initial_types([Feature("a", "integer"), Feature("b", "float")], "float")
     assert [(name, type(t).__name__, t.shape) for name, t in numeric] == [
         ("features", "FloatTensorType", [None, 2])
     ]
-    mixed = convert.initial_types([Feature("a", "double"), Feature("s", "string")], "double")
+    mixed = export.initial_types([Feature("a", "double"), Feature("s", "string")], "double")
     assert [(name, type(t).__name__) for name, t in mixed] == [
         ("a", "DoubleTensorType"),
         ("s", "StringTensorType"),
     ]
-    assert convert.onnx_dtype([Feature("a", "float"), Feature("b", "integer")]) == "float"
-    assert convert.onnx_dtype([Feature("a", "float"), Feature("b", "long")]) == "double"
-    assert convert.onnx_dtype([Feature("a", "double")], "float") == "float"
+    assert export.onnx_dtype([Feature("a", "float"), Feature("b", "integer")]) == "float"
+    assert export.onnx_dtype([Feature("a", "float"), Feature("b", "long")]) == "double"
+    assert export.onnx_dtype([Feature("a", "double")], "float") == "float"
 
 
 def _importable(name: str) -> bool:
