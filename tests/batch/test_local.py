@@ -56,14 +56,17 @@ def slices(*names: str) -> list[Slice]:
 def test_every_slice_runs_once_to_success_and_a_killed_worker_is_replaced(tmp_path):
     done = []
     with SlicePool(2) as pool:
+        first = {w.process.pid for w in pool._workers}
         results = pool.run(
             ScriptedPass(str(tmp_path)), slices("a", "dies-once", "b", "dies-once", "c"), done.append
         )
+        now = {w.process.pid for w in pool._workers}
     assert sorted(results) == [0, 1, 2, 3, 4]
     assert [results[i].scored for i in range(5)] == [10, 20, 30, 40, 50]
     assert sorted(r.index for r in done) == [0, 1, 2, 3, 4]
     assert sorted(os.listdir(tmp_path)) == ["1", "3"]  # each killed once, then retried on a fresh worker
-    assert len({r.rejected for r in results.values()}) >= 3  # two workers, and at least one replacement
+    # A killed worker is replaced in its place: whichever slots the two kills hit, one at least is new.
+    assert now - first
 
 
 def test_a_slice_that_always_fails_fails_the_run_with_its_error_after_every_attempt(tmp_path, caplog):
