@@ -7,6 +7,10 @@ Values:
         the task.
     ``slow-batches:SECONDS``: every batch takes SECONDS longer, so that a test can lose a node while
         the job runs.
+
+``SCORING_TEST_TRACE=PATH`` (apart, so that it combines with a fault): the driver appends
+``<unix time> <point>`` to ``PATH`` at each point it passes, so that a test can SIGKILL the job at a
+moment it chooses within a step (``tests/dataset/test_table_faults.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,15 @@ import time
 from collections.abc import Callable
 
 ENV = "SCORING_TEST_FAULT"
+TRACE_ENV = "SCORING_TEST_TRACE"
 
 
 def at(point: str) -> None:
-    """Kill this process here when the test fault names ``point``."""
+    """Note ``point`` in the test's trace, if any; kill this process here when the test fault names it."""
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        with open(trace, "a") as out:
+            out.write(f"{time.time():.6f} {point}\n")
     if os.environ.get(ENV) == f"kill-driver:{point}":
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from scoring import faults
 from scoring.batch.agreement import lineup_figures
 from scoring.batch.arrow_pass import (
     ArrowPass,
@@ -263,6 +264,7 @@ def score_locally(
     log.info("scoring with the Arrow pass on %d local workers: %d slices over %d files",
              local.pool.size, len(local.plan.slices), inputs.files)  # fmt: skip
     publisher.prepare()
+    faults.at("writing")
     published = False
     try:
         direct = build_pass(config, scorer, features, carried, location, schemas, codec("snappy"), models)
@@ -317,6 +319,7 @@ def score_on_spark(
     location = publisher.location
 
     publisher.prepare()
+    faults.at("writing")
     published = False
     try:
         with spark_read_errors(config.input):

@@ -5,13 +5,15 @@ into the run's directories, publish a manifest, finish) against a SQL catalog on
 ``tmp_path``, configured by the ``PYICEBERG_CATALOG__LOCAL__*`` variables they inherit. A script
 (``RUNS``) written into ``tmp_path`` and run with ``sys.executable`` imports pyiceberg once, then
 forks one process per run: a run costs its work, not pyiceberg's imports (3 s on a busy machine), so
-that 20 kills fit in seconds. The last test SIGKILLs the real Spark job (``scoring score --table``).
+that 20 kills fit in seconds. The last tests SIGKILL the real job (``scoring score --table``): once
+between its commits, then 20 times at random moments of its write and commit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import random
@@ -50,6 +52,7 @@ ROUNDS = 4  # rounds of two concurrent runs of one date
 RUNS = r'''
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -720,12 +723,20 @@ def test_a_lease_cut_short_by_a_kill_is_a_dead_run(runs):
     assert [Path(d) for d in removed] == [leftover] and not leftover.exists()
 
 
-def run_cli(args: list[str], fault: str | None = None) -> subprocess.Popen:
-    """The real job in a process of its own (``tests/batch/test_faults.py``'s way)."""
+def run_cli(args: list[str], fault: str | None = None, trace: Path | None = None) -> subprocess.Popen:
+    """The real job in a process of its own (``tests/batch/test_faults.py``'s way).
+
+    Args:
+        args: The command line, less ``scoring``.
+        fault: A ``faults.ENV`` value, if any.
+        trace: Where the job notes each fault point it passes (``faults.TRACE_ENV``), if anywhere.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_GATEWAY_PORT")}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     if fault:
         env[faults.ENV] = fault
+    if trace:
+        env[faults.TRACE_ENV] = str(trace)
     return subprocess.Popen(
         [str(BIN / "scoring"), *args],
         env=env,
@@ -799,4 +810,109 @@ def test_real_job_killed_between_its_commits_keeps_the_old_version_a_rerun_publi
     report(
         "table faults | real job SIGKILLed between its commits: the old version read whole, its "
         "rejects' commit unpaired; the rerun published the new version and removed its leftovers"
+    )
+
+
+# The real job's life from its first write, cut at the points it passes (``faults.at``), in order.
+JOB_POINTS = ["writing", "before-publish", "mid-commit 1", "between-commits", "mid-commit 2"]
+JOB_KILLS = 20  # SIGKILLs of the real job that land in its write or commit, at least
+JOB_BUDGET_S = 600  # the loop's bound: a run costs 3-6 s here, most of it before its first write
+
+
+def traced_points(trace: Path) -> list[tuple[float, str]]:
+    """The points a traced job passed, with their times; its two mid-commits numbered."""
+    points, commits = [], 0
+    for line in trace.read_text().splitlines() if trace.exists() else []:
+        when, point = line.split(" ", 1)
+        if point == "mid-commit":
+            commits += 1
+            point = f"mid-commit {commits}"
+        points.append((float(when), point))
+    return points
+
+
+def kill_job(args: list[str], trace: Path, point: str, delay: float | None) -> tuple[int, list[str], str]:
+    """Start the job; SIGKILL its process group ``delay`` seconds after it passed ``point`` (None: never).
+
+    Returns:
+        Its exit code (``-SIGKILL`` if the kill came first), the points it passed and its stderr.
+    """
+    job = run_cli(args, trace=trace)
+    deadline = time.monotonic() + 120
+    while job.poll() is None and point not in (passed := dict((p, t) for t, p in traced_points(trace))):
+        assert time.monotonic() < deadline, f"the job never passed {point}"
+        time.sleep(0.001)
+    if job.poll() is None and delay is not None:
+        time.sleep(max(0.0, passed[point] + delay - time.time()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)  # the driver and its local workers
+    _, stderr = job.communicate(timeout=120)
+    return job.returncode, [p for _, p in traced_points(trace)], stderr
+
+
+def test_real_job_sigkilled_at_random_moments_of_its_write_and_commit(
+    registry, customers, catalog, tmp_path, report
+):
+    """At least 20 SIGKILLs of the job (``scoring score --table``) at random moments of its write and
+    commit: the date is always exactly the old version or the new, whole; the next run cleans up.
+
+    A finished run's trace cuts its life from its first write to its exit into windows at the points
+    it passes (``JOB_POINTS``); each kill takes the next window and a moment in it drawn (seeded) over
+    that window's length, and the killed run's trace says where it landed. Runs alternate between two
+    model versions, so that the date's version tells which run published it.
+    """
+    began = time.monotonic()
+    rng = random.Random(20261208)
+    frame = customers[DATE].copy()
+    frame.loc[frame.index[:3], "income"] = None  # rejected, under the 1% the job tolerates
+    input_dir = tmp_path / "input"
+    demo.write_partitioned(frame, input_dir, DATE, files=2)
+    uris = {registry["onnx"]: CHAMPION, registry["sklearn"]: SKLEARN}
+    other = {registry["onnx"]: registry["sklearn"], registry["sklearn"]: registry["onnx"]}
+
+    calibration = tmp_path / "calibration.trace"
+    code, points, stderr = kill_job(score_args(input_dir, CHAMPION), calibration, "writing", None)
+    exited = time.time()
+    assert code == 0 and points == JOB_POINTS, stderr[-3000:]
+    current = assert_job_version_whole(customers, registry["onnx"])[tables.MODEL_VERSION]
+    times = [t for t, _ in traced_points(calibration)] + [exited]
+    lengths = [end - start for start, end in itertools.pairwise(times)]
+
+    landed: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    finished_first = 0
+    while landed.total() < JOB_KILLS:
+        assert time.monotonic() - began < JOB_BUDGET_S, (
+            f"{landed.total()} kills in {JOB_BUDGET_S} s: {landed}"
+        )
+        window = (landed.total() + finished_first) % len(JOB_POINTS)
+        target = other[current]
+        trace = tmp_path / f"run-{landed.total() + finished_first}.trace"
+        delay = rng.uniform(0, lengths[window])
+        code, points, stderr = kill_job(score_args(input_dir, uris[target]), trace, JOB_POINTS[window], delay)
+        if code == 0:
+            finished_first += 1  # it finished before its moment came
+        else:
+            assert code == -signal.SIGKILL, stderr[-3000:]
+            landed[points[-1]] += 1
+
+        now = load().current_snapshot().summary.additional_properties[tables.MODEL_VERSION]
+        assert now in (current, target)
+        assert_job_version_whole(customers, now)
+        if "mid-commit 2" not in points:  # the scores' commit was never tried: the old version stands
+            assert now == current
+        if code == 0:
+            assert now == target
+        outcomes["new published" if now == target else "old kept"] += 1
+        current = now
+
+    assert main(score_args(input_dir, uris[other[current]])) == 0
+    assert_job_version_whole(customers, other[current])
+    assert run_directories()[1] == set()  # every killed run's files, manifest and lease removed
+    where = ", ".join(f"{landed[point]} after {point}" for point in JOB_POINTS if landed[point])
+    report(
+        f"table faults | real job SIGKILLed {landed.total()} times at random moments of its write and "
+        f"commit in {time.monotonic() - began:.0f} s ({where}; {finished_first} finished first): "
+        f"{outcomes['old kept']} kept the old version, {outcomes['new published']} published the new "
+        "one, never a mix; the next run removed every leftover"
     )
