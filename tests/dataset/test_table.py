@@ -18,6 +18,7 @@ from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import Destination
 from scoring.dataset.storage import read_json
 from scoring.dataset.validate import validate_partition
+from scoring.orchestration import cost
 
 CHAMPION = f"models:/{demo.MODEL_NAME}@champion"
 SKLEARN = f"models:/{demo.MODEL_NAME}@sklearn"
@@ -112,6 +113,17 @@ def test_a_run_publishes_a_date_and_a_rerun_replaces_that_date_alone(
     assert report.drift is None  # nothing earlier than DATE
     later = validate_partition(destination, OTHER_DATE)
     assert later.ok and later.drift is not None and later.drift.previous == f"date={DATE}"
+    # The commands read the table: validate (exit 0), report (the page rewritten beside the manifest).
+    day = ["--table", TABLE, "--catalog", catalog, "--date", OTHER_DATE.isoformat()]
+    assert main(["validate", *day]) == 0
+    page = Path(summaries(catalog, OTHER_DATE)[-1][tables.MANIFEST_URI].removeprefix("file://")).parent
+    (page / "_report.html").unlink()
+    assert main(["report", *day]) == 0
+    assert (page / "_report.html").exists()
+    # The cost estimate's throughput history: the manifest of the version the table holds now.
+    earlier = cost.earlier_manifests(destination, "date", OTHER_DATE)
+    assert [m["run_id"] for m in earlier] == [second[tables.RUN_ID]]
+    assert cost.throughput(earlier)[1] == "1 earlier run"
 
 
 def test_history_restore_and_maintain(spark, registry, input_dir, catalog, tmp_path, monkeypatch, capsys):
@@ -178,6 +190,9 @@ def test_a_new_challenger_adds_columns_and_a_changed_type_is_refused(
     names = open_catalog(catalog).load_table(TABLE).schema().column_names
     assert "challenger_sk_probability" in names
     assert scan(catalog, DATE)["challenger_sk_probability"].null_count == 0
+    checked = validate_partition(Destination(table=TABLE, catalog=catalog), DATE)
+    assert checked.ok, checked.summary()
+    assert any(c.name == "challenger columns" and c.status == "ok" for c in checked.checks)
 
     # A table whose region column is a number: the run stops before it scores, in one line.
     tables.ensure_table(
