@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint browser loadgen clean dag-demo bench bench-online protos
+.PHONY: install demo test lint docs browser loadgen clean dag-demo bench bench-online protos
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ lint: install
 	$(VENV)/bin/ruff check scoring jobs dags tests bench tools setup.py
 	$(VENV)/bin/ruff format --check scoring jobs dags tests bench tools setup.py
 	$(VENV)/bin/lint-imports --no-cache
+
+# The flag reference, docs/flags.md, from the parser (tests/docs/test_flags.py fails while it is stale).
+docs: install
+	$(PY) tools/flag_reference.py
 
 test: lint browser loadgen
 	$(PY) -m pytest

@@ -1,6 +1,6 @@
-"""README's "Reading the table (for analysts)", run as written against a table the real job published.
+"""docs/reading.md's "Reading the table (for analysts)", run as written against a table the job published.
 
-The snippets are taken from README.md itself (each fenced block follows a ``<!-- tested: NAME -->``
+The snippets are taken from the page itself (each fenced block follows a ``<!-- tested: NAME -->``
 marker). The table is the job's own: the demo champion over two days with a few bad rows, then the first
 day again with the sklearn version, in a SQL catalog that a ``.pyiceberg.yaml`` configures as ``demo``,
 as ``make demo`` configures it. Beside the committed files lie a later run's, written under the table's
@@ -29,7 +29,9 @@ from scoring import demo
 from scoring.cli import main
 from scoring.dataset import table as tables
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAGE = DOCS / "reading.md"  # the readers' snippets
+CATALOGS = DOCS / "output.md"  # the catalogs' configuration
 SECTION = "## Reading the table (for analysts)"
 SNIPPETS = {
     "table": "python",
@@ -59,7 +61,7 @@ def marked_blocks(text: str) -> list[tuple[str, str, str]]:
 
 def readme_snippets() -> dict[str, tuple[str, str]]:
     """The table section's tested blocks: name -> (language, code)."""
-    text = README.read_text()
+    text = PAGE.read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     blocks = marked_blocks(text[start : end if end != -1 else len(text)])
@@ -73,7 +75,7 @@ def run_snippets(*names: str) -> dict:
     snippets = readme_snippets()
     namespace: dict = {}
     for name in ("table", *names):
-        exec(compile(snippets[name][1], f"README.md:{name}", "exec"), namespace)
+        exec(compile(snippets[name][1], f"docs/reading.md:{name}", "exec"), namespace)
     return namespace
 
 
@@ -105,7 +107,7 @@ def table(spark, registry, customers, tmp_path_factory) -> dict:
         from pyiceberg.utils.config import Config
 
         # pyiceberg's load_catalog reads the configuration it found when first imported (a new
-        # process, as the README's readers are, finds root's): read it again for this one.
+        # process, as the page's readers are, finds root's): read it again for this one.
         patch.setattr(pyiceberg.catalog, "_ENV_CONFIG", Config())
         scores = pyiceberg.catalog.load_catalog(CATALOG).load_table(TABLE)
         rejects = pyiceberg.catalog.load_catalog(CATALOG).load_table(tables.rejects_identifier(TABLE))
@@ -364,11 +366,11 @@ def test_athena_spark_and_trino_sql_answer_as_the_table_does(readers_env, spark,
 
 
 def test_the_catalogs_configure_pyiceberg(tmp_path, monkeypatch):
-    """The README's .pyiceberg.yaml and variables make the catalogs they say (Glue is built, offline)."""
+    """The output page's .pyiceberg.yaml and variables make the catalogs they say (Glue is built, offline)."""
     from pyiceberg.catalog import load_catalog
     from pyiceberg.utils.config import Config
 
-    text = README.read_text()
+    text = CATALOGS.read_text()
     (block,) = [code for name, language, code in marked_blocks(text) if name == "catalogs"]
     assert [language for name, language, _ in marked_blocks(text) if name == "catalogs"] == ["yaml"]
     (tmp_path / ".pyiceberg.yaml").write_text(block)
@@ -385,10 +387,10 @@ def test_the_catalogs_configure_pyiceberg(tmp_path, monkeypatch):
     )
     assert type(load_catalog("glue")).__name__ == "GlueCatalog"
 
-    # The same catalog from the variables the README names.
+    # The same catalog from the variables the page names.
     (tmp_path / ".pyiceberg.yaml").unlink()
     variables = dict(re.findall(r"`(PYICEBERG_CATALOG__\w+)=([^`]+)`", text))
-    assert variables, "the README names no PYICEBERG_CATALOG__ variable"
+    assert variables, "the output page names no PYICEBERG_CATALOG__ variable"
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     from_environment = Config().get_catalog_config("glue")

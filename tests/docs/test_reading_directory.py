@@ -1,7 +1,7 @@
-"""README's "Reading the output directory (for analysts)", run as written against the real job's output.
+"""docs/reading.md's "Reading the output directory (for analysts)", run as written against the job's output.
 
-The snippets are taken from README.md itself (each fenced block follows a ``<!-- tested: NAME -->``
-marker), so the README cannot drift from what the readers do. The output is the job's own: the demo
+The snippets are taken from the page itself (each fenced block follows a ``<!-- tested: NAME -->``
+marker), so the page cannot drift from what the readers do. The output is the job's own: the demo
 champion over two days with a few bad rows, plus one copied day without ``_SUCCESS`` and a staging
 leftover that the published-only forms must not return. The Athena DDL is checked against the written
 files' parquet schema, and the Glue snippet runs against moto.
@@ -26,7 +26,7 @@ from conftest import DATE, OTHER_DATE, ROWS, run_score
 
 from scoring import demo
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "reading.md"
 SECTION = "## Reading the output directory (for analysts)"
 SNIPPETS = {
     "published": "python",
@@ -55,7 +55,7 @@ PARQUET_TABLE = {
 
 def readme_snippets() -> dict[str, tuple[str, str]]:
     """The analysts' section's tested blocks: name -> (language, code)."""
-    text = README.read_text()
+    text = PAGE.read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     section = text[start : end if end != -1 else len(text)]
@@ -73,7 +73,7 @@ def run_snippets(output: Path, *names: str) -> dict:
     namespace: dict = {}
     codes = {"published": setup.replace(OUTPUT_LINE, f"OUTPUT = {str(output)!r}")}
     for name in ("published", *names):
-        exec(compile(codes.get(name, snippets[name][1]), f"README.md:{name}", "exec"), namespace)
+        exec(compile(codes.get(name, snippets[name][1]), f"docs/reading.md:{name}", "exec"), namespace)
     return namespace
 
 
@@ -90,7 +90,7 @@ def hive_type(arrow_type: pa.DataType) -> str:
 
 
 def parse_ddl(ddl: str) -> dict:
-    """The parts of the README's ``CREATE EXTERNAL TABLE`` that Glue and the tests need."""
+    """The parts of the page's ``CREATE EXTERNAL TABLE`` that Glue and the tests need."""
     match = re.fullmatch(
         r"CREATE EXTERNAL TABLE (?P<table>\w+) \((?P<columns>.*?)\)\s*"
         r"PARTITIONED BY \((?P<partitions>.*?)\)\s*STORED AS (?P<stored>\w+)\s*"
