@@ -287,7 +287,7 @@ def _score_the_dates(root: Path, spark: SparkSession) -> Path:
     for date in DATES:
         table_config = dataclasses.replace(config, date=date, output=None, table=TABLE, catalog=CATALOG)
         manifest = run_job(table_config, spark)
-        snapshot = manifest["output"]["snapshot_id"]
+        snapshot = manifest.output.snapshot_id
         print(f"{summary(manifest).split(' -> ')[0]} -> table {TABLE}, snapshot {snapshot}")
 
     # The same first date again, with the scikit-learn version as a challenger, an ensemble of both and

@@ -22,8 +22,7 @@ from scoring.batch.job import run_job
 from scoring.batch.progress import duration_text, remaining_text
 from scoring.config import JobConfig
 from scoring.dataset.destination import destination_of
-from scoring.dataset.publish import MANIFEST_FILE
-from scoring.dataset.storage import read_json
+from scoring.dataset.manifest import Manifest, read_manifest
 from scoring.errors import ScoringError
 from scoring.model.resolve import resolve_model
 
@@ -100,21 +99,21 @@ def _backfill_date(
 ) -> DateResult:
     """Score one date of the range, or skip it when these models published it already."""
     day = destination_of(pinned).day(date)
-    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.published else None
+    manifest = read_manifest(day.uri) if day.published else None
     if manifest and _same_models(manifest, version, challengers) and not force:
         return DateResult(date, "skipped", f"already published by version {version}")
     try:
         published = run_job(dataclasses.replace(pinned, date=date))
     except ScoringError as e:
         return DateResult(date, "failed", str(e))
-    counts = published["counts"]
-    return DateResult(date, "scored", f"{counts['scored']} scored, {counts['rejected']} rejected")
+    counts = published.counts
+    return DateResult(date, "scored", f"{counts.scored} scored, {counts.rejected} rejected")
 
 
-def _same_models(manifest: dict, version: str, challengers: tuple[tuple[str, str], ...]) -> bool:
+def _same_models(manifest: Manifest, version: str, challengers: tuple[tuple[str, str], ...]) -> bool:
     """Whether a published partition was scored by this champion version and these pinned challengers."""
-    published = [(c["name"], c["model"]["pinned_uri"]) for c in manifest.get("challengers", [])]
-    return manifest["model"]["version"] == version and published == list(challengers)
+    published = [(c.name, c.model.pinned_uri) for c in manifest.challengers]
+    return manifest.model.version == version and published == list(challengers)
 
 
 def date_line(result: DateResult) -> str:

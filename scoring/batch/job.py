@@ -92,7 +92,7 @@ from scoring.columns import (
 from scoring.config import JobConfig
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import destination_of
-from scoring.dataset.manifest import ScoredModel, build_manifest
+from scoring.dataset.manifest import Manifest, ScoredModel, build_manifest
 from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
 from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
@@ -120,7 +120,7 @@ T = TypeVar("T")
 PROBE_ROWS = 16
 
 
-def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
+def run_job(config: JobConfig, spark: SparkSession | None = None) -> Manifest:
     """Score one date's partition and publish it, with its rejects and its manifest.
 
     On one machine, where the Arrow pass applies and nothing needs Spark, the pass runs on local worker
@@ -164,12 +164,11 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> dict:
         finally:
             if local is not None:
                 local.pool.close()
-    rejected = manifest["counts"]["rejected"]
     log.info(
         "published %s rows (%s rejected) to %s",
-        manifest["output"]["rows"],
-        rejected,
-        manifest["output"]["path"],
+        manifest.output.rows,
+        manifest.counts.rejected,
+        manifest.output.path,
     )
     if config.report:
         write_report_or_warn(destination_of(config), config.date)
@@ -248,7 +247,7 @@ def score_locally(
     carried: list[str],
     catalog: Callable[[], Catalog | None],
     started_at: dt.datetime,
-) -> dict:
+) -> Manifest:
     """Probe, write with the Arrow pass on the local pool, check and publish; the manifest."""
     inputs = local.input.inputs
     check_columns(dict(arrow_column_types(local.input.schema)), features, carried, config.input)
@@ -293,7 +292,7 @@ def score_on_spark(
     carried: list[str],
     catalog: Callable[[], Catalog | None],
     started_at: dt.datetime,
-) -> dict:
+) -> Manifest:
     """Read, check, probe, score and write with Spark, then check and publish; the manifest."""
     read = read_checked(spark, config, features, carried)
     inputs, valid = read.inputs, read.valid
@@ -442,7 +441,7 @@ def close_run(
     columns: list[tuple[str, str]],
     runtime: Runtime,
     started_at: dt.datetime,
-) -> dict:
+) -> Manifest:
     """Check what the pass wrote (conservation, the reject fraction), write the manifest and publish.
 
     Returns:

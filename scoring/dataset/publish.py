@@ -48,7 +48,6 @@ from scoring.errors import OutputError
 
 STAGING_DIR = "_staging"
 REJECTS_DIR = "_rejects"
-MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 
 

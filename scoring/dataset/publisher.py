@@ -17,7 +17,8 @@ from scoring import faults
 from scoring.config import JobConfig
 from scoring.dataset import table as tables
 from scoring.dataset.catalog import open_catalog
-from scoring.dataset.publish import MANIFEST_FILE, OutputLocation, discard_run, publish, recover
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest
+from scoring.dataset.publish import OutputLocation, discard_run, publish, recover
 from scoring.dataset.storage import discard, exists, filesystem, write_json
 from scoring.errors import OutputError
 
@@ -44,9 +45,9 @@ class DirectoryPublisher:
         self._root_existed = exists(self.location.root)
         recover(self.location.root, self.location.partition)
 
-    def publish(self, manifest: dict) -> dict:
+    def publish(self, manifest: Manifest) -> Manifest:
         """Write the manifest and swap the partition in."""
-        write_json(f"{self.location.staged}/{MANIFEST_FILE}", manifest)
+        write_json(f"{self.location.staged}/{MANIFEST_FILE}", manifest.to_json())
         faults.at("before-publish")
         publish(self.location)
         return manifest
@@ -102,7 +103,7 @@ class TablePublisher:
         tables.clean_date(self.scores, self.rejects, run.partition, keep=run.directory_name)
         tables.write_lease(self.location)
 
-    def publish(self, manifest: dict) -> dict:
+    def publish(self, manifest: Manifest) -> Manifest:
         """Write the manifest beside the run's files and commit them: the rejects, then the scores.
 
         Returns:
@@ -111,11 +112,11 @@ class TablePublisher:
         from pyiceberg.exceptions import CommitStateUnknownException
 
         run = self.location
-        write_json(run.manifest, manifest)
+        write_json(run.manifest, manifest.to_json())
         faults.at("before-publish")
         summary = tables.run_summary(run.run_id, self.date, manifest, run.manifest)
-        files = [f["name"] for f in manifest["output"]["files"]]
-        reject_files = [f["name"] for f in manifest["rejects"]["files"]]
+        files = [f.name for f in manifest.output.files]
+        reject_files = [f.name for f in manifest.rejects.files]
         try:
             self._keep_rejects = True  # from here a commit may reference them
             rejects_snapshot = self._commit(self.rejects, run.staged_rejects, reject_files, summary)
@@ -135,7 +136,7 @@ class TablePublisher:
             raise
         self._reconcile_rejects(run, reject_files, summary)
         log.info("committed snapshot %s of table %s", snapshot, run.identifier)
-        return {**manifest, "output": {**manifest["output"], "snapshot_id": snapshot}}
+        return manifest.with_snapshot(snapshot)
 
     def _commit(self, table: Table, directory: str, names: list[str], summary: dict[str, str]) -> int | None:
         """Replace the date's files in ``table`` with the run's ``names`` under ``directory``."""

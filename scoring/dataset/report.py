@@ -33,13 +33,12 @@ import pyarrow.compute as pc
 from scoring.columns import SCORE_COLUMNS, VARIANT, challenger_prefix
 from scoring.config import PSI_ACTION, PSI_THRESHOLD
 from scoring.dataset.destination import Day, Destination, as_destination
-from scoring.dataset.manifest import duration_seconds, lineup_lines, rows_per_second
-from scoring.dataset.publish import MANIFEST_FILE
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest, lineup_lines, read_manifest
 from scoring.dataset.reading import partition_batches
-from scoring.dataset.storage import read_json, write_text
+from scoring.dataset.storage import write_text
 from scoring.dataset.validate import Drift, ValidationReport, score_counts, validate_partition
 from scoring.errors import OutputError, ScoringError
-from scoring.lineup import CHAMPION, DECISION_THRESHOLD
+from scoring.lineup import CHAMPION
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,13 +96,13 @@ def write_report(
     """
     destination = as_destination(output, partition_column)
     day = destination.day(date)
-    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
+    manifest = read_manifest(day.uri) if day.uri else None
     if manifest is None:
         where = day.uri or f"{day.name} of {destination.label}"
         raise OutputError(f"partition {where}: no {MANIFEST_FILE}, nothing to report")
     if validation is None:
         validation = validate_partition(destination, date, partition_column, psi_threshold, psi_action)
-    scores = challenger_scores(day, manifest) if manifest.get("challengers") else {}
+    scores = challenger_scores(day, manifest) if manifest.challengers else {}
     histogram = drift_histogram(validation.drift) if validation.drift else None
     uri = f"{day.uri}/{REPORT_FILE}"
     write_text(uri, render_report(manifest, validation, scores, histogram), "text/html; charset=utf-8")
@@ -172,7 +171,7 @@ def write_report_or_warn(
     return uri
 
 
-def challenger_scores(day: Day, manifest: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def challenger_scores(day: Day, manifest: Manifest) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A seeded sample of (champion score, challenger score) pairs per challenger, for the scatter plots.
 
     The scores are those the agreement figures compare: the positive class's probability, or a
@@ -183,14 +182,14 @@ def challenger_scores(day: Day, manifest: dict) -> dict[str, tuple[np.ndarray, n
     rows of the smallest keys are kept, a uniform sample for which memory holds one batch and the
     sample, whatever the partition's size.
     """
-    prefixes = {c["name"]: challenger_prefix(c["name"]) for c in manifest["challengers"]}
+    prefixes = {c.name: challenger_prefix(c.name) for c in manifest.challengers}
     models = ("", *prefixes.values())  # the champion's columns have no prefix
     wanted = {f"{prefix}{column}" for prefix in models for column in SCORE_COLUMNS}
     rng = np.random.default_rng(0)
     keys = np.empty(0)
     kept: dict[str, np.ndarray] = {}
     for batch in partition_batches(day, {*wanted, VARIANT}):
-        if manifest.get("ab"):
+        if manifest.ab:
             batch = batch.filter(pc.equal(batch.column(VARIANT), CHAMPION))
         scores = {prefix: values for prefix in models if (values := _numeric(batch, prefix)) is not None}
         if "" not in scores:
@@ -218,7 +217,7 @@ def _numeric(batch: pa.RecordBatch, prefix: str) -> np.ndarray | None:
 
 
 def render_report(
-    manifest: dict,
+    manifest: Manifest,
     validation: ValidationReport,
     challenger_pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
     histogram: Histogram | None = None,
@@ -231,22 +230,20 @@ def render_report(
         challenger_pairs: The scatter plots' samples (``challenger_scores``).
         histogram: The drift's score histogram (``drift_histogram``); None: not plotted.
     """
-    model = manifest["model"]
-    partition = manifest["partition"]
-    title = f"{model['name']} v{model['version']}: {partition['column']}={partition['value']}"
+    title = f"{manifest.model.name} v{manifest.model.version}: {manifest.partition}"
     verdict = "valid" if validation.ok else "invalid"
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<p><span class="verdict {verdict}" data-figure="verdict">{verdict.upper()}</span> '
-        f'<span class="muted">run {_e(manifest["run_id"])}, '
-        f"written {_time(manifest['finished_at'])}</span></p>",
+        f'<span class="muted">run {_e(manifest.run_id)}, '
+        f"written {_time(manifest.finished_at)}</span></p>",
         _model_section(manifest),
         _rows_section(manifest),
         _run_section(manifest),
         _drift_section(validation, manifest, histogram),
         _checks_section(validation),
         _lineup_section(manifest, challenger_pairs),
-        f'<p class="muted">scoring {_e(manifest.get("package_version", "?"))}, {_e(_ran_on(manifest))}; '
+        f'<p class="muted">scoring {_e(manifest.package_version or "?")}, {_e(_ran_on(manifest))}; '
         f"every figure here is the manifest's (<code>{MANIFEST_FILE}</code>) or "
         "<code>scoring validate</code>'s.</p>",
     ]
@@ -259,25 +256,25 @@ def render_report(
     )
 
 
-def _ran_on(manifest: dict) -> str:
+def _ran_on(manifest: Manifest) -> str:
     """What ran the pass: ``Spark 4.3.0``, or local workers where no Spark ran (``executor`` local)."""
-    if (manifest.get("resources") or {}).get("executor") == "local":
+    if manifest.resources.executor == "local":
         return "local workers (no Spark)"
-    return f"Spark {manifest.get('spark_version', '?')}"
+    return f"Spark {manifest.spark_version or '?'}"
 
 
-def _model_section(manifest: dict) -> str:
-    model = manifest["model"]
-    scores = model.get("scores", {})
+def _model_section(manifest: Manifest) -> str:
+    model = manifest.model
+    scores = model.scores
     classes = scores.get("classes")
     rows = [
-        ("name", model["name"]),
-        ("version", model["version"]),
-        ("pinned", model["pinned_uri"]),
-        ("given as", model["uri"]),
-        ("run", model.get("run_id") or "none"),
-        ("backend", model["backend"]),
-        ("features", ", ".join(f["name"] for f in model.get("features", []))),
+        ("name", model.name),
+        ("version", model.version),
+        ("pinned", model.pinned_uri),
+        ("given as", model.uri),
+        ("run", model.run_id or "none"),
+        ("backend", model.backend),
+        ("features", ", ".join(f.name for f in model.features)),
         ("scores", ", ".join(f"{k}: {v}" for k, v in (scores.get("methods") or {}).items()) or "none"),
         ("probability", scores.get("probability") or "none"),
         ("prediction type", scores.get("prediction_type")),
@@ -287,16 +284,16 @@ def _model_section(manifest: dict) -> str:
     return "<h2>Model</h2>" + _table(None, [(_e(k), _e(v)) for k, v in rows])
 
 
-def _rows_section(manifest: dict) -> str:
-    counts = manifest["counts"]
-    total = max(counts["input"], 1)
+def _rows_section(manifest: Manifest) -> str:
+    counts = manifest.counts
+    total = max(counts.input, 1)
     rows = [
-        ("input rows", _count(counts["input"], "input"), ""),
-        ("scored", _count(counts["scored"], "scored"), f"{counts['scored'] / total:.2%}"),
-        ("rejected", _count(counts["rejected"], "rejected"), f"{counts['rejected'] / total:.2%}"),
+        ("input rows", _count(counts.input, "input"), ""),
+        ("scored", _count(counts.scored, "scored"), f"{counts.scored / total:.2%}"),
+        ("rejected", _count(counts.rejected, "rejected"), f"{counts.rejected / total:.2%}"),
     ]
-    skipped = manifest["input"].get("skipped_files") or []
-    reasons = manifest["rejects"]["by_reason"]
+    skipped = manifest.input.skipped_files
+    reasons = manifest.rejects.by_reason
     parts = ["<h2>Rows</h2>", _table(None, rows, numeric=True)]
     if reasons:
         parts.append("<p>Rejected rows by reason (<code>reject_reason</code>: the first check failed):</p>")
@@ -308,26 +305,26 @@ def _rows_section(manifest: dict) -> str:
             )
         )
     parts.append(
-        f'<p class="muted">input {_e(manifest["input"]["path"])}: {manifest["input"]["files"]} files'
+        f'<p class="muted">input {_e(manifest.input.path)}: {manifest.input.files} files'
         + (f", {len(skipped)} unreadable files skipped" if skipped else "")
-        + f"; rejects in {_e(manifest['rejects']['path'])}</p>"
+        + f"; rejects in {_e(manifest.rejects.path)}</p>"
     )
     return "".join(parts)
 
 
-def _run_section(manifest: dict) -> str:
-    seconds = duration_seconds(manifest)
-    cores = (manifest.get("resources") or {}).get("cores")
-    throughput = rows_per_second(manifest)
+def _run_section(manifest: Manifest) -> str:
+    seconds = manifest.duration_seconds
+    cores = manifest.resources.cores
+    throughput = manifest.rows_per_second
     rows = [
-        ("started", _time(manifest["started_at"])),
-        ("finished", _time(manifest["finished_at"])),
+        ("started", _time(manifest.started_at)),
+        ("finished", _time(manifest.finished_at)),
         ("duration", f'<span data-figure="seconds">{seconds:,.1f}</span> s'),
         ("throughput", f'<span data-figure="rows-per-second">{throughput:,.0f}</span> rows/s'),
     ]
     if cores:
         rows.append(("cores", f"{cores} ({throughput / cores:,.0f} rows/s per core)"))
-    cost = manifest.get("cost")
+    cost = manifest.cost
     if cost:
         estimate = cost["estimate"]
         rows.append(("estimated duration", f"{estimate.get('job_seconds', 0):,.0f} s (pre-flight)"))
@@ -340,14 +337,14 @@ def _run_section(manifest: dict) -> str:
     return "<h2>Run</h2>" + _table(None, rows)
 
 
-def _drift_section(validation: ValidationReport, manifest: dict, histogram: Histogram | None) -> str:
+def _drift_section(validation: ValidationReport, manifest: Manifest, histogram: Histogram | None) -> str:
     drift = validation.drift
     if drift is None:
         check = next((c for c in validation.checks if c.name == "score drift"), None)
         why = check.detail if check else "not measured"
         return f"<h2>Score distribution</h2><p>No comparison: {_e(why)}.</p>"
     previous_label = drift.previous.split("=", 1)[-1]
-    current_label = manifest["partition"]["value"]
+    current_label = manifest.partition.value
     bins = drift.bins
     plots = [_svg(_contributions(bins.contributions), "psi-bins")]
     if histogram is not None:
@@ -388,20 +385,20 @@ def _checks_section(validation: ValidationReport) -> str:
     return "<h2>Checks (<code>scoring validate</code>)</h2>" + _table(("status", "check", "found"), rows)
 
 
-def _lineup_section(manifest: dict, pairs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    challengers = manifest.get("challengers") or []
-    if not challengers and not manifest.get("ab") and not manifest.get("ensemble"):
+def _lineup_section(manifest: Manifest, pairs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    challengers = manifest.challengers
+    if not challengers and not manifest.ab and not manifest.ensemble:
         return ""
-    threshold = manifest.get("decision_threshold", DECISION_THRESHOLD)
+    threshold = manifest.decision_threshold
     names = ("pearson", "spearman", "mean_abs_diff", "p99_abs_diff", "flip_share", "rows")
     rows = []
     for challenger in challengers:
-        figures = challenger.get("agreement") or {}
-        cells = [_e(challenger["name"]), _e(challenger["model"]["pinned_uri"])]
+        figures = challenger.agreement or {}
+        cells = [_e(challenger.name), _e(challenger.model.pinned_uri)]
         for name in names:
             value = figures.get(name)
             cell = "n/a" if value is None else (f"{value:,}" if name == "rows" else f"{value:.4g}")
-            cells.append(f'<span data-figure="{_e(challenger["name"])}:{name}">{cell}</span>')
+            cells.append(f'<span data-figure="{_e(challenger.name)}:{name}">{cell}</span>')
         rows.append(tuple(cells))
     parts = [
         "<h2>Challengers</h2>",
@@ -511,9 +508,9 @@ def _count(value: int, name: str) -> str:
     return f'<span data-figure="{_e(name)}">{value:,}</span>'
 
 
-def _time(moment: str) -> str:
-    """An ISO timestamp from the manifest, to the second, in UTC."""
-    return _e(f"{dt.datetime.fromisoformat(moment).astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
+def _time(moment: dt.datetime) -> str:
+    """A moment from the manifest, to the second, in UTC."""
+    return _e(f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _bound(edge: float) -> str:

@@ -43,6 +43,7 @@ import pyarrow.fs as pafs
 
 from scoring import __version__, faults
 from scoring.dataset.catalog import open_catalog
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest
 from scoring.dataset.storage import discard, filesystem, normalize_uri, read_json, write_json
 from scoring.errors import OutputError
 
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REJECTS_SUFFIX = "__rejects"
-MANIFEST_FILE = "_manifest.json"
 LEASE_FILE = "_run.json"
 RUN_PREFIX = "run-"
 # Keys of the snapshot summaries the job writes (Iceberg keeps summary values as strings).
@@ -499,22 +499,21 @@ def replace_date(
     )
 
 
-def run_summary(run_id: str, date: dt.date, manifest: Mapping, manifest_uri: str) -> dict[str, str]:
+def run_summary(run_id: str, date: dt.date, manifest: Manifest, manifest_uri: str) -> dict[str, str]:
     """The snapshot summary's keys for a run, from its manifest."""
-    counts = manifest["counts"]
-    model = manifest["model"]
+    counts, model = manifest.counts, manifest.model
     return {
         RUN_ID: run_id,
         DATE: date.isoformat(),
         ACTION: "publish",
-        MODEL_NAME: str(model.get("name") or ""),
-        MODEL_VERSION: str(model["version"]),
-        MODEL_RUN: str(model.get("run_id") or ""),
-        ROWS_INPUT: str(counts["input"]),
-        ROWS_SCORED: str(counts["scored"]),
-        ROWS_REJECTED: str(counts["rejected"]),
-        REJECTS_BY_REASON: json.dumps(manifest["rejects"]["by_reason"], sort_keys=True),
-        ENGINE: str((manifest.get("resources") or {}).get("engine") or ""),
+        MODEL_NAME: str(model.name or ""),
+        MODEL_VERSION: str(model.version),
+        MODEL_RUN: str(model.run_id or ""),
+        ROWS_INPUT: str(counts.input),
+        ROWS_SCORED: str(counts.scored),
+        ROWS_REJECTED: str(counts.rejected),
+        REJECTS_BY_REASON: json.dumps(dict(manifest.rejects.by_reason), sort_keys=True),
+        ENGINE: str(manifest.resources.engine or ""),
         MANIFEST_URI: manifest_uri,
     }
 

@@ -40,7 +40,8 @@ from scoring.dataset import quantiles
 from scoring.dataset.buckets import RepeatBuckets
 from scoring.dataset.destination import Day, Destination, as_destination
 from scoring.dataset.ids import holds_int64
-from scoring.dataset.publish import MANIFEST_FILE, staged_files
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest
+from scoring.dataset.publish import staged_files
 from scoring.dataset.reading import (
     ScoreColumn,
     day_files,
@@ -51,6 +52,7 @@ from scoring.dataset.reading import (
     score_values,
 )
 from scoring.dataset.storage import read_json
+from scoring.lineup import CHAMPION
 from scoring.model.schema import arrow_type_name
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -259,16 +261,17 @@ def validate_partition(
     day = destination.day(date)
     report = ValidationReport(day.uri or f"{destination.label} {day.name}")
     report.add("published", day.published, day.detail)
-    manifest = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
-    problem = f"no {MANIFEST_FILE}" if manifest is None else _manifest_problem(manifest)
-    if not report.add("manifest", problem is None, problem or f"run {manifest['run_id']}"):
+    data = read_json(f"{day.uri}/{MANIFEST_FILE}") if day.uri else None
+    problem = f"no {MANIFEST_FILE}" if data is None else _manifest_problem(data)
+    if not report.add("manifest", problem is None, problem or f"run {data['run_id']}"):
         return report
+    manifest = Manifest.from_json(data)
 
     names = day_files(day)
     dataset = partition_dataset(day.uri, names) if names else None
     footers = partition_footers(dataset) if dataset else []
     files = list(zip(names, (footer.num_rows for footer in footers), strict=True))
-    listed = [(f["name"], f["rows"]) for f in manifest["output"]["files"]]
+    listed = [(f.name, f.rows) for f in manifest.output.files]
     found = f"{len(files)} files, {sum(n for _, n in files)} rows in footers"
     report.add(
         "files", files == listed, found if files == listed else f"{found}; manifest lists {_describe(listed)}"
@@ -309,21 +312,21 @@ def _manifest_problem(manifest: dict) -> str | None:
     return None
 
 
-def _check_counts(report: ValidationReport, manifest: dict, files: list, rejects: list) -> None:
-    counts = manifest["counts"]
+def _check_counts(report: ValidationReport, manifest: Manifest, files: list, rejects: list) -> None:
+    counts = manifest.counts
     scored, rejected = sum(n for _, n in files), sum(n for _, n in rejects)
     report.add(
         "row counts",
-        scored == counts["scored"] == manifest["output"]["rows"]
-        and rejected == counts["rejected"]
-        and counts["input"] == counts["scored"] + counts["rejected"],
-        f"input {counts['input']} = scored {counts['scored']} + rejected {counts['rejected']}; "
+        scored == counts.scored == manifest.output.rows
+        and rejected == counts.rejected
+        and counts.input == counts.scored + counts.rejected,
+        f"input {counts.input} = scored {counts.scored} + rejected {counts.rejected}; "
         f"found {scored} scored and {rejected} rejected rows",
     )
 
 
-def _check_schema(report: ValidationReport, schema: pa.Schema, manifest: dict) -> None:
-    expected = [(c["name"], c["type"]) for c in manifest["output"]["columns"]]
+def _check_schema(report: ValidationReport, schema: pa.Schema, manifest: Manifest) -> None:
+    expected = [(c.name, c.type) for c in manifest.output.columns]
     found = [(f.name, arrow_type_name(f.type)) for f in schema]
     report.add(
         "schema",
@@ -334,7 +337,7 @@ def _check_schema(report: ValidationReport, schema: pa.Schema, manifest: dict) -
     )
 
 
-def _check_values(report: ValidationReport, tally: Tally, manifest: dict) -> None:
+def _check_values(report: ValidationReport, tally: Tally, manifest: Manifest) -> None:
     expected = _served_versions(manifest)
     versions, nulls = tally.versions, tally.nulls[MODEL_VERSION]
     found = f"{sorted(versions)}" + (f" and {nulls} null" if nulls else "")
@@ -350,7 +353,7 @@ def _check_values(report: ValidationReport, tally: Tally, manifest: dict) -> Non
     if PROBABILITY in tally.ranges:
         report.add("probabilities", *tally.ranges[PROBABILITY].verdict())
 
-    ids = manifest["arguments"]["id_columns"]
+    ids = manifest.arguments["id_columns"]
     repeated = tally.repeated_ids()
     report.add("ids unique", repeated == 0, f"{repeated} repeated ids ({', '.join(ids)})")
 
@@ -409,7 +412,7 @@ class Tally:
 
 
 def tally_partition(
-    dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: dict, drift_edges: np.ndarray | None
+    dataset: ds.Dataset, footers: list[pq.FileMetaData], manifest: Manifest, drift_edges: np.ndarray | None
 ) -> Tally:
     """Read the columns the checks need a batch at a time, and tally them.
 
@@ -420,7 +423,7 @@ def tally_partition(
         drift_edges: The previous partition's deciles, to count the score column in; None when the
             drift is not measured.
     """
-    id_columns = manifest["arguments"]["id_columns"]
+    id_columns = manifest.arguments["id_columns"]
     lineup = [c for c in published_lineup_columns(manifest) if c != VARIANT]
     present = set(dataset.schema.names)
     wanted = {*id_columns, *SCORE_COLUMNS, MODEL_VERSION, VARIANT, *lineup} & present
@@ -460,23 +463,24 @@ def _tally_batch(tally: Tally, batch: pa.RecordBatch, id_columns: list[str]) -> 
         tally.scores.add(score_values(batch, tally.score))
 
 
-def _served_versions(manifest: dict) -> set[str]:
+def _served_versions(manifest: Manifest) -> set[str]:
     """The model versions ``model_version`` may hold: the champion's, or the A/B variants' models'."""
-    ab = manifest.get("ab")
-    if not ab:
-        return {manifest["model"]["version"]}
-    versions = {"champion": manifest["model"]["version"]}
-    versions.update({c["name"]: c["model"]["version"] for c in manifest.get("challengers", [])})
-    return {versions[name] for name in ab["split"]}
+    if not manifest.ab:
+        return {manifest.model.version}
+    versions = {CHAMPION: manifest.model.version}
+    versions.update({c.name: c.model.version for c in manifest.challengers})
+    return {versions[name] for name in manifest.ab.split}
 
 
-def published_lineup_columns(manifest: dict) -> list[str]:
+def published_lineup_columns(manifest: Manifest) -> list[str]:
     """The columns a run with challengers, an ensemble or an A/B split added to the champion's."""
-    names = [c["name"] for c in manifest["output"]["columns"]]
+    names = [c.name for c in manifest.output.columns]
     return [n for n in names if n.startswith((CHALLENGER_PREFIX, ENSEMBLE_PREFIX)) or n == VARIANT]
 
 
-def _check_lineup(report: ValidationReport, tally: Tally, manifest: dict, variant_tolerance: float) -> None:
+def _check_lineup(
+    report: ValidationReport, tally: Tally, manifest: Manifest, variant_tolerance: float
+) -> None:
     """Challenger and ensemble columns: no nulls, probabilities within [0, 1]; the variants' shares."""
     columns = [c for c in published_lineup_columns(manifest) if c != VARIANT]
     if columns:
@@ -493,21 +497,21 @@ def _check_lineup(report: ValidationReport, tally: Tally, manifest: dict, varian
             not problems,
             "; ".join(problems) if problems else f"{len(columns)} columns, no nulls, probabilities in [0, 1]",
         )
-    ab = manifest.get("ab")
+    ab = manifest.ab
     if not ab:
         return
     counts = tally.variants
     rows = max(tally.rows, 1)
     off = []
-    for name, share in ab["split"].items():
+    for name, share in ab.split.items():
         seen = counts.get(name, 0) / rows
         # A hash split is a binomial draw: allow four standard deviations on a small partition.
         allowed = max(variant_tolerance, 4 * math.sqrt(share * (1 - share) / rows))
         if abs(seen - share) > allowed:
             off.append(f"{name} {seen:.2%} (split {share:.2%}, +/- {allowed:.2%})")
-    unknown = sorted(set(counts) - set(ab["split"]))
-    recorded = {name: counts.get(name, 0) for name in ab["split"]} == ab.get("rows")
-    detail = ", ".join(f"{n} {counts.get(n, 0) / rows:.2%}" for n in ab["split"])
+    unknown = sorted(set(counts) - set(ab.split))
+    recorded = {name: counts.get(name, 0) for name in ab.split} == dict(ab.rows)
+    detail = ", ".join(f"{n} {counts.get(n, 0) / rows:.2%}" for n in ab.split)
     problems = (
         off
         + [f"unknown variants {unknown}"] * bool(unknown)

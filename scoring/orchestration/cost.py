@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import statistics
@@ -23,12 +24,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from scoring.dataset.destination import Destination, as_destination
-from scoring.dataset.manifest import duration_seconds
-from scoring.dataset.publish import MANIFEST_FILE
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest
 from scoring.dataset.storage import read_json
 from scoring.errors import ScoringError
 from scoring.model.kinds import ModelKind
 from scoring.orchestration import emr
+
+log = logging.getLogger(__name__)
 
 # Rows per core-second when no earlier run of the output says better: the job (``ours_onnx``) on the
 # 10,000,000-row benchmark, start-up included, on ``local[2]``: 89,657 rows/s in the slowest run so far,
@@ -55,17 +57,23 @@ def load_prices(directory: Path | None = None) -> dict:
 
 def earlier_manifests(
     output: str | Destination, partition_column: str, date: dt.date, limit: int = EARLIER_RUNS
-) -> list[dict]:
+) -> list[Manifest]:
     """The manifests of the latest ``limit`` published partitions of ``output`` before ``date``, latest first.
 
     ``output`` is a directory root or the destination (a directory or an Iceberg table). A partition
-    without a manifest is passed over; an output that does not exist yet (a directory, or a table its
-    first run creates) has none. A catalog that cannot be opened fails here, before any cluster.
+    without a manifest, or with one that does not read as one, is passed over (the estimate only
+    loses a figure); an output that does not exist yet (a directory, or a table its first run
+    creates) has none. A catalog that cannot be opened fails here, before any cluster.
     """
     destination = as_destination(output, partition_column)
-    found: list[dict] = []
+    found: list[Manifest] = []
     for day in destination.days_before(date):
-        manifest = read_json(f"{day.uri}/{MANIFEST_FILE}")
+        data = read_json(f"{day.uri}/{MANIFEST_FILE}")
+        try:
+            manifest = None if data is None else Manifest.from_json(data)
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("%s: its %s does not read as a manifest (%s); passed over", day.uri, MANIFEST_FILE, e)
+            continue
         if manifest is not None:
             found.append(manifest)
         if len(found) == limit:
@@ -73,20 +81,15 @@ def earlier_manifests(
     return found
 
 
-def run_rows_per_core_second(manifest: Mapping) -> float | None:
+def run_rows_per_core_second(manifest: Manifest) -> float | None:
     """An earlier run's throughput per core, or None when its manifest lacks the figures (older ones)."""
-    try:
-        cores = manifest["resources"]["cores"]
-        rows = manifest["counts"]["input"]
-        seconds = duration_seconds(dict(manifest))
-    except (KeyError, TypeError, ValueError):
-        return None
+    cores, rows, seconds = manifest.resources.cores, manifest.counts.input, manifest.duration_seconds
     if not cores or not rows or seconds <= 0:
         return None
     return rows / seconds / cores
 
 
-def throughput(manifests: Iterable[Mapping]) -> tuple[float, str]:
+def throughput(manifests: Iterable[Manifest]) -> tuple[float, str]:
     """Rows per core-second: the median of the runs that have the figures, else the default.
 
     Returns:

@@ -20,6 +20,7 @@ from scoring import demo
 from scoring.cli import main
 from scoring.dataset import reading
 from scoring.dataset.destination import Day
+from scoring.dataset.manifest import Manifest
 from scoring.dataset.report import (
     HISTOGRAM_BINS,
     REPORT_FILE,
@@ -158,7 +159,8 @@ def test_the_scatter_sample_is_uniform_over_the_champions_rows_and_read_a_batch_
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(reading, "READ_BATCH_ROWS", 97)  # every sample is drawn across many batches
-    manifest = {"challengers": [{"name": "inv"}, {"name": "multi"}], "ab": {"champion": 0.66, "inv": 0.34}}
+    challengers, split = [{"name": "inv"}, {"name": "multi"}], {"champion": 0.66, "inv": 0.34}
+    manifest = Manifest.from_json({"challengers": challengers, "ab": {"split": split}})
     rows = 12_000
     partition = scored_partition(tmp_path / "big", rows, files=3)
 

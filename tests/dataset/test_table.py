@@ -16,6 +16,7 @@ from scoring.cli import main
 from scoring.dataset import table as tables
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import Destination
+from scoring.dataset.manifest import Manifest
 from scoring.dataset.storage import read_json
 from scoring.dataset.validate import validate_partition
 from scoring.orchestration import cost
@@ -122,7 +123,7 @@ def test_a_run_publishes_a_date_and_a_rerun_replaces_that_date_alone(
     assert (page / "_report.html").exists()
     # The cost estimate's throughput history: the manifest of the version the table holds now.
     earlier = cost.earlier_manifests(destination, "date", OTHER_DATE)
-    assert [m["run_id"] for m in earlier] == [second[tables.RUN_ID]]
+    assert [m.run_id for m in earlier] == [second[tables.RUN_ID]]
     assert cost.throughput(earlier)[1] == "1 earlier run"
 
 
@@ -271,7 +272,7 @@ def test_interleaved_runs_leave_the_rejects_of_the_version_published(tmp_path, m
     )
     config = JobConfig(model_uri="x", input="x", table=TABLE, catalog=catalog, date=DATE)
 
-    def written(version: str, rows: int) -> tuple[TablePublisher, dict]:
+    def written(version: str, rows: int) -> tuple[TablePublisher, Manifest]:
         import pyarrow.parquet as pq
 
         publisher = TablePublisher(config, *schemas)
@@ -288,7 +289,7 @@ def test_interleaved_runs_leave_the_rejects_of_the_version_published(tmp_path, m
             "output": {"files": [{"name": "part-0.parquet", "rows": rows}]},
             "resources": {"engine": "arrow"},
         }
-        return publisher, manifest
+        return publisher, Manifest.from_json(manifest)
 
     a, a_manifest = written("a", 10)
     b, b_manifest = written("b", 20)

@@ -65,6 +65,7 @@ import pyarrow.parquet as pq
 
 from scoring import faults
 from scoring.config import JobConfig
+from scoring.dataset.manifest import Manifest
 from scoring.dataset.publisher import TablePublisher
 from scoring.dataset.storage import filesystem
 
@@ -163,7 +164,7 @@ def publish(spec):
             "output": {"table": spec["table"], "path": run.staged, "rows": rows, "files": files},
             "resources": {"cores": 1, "engine": "arrow"},
         }
-        publisher.publish(manifest)
+        publisher.publish(Manifest.from_json(manifest))
         published = True
         mark("published")
     finally:

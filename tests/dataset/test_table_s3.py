@@ -31,6 +31,7 @@ from conftest import DATE, OTHER_DATE
 from scoring.config import JobConfig
 from scoring.dataset import table as tables
 from scoring.dataset.catalog import open_catalog
+from scoring.dataset.manifest import DataFile, Manifest
 from scoring.dataset.publisher import TablePublisher
 from scoring.dataset.storage import write_json
 
@@ -148,7 +149,7 @@ def glue(aws, monkeypatch) -> Glue:
     return glue
 
 
-def stage(glue: Glue, run: tables.TableRun, date: dt.date, version: Version) -> dict:
+def stage(glue: Glue, run: tables.TableRun, date: dt.date, version: Version) -> Manifest:
     """Write a run's files where ``run`` says, as the Arrow pass does; return the run's manifest."""
     files, reject_files = [], []
     for i in range(version.files):
@@ -171,19 +172,21 @@ def stage(glue: Glue, run: tables.TableRun, date: dt.date, version: Version) -> 
         path = f"{glue.bucket}/{glue.key(run.staged_rejects)}/{name}"
         pq.write_table(pa.table(data, REJECTS), path, filesystem=glue.fs)
         reject_files.append({"name": name, "rows": version.rejected})
-    return {
-        "run_id": run.run_id,
-        "model": {"name": "churn", "version": version.model, "run_id": f"mlflow-{version.model}"},
-        "counts": {"input": version.input, "scored": version.scored, "rejected": version.rejected},
-        "rejects": {
-            "path": run.staged_rejects,
-            "rows": version.rejected,
-            "by_reason": {"null_feature": version.rejected} if version.rejected else {},
-            "files": reject_files,
-        },
-        "output": {"path": run.staged, "table": glue.table, "rows": version.scored, "files": files},
-        "resources": {"engine": "arrow"},
-    }
+    return Manifest.from_json(
+        {
+            "run_id": run.run_id,
+            "model": {"name": "churn", "version": version.model, "run_id": f"mlflow-{version.model}"},
+            "counts": {"input": version.input, "scored": version.scored, "rejected": version.rejected},
+            "rejects": {
+                "path": run.staged_rejects,
+                "rows": version.rejected,
+                "by_reason": {"null_feature": version.rejected} if version.rejected else {},
+                "files": reject_files,
+            },
+            "output": {"path": run.staged, "table": glue.table, "rows": version.scored, "files": files},
+            "resources": {"engine": "arrow"},
+        }
+    )
 
 
 def start(glue: Glue, date: dt.date) -> TablePublisher:
@@ -206,7 +209,7 @@ def publish(glue: Glue, date: dt.date, version: Version) -> tuple[TablePublisher
     publisher = start(glue, date)
     manifest = publisher.publish(stage(glue, publisher.location, date, version))
     publisher.finish(True)
-    return publisher, manifest["output"]["snapshot_id"]
+    return publisher, manifest.output.snapshot_id
 
 
 def create(glue: Glue):
@@ -220,16 +223,16 @@ def commit(glue: Glue, scores, rejects, date: dt.date, version: Version) -> tupl
     partition = f"date={date.isoformat()}"
     run = tables.TableRun.new_run(glue.table, scores.location(), rejects.location(), partition)
     manifest = stage(glue, run, date, version)
-    write_json(run.manifest, manifest)
+    write_json(run.manifest, manifest.to_json())
 
-    def replace(table, directory: str, listed: list[dict], summary: dict[str, str]) -> int:
-        paths = [f"{directory}/{f['name']}" for f in listed]
+    def replace(table, directory: str, listed: tuple[DataFile, ...], summary: dict[str, str]) -> int:
+        paths = [f"{directory}/{f.name}" for f in listed]
         return tables.replace_date(table, "date", date, lambda: tables.new_data_files(table, paths), summary)
 
     summary = tables.run_summary(run.run_id, date, manifest, run.manifest)
-    named = replace(rejects, run.staged_rejects, manifest["rejects"]["files"], summary)
+    named = replace(rejects, run.staged_rejects, manifest.rejects.files, summary)
     summary = {**summary, tables.REJECTS_SNAPSHOT: str(named)}
-    return run, replace(scores, run.staged, manifest["output"]["files"], summary)
+    return run, replace(scores, run.staged, manifest.output.files, summary)
 
 
 def scan(table, date: dt.date, snapshot_id: int | None = None) -> pa.Table:
@@ -308,7 +311,7 @@ def test_a_republish_replaces_that_date_alone_with_the_objects_it_wrote(glue, aw
     manifest = stage(glue, run, DATE, A2)
     before = glue.keys()
     written = {k: before[k] for k in glue.under(before, run.staged) | glue.under(before, run.staged_rejects)}
-    snapshot = publisher.publish(manifest)["output"]["snapshot_id"]
+    snapshot = publisher.publish(manifest).output.snapshot_id
     publisher.finish(True)
     monkeypatch.setattr(aws.faults, "app", serve)
     after = glue.keys()
@@ -499,7 +502,7 @@ def test_a_live_runs_files_survive_another_runs_prepare(glue):
     written = glue.under(keys, running.location.staged) | glue.under(keys, running.location.staged_rejects)
     start(glue, DATE)  # a concurrent run of the date prepares while the first one still runs
     assert sorted(written - set(glue.keys())) == []
-    snapshot = running.publish(manifest)["output"]["snapshot_id"]
+    snapshot = running.publish(manifest).output.snapshot_id
     assert assert_whole(*glue.tables(), DATE, snapshot) == "2"
 
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from scoring.dataset.publish import MANIFEST_FILE, SUCCESS_FILE
+from scoring.dataset.manifest import MANIFEST_FILE, Manifest
+from scoring.dataset.publish import SUCCESS_FILE
 from scoring.model.kinds import ModelKind, estimator_tree_ensemble, onnx_tree_ensemble
 from scoring.orchestration import cost
 
@@ -96,14 +97,15 @@ def test_throughput_is_the_median_of_earlier_published_runs_per_core(tmp_path):
     write_run(tmp_path, "2026-11-06", rows=1, seconds=1, cores=1)  # after the date scored
 
     manifests = cost.earlier_manifests(str(tmp_path), "date", dt.date(2026, 11, 5))
-    assert [m["counts"]["input"] for m in manifests] == [100_000, 60_000, 80_000]  # latest first
+    assert [m.counts.input for m in manifests] == [100_000, 60_000, 80_000]  # latest first
     assert cost.throughput(manifests) == (4_000.0, "3 earlier runs")
     assert cost.throughput(cost.earlier_manifests(str(tmp_path), "date", dt.date(2026, 11, 1))) == (
         cost.DEFAULT_ROWS_PER_CORE_SECOND,
         "default",
     )
     # An older manifest without the figures is passed over.
-    assert cost.throughput([{"counts": {"input": 5}}]) == (cost.DEFAULT_ROWS_PER_CORE_SECOND, "default")
+    older = Manifest.from_json({"counts": {"input": 5}})
+    assert cost.throughput([older]) == (cost.DEFAULT_ROWS_PER_CORE_SECOND, "default")
 
 
 def test_over_budget_fails_with_the_figures_under_passes():

@@ -360,23 +360,27 @@ class FakeEmr(threading.Thread):
             publisher.prepare()
             published = False
             try:
-                for part, target in (("output", publisher.output_path), ("rejects", publisher.rejects_path)):
-                    source_fs, source = filesystem(manifest[part]["path"])
+                copies = (
+                    (manifest.output, publisher.output_path),
+                    (manifest.rejects, publisher.rejects_path),
+                )
+                for part, target in copies:
+                    source_fs, source = filesystem(part.path)
                     target_fs, target_path = filesystem(target)
-                    for file in manifest[part]["files"]:
+                    for file in part.files:
                         pafs.copy_files(
-                            f"{source}/{file['name']}",
-                            f"{target_path}/{file['name']}",
+                            f"{source}/{file.name}",
+                            f"{target_path}/{file.name}",
                             source_filesystem=source_fs,
                             destination_filesystem=target_fs,
                         )
                 publisher.publish(
-                    {
-                        **manifest,
-                        "run_id": publisher.location.run_id,
-                        "output": {**manifest["output"], "path": publisher.output_path},
-                        "rejects": {**manifest["rejects"], "path": publisher.rejects_path},
-                    }
+                    dataclasses.replace(
+                        manifest,
+                        run_id=publisher.location.run_id,
+                        output=dataclasses.replace(manifest.output, path=publisher.output_path),
+                        rejects=dataclasses.replace(manifest.rejects, path=publisher.rejects_path),
+                    )
                 )
                 published = True
             finally:
