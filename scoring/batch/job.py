@@ -92,7 +92,7 @@ from scoring.columns import (
 from scoring.config import JobConfig
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import destination_of
-from scoring.dataset.manifest import Manifest, ScoredModel, build_manifest
+from scoring.dataset.manifest import Challenger, Manifest, ModelRecord, build_manifest
 from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
 from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
@@ -458,13 +458,11 @@ def close_run(
     _check_conservation(inputs.rows, files, reject_files, location)
     _check_reject_fraction(sum(counts.values()), inputs.rows, counts, config)
     agreement, variant_rows = lineup_figures(runtime.spark, location.staged, files, config.lineup, outputs)
+    records = {m.name: ModelRecord.of(m.model, m.backend, outputs[m.name], config.scores) for m in models}
     manifest = build_manifest(
         config=config,
-        model=models[0].model,
-        backend=models[0].backend,
-        output=outputs[CHAMPION],
-        challengers=[ScoredModel(m.name, m.model, m.backend, outputs[m.name]) for m in models[1:]],
-        agreement=agreement,
+        champion=records[CHAMPION],
+        challengers=[Challenger(m.name, records[m.name], (agreement or {}).get(m.name)) for m in models[1:]],
         variant_rows=variant_rows,
         run_id=location.run_id,
         output_path=publisher.output_path,

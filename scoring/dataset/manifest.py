@@ -29,16 +29,6 @@ MANIFEST_FILE = "_manifest.json"
 
 
 @dataclass(frozen=True)
-class ScoredModel:
-    """A model that scored the partition beside the champion: its name in the run, pin and output."""
-
-    name: str
-    model: ResolvedModel
-    backend: str
-    output: OutputSpec
-
-
-@dataclass(frozen=True)
 class Column:
     """A named column and its type: a feature's (the signature's) or the output's (Spark SQL's)."""
 
@@ -398,9 +388,7 @@ def read_manifest(directory: str) -> Manifest | None:
 def build_manifest(
     *,
     config: JobConfig,
-    model: ResolvedModel,
-    backend: str,
-    output: OutputSpec,
+    champion: ModelRecord,
     run_id: str,
     output_path: str,
     rejects_path: str,
@@ -417,17 +405,14 @@ def build_manifest(
     cores: int | None = None,
     engine: str | None = None,
     executor: str | None = None,
-    challengers: Sequence[ScoredModel] = (),
-    agreement: Mapping[str, dict] | None = None,
+    challengers: Sequence[Challenger] = (),
     variant_rows: Mapping[str, int] | None = None,
 ) -> Manifest:
     """The manifest of one published partition.
 
     Args:
         config: The job's arguments.
-        model: The pinned model.
-        backend: The backend that scored (``pyfunc`` or ``onnx``).
-        output: The model's output: its columns, how each was computed, the classes.
+        champion: The champion as it scored (``ModelRecord.of``).
         run_id: The run's unique id.
         output_path: Where the scores are: the output's root, or a table run's directory.
         rejects_path: Where the rejects are likewise.
@@ -448,8 +433,7 @@ def build_manifest(
             ``spark`` (Spark's scan and UDF).
         executor: What ran the pass's tasks: ``local`` (worker processes of the machine, no JVM:
             ``scoring.batch.local``) or ``spark``.
-        challengers: The models scored beside the champion, in the run's order.
-        agreement: Each challenger's agreement with the champion (``scoring.batch.agreement``).
+        challengers: The models scored beside the champion, in the run's order, with their agreement.
         variant_rows: Rows each A/B variant received, under an A/B split.
     """
     lineup = config.lineup
@@ -459,15 +443,8 @@ def build_manifest(
     return Manifest(
         run_id=run_id,
         partition=Partition(config.partition_column, config.partition_value),
-        model=ModelRecord.of(model, backend, output, config.scores),
-        challengers=tuple(
-            Challenger(
-                c.name,
-                ModelRecord.of(c.model, c.backend, c.output, config.scores),
-                (agreement or {}).get(c.name),
-            )
-            for c in challengers
-        ),
+        model=champion,
+        challengers=tuple(challengers),
         ensemble=dict(lineup.ensemble) if lineup.ensemble else None,
         ab=ABSplit(lineup.ab_salt, dict(lineup.ab), dict(variant_rows or {})) if lineup.ab else None,
         decision_threshold=lineup.decision_threshold,

@@ -17,7 +17,7 @@ they are used):
 - ``predictors.ScorerSpec``: what a worker needs to load it (small, picklable, no files);
 - ``scoring.batch.job.RunModel``: one model of a batch run, with its name in the lineup and backend;
   ``scoring.batch.udf.Member``: the same as the workers score it (its spec, its output's shape, its
-  shipped classifier); ``scoring.dataset.manifest.ScoredModel``: the same as the manifest records it;
+  shipped classifier); ``scoring.dataset.manifest.ModelRecord``: the same as the manifest records it;
 - ``scoring.serve.served_model.ServedModel``: loaded for serving, with its predictor and output;
   ``scoring.serve.service.Live``: a served model with the batcher that feeds it.
 """
