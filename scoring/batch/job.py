@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,12 +96,12 @@ from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
 from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
 from scoring.dataset.table import TableRun
-from scoring.errors import InputError, ModelError, OutputError, ScoringError
+from scoring.errors import InputError, OutputError, ScoringError
 from scoring.lineup import CHAMPION, Lineup
 from scoring.model.combine import check_lineup, union_features
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import OnnxPredictor, Predictor, ScorerSpec, choose_backend, load_predictor
-from scoring.model.resolve import ResolvedModel, resolve_model
+from scoring.model.resolve import ResolvedModel, resolve_lineup
 from scoring.model.schema import arrow_column_types, check_columns
 from scoring.model.signature import Feature
 
@@ -298,11 +297,7 @@ def score_on_spark(
     inputs, valid = read.inputs, read.valid
     # Decided before the models are shipped: a run refused here adds no file to the context.
     input_plan = arrow_plan(spark, config, inputs, features, carried, read.marked)
-    threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
-    sample = head_sample(inputs.sizes, features, PROBE_ROWS)
-    if sample is None:
-        sample = valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
-    probed = probe_models(sample, models, config, threads)
+    probed = _probe_on_spark(spark, config, read, features, models)
     outputs = {p.run_model.name: p.output for p in probed}
     rejects = rejects_frame(read.checked, carried, features)
     # Opened from the output's schemas (a plan, nothing runs) before a model is shipped: a table
@@ -333,26 +328,53 @@ def score_on_spark(
                     scored.write.mode("append").parquet(location.staged)
                 else:
                     schemas = (arrow_schema(scored.schema), arrow_schema(rejects.schema))
-                    spark_codec = codec(spark.conf.get("spark.sql.parquet.compression.codec"))
-                    scorer = _scorer(members, config)
-                    direct = build_pass(
-                        config, scorer, features, carried, location, schemas, spark_codec, models
+                    direct = _spark_arrow_pass(
+                        spark, config, members, features, carried, location, schemas, models
                     )
                     run_pass(spark.sparkContext, direct, input_plan.slices)
             # Every row Spark's pass did not write was rejected: only then is the input read
             # again, for the rejects. The Arrow pass wrote its rejects as it went.
             if input_plan is None and sum(n for _, n in staged_files(location.staged)) < inputs.rows:
                 rejects.write.mode("append").parquet(location.staged_rejects)
-        runtime = Runtime(
-            spark, spark.version, spark.sparkContext.defaultParallelism,
-            "spark" if input_plan is None else "arrow", "spark",
-        )  # fmt: skip
+        runtime = Runtime.of_spark(spark, "spark" if input_plan is None else "arrow")
         columns = [(f.name, f.dataType.simpleString()) for f in scored.schema.fields]
         manifest = close_run(config, publisher, inputs, models, outputs, columns, runtime, started_at)
         published = True
     finally:
         publisher.finish(published)
     return manifest
+
+
+def _probe_on_spark(
+    spark: SparkSession,
+    config: JobConfig,
+    read: SparkInput,
+    features: tuple[Feature, ...],
+    models: list[RunModel],
+) -> list[Probed]:
+    """Probe the models on a few rows: the first file's head, or Spark's first valid rows."""
+    threads = config.threads or int(spark.conf.get("spark.task.cpus", "1"))
+    sample = head_sample(read.inputs.sizes, features, PROBE_ROWS)
+    if sample is None:
+        sample = read.valid.select(*typed_features(features)).limit(PROBE_ROWS).toPandas()
+    return probe_models(sample, models, config, threads)
+
+
+def _spark_arrow_pass(
+    spark: SparkSession,
+    config: JobConfig,
+    members: list[Member],
+    features: tuple[Feature, ...],
+    carried: list[str],
+    location: OutputLocation | TableRun,
+    schemas: tuple[pa.Schema, pa.Schema],
+    models: list[RunModel],
+) -> ArrowPass:
+    """The Arrow pass Spark's tasks run, writing parquet in the session's codec."""
+    spark_codec = codec(spark.conf.get("spark.sql.parquet.compression.codec"))
+    return build_pass(
+        config, _scorer(members, config), features, carried, location, schemas, spark_codec, models
+    )
 
 
 @dataclass(frozen=True)
@@ -430,6 +452,11 @@ class Runtime:
     cores: int
     engine: str
     executor: str
+
+    @classmethod
+    def of_spark(cls, spark: SparkSession, engine: str) -> Runtime:
+        """A pass Spark's tasks ran, with ``engine``, on the session's default parallelism."""
+        return cls(spark, spark.version, spark.sparkContext.defaultParallelism, engine, "spark")
 
 
 def close_run(
@@ -593,13 +620,7 @@ def resolve_models(config: JobConfig, download_dir: str) -> list[RunModel]:
         ModelError: A reference cannot be resolved, or the champion cannot use ``--backend``.
     """
     models = []
-    for name in config.lineup.names:
-        uri = config.lineup.uri(name, config.model_uri)
-        where = download_dir if name == CHAMPION else os.path.join(download_dir, name)
-        try:
-            model = resolve_model(uri, where, config.features)
-        except ModelError as e:
-            raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+    for name, model in resolve_lineup(config.lineup, config.model_uri, download_dir, config.features).items():
         backend = choose_backend(
             config.backend if name == CHAMPION else "auto", model.is_onnx, model.has_pyfunc
         )

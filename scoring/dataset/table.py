@@ -461,7 +461,6 @@ def replace_date(
         OutputError: The table kept moving for ``COMMIT_ATTEMPTS`` attempts.
     """
     from pyiceberg.exceptions import CommitFailedException, ValidationException
-    from pyiceberg.expressions import EqualTo
 
     summary = dict(properties)
     new = list(files())
@@ -471,32 +470,52 @@ def replace_date(
             snapshot = table.current_snapshot()
             return None if snapshot is None else snapshot.snapshot_id
         try:
-            with (
-                table.transaction() as tx,
-                tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite,
-            ):
-                # Scopes pyiceberg's own conflict check to this date: other dates' commits never conflict.
-                overwrite.delete_by_predicate(EqualTo(column, date.isoformat()))
-                for data_file in old:
-                    overwrite.delete_data_file(data_file)
-                for data_file in new:
-                    overwrite.append_data_file(data_file)
-                faults.at("mid-commit")
-            return table.current_snapshot().snapshot_id
+            return _overwrite_date(table, column, date, old, new, summary)
         except (CommitFailedException, ValidationException):
             # pyiceberg retried the commit itself and found this date changed: plan it again.
             table.refresh()
-            winner = table.current_snapshot()
-            replaced = (winner.summary or {}).get(RUN_ID) if winner and winner.summary else None
-            if winner is not None and winner.summary and winner.summary.get(DATE) == date.isoformat():
-                summary[REPLACED_RUN] = replaced or ""
-                log.warning(
-                    "table %s: run %s committed %s first; replacing its version with this run's",
-                    ".".join(table.name()), replaced, date,
-                )  # fmt: skip
+            summary.update(_replaced_run(table, date))
     raise OutputError(
         f"table {'.'.join(table.name())}: {COMMIT_ATTEMPTS} commits conflicted; nothing published"
     )
+
+
+def _overwrite_date(
+    table: Table,
+    column: str,
+    date: dt.date,
+    old: list[DataFile],
+    new: list[DataFile],
+    summary: Mapping[str, str],
+) -> int:
+    """One commit attempt: the date's ``old`` files out, ``new`` in; the snapshot it made."""
+    from pyiceberg.expressions import EqualTo
+
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=dict(summary)).overwrite() as overwrite,
+    ):
+        # Scopes pyiceberg's own conflict check to this date: other dates' commits never conflict.
+        overwrite.delete_by_predicate(EqualTo(column, date.isoformat()))
+        for data_file in old:
+            overwrite.delete_data_file(data_file)
+        for data_file in new:
+            overwrite.append_data_file(data_file)
+        faults.at("mid-commit")
+    return table.current_snapshot().snapshot_id
+
+
+def _replaced_run(table: Table, date: dt.date) -> dict[str, str]:
+    """After a conflict: ``{REPLACED_RUN: run}`` when the commit that won published ``date``, else nothing."""
+    winner = table.current_snapshot()
+    if winner is None or not winner.summary or winner.summary.get(DATE) != date.isoformat():
+        return {}
+    replaced = winner.summary.get(RUN_ID)
+    log.warning(
+        "table %s: run %s committed %s first; replacing its version with this run's",
+        ".".join(table.name()), replaced, date,
+    )  # fmt: skip
+    return {REPLACED_RUN: replaced or ""}
 
 
 def run_summary(run_id: str, date: dt.date, manifest: Manifest, manifest_uri: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from scoring.errors import ModelError, first_line
+from scoring.lineup import CHAMPION, Lineup
 from scoring.model.predictors import ScorerSpec
 from scoring.model.signature import Feature, model_features
 
@@ -177,6 +178,33 @@ def resolve_model(
         features=inputs,
         fingerprint=pinned.fingerprint,
     )
+
+
+def resolve_lineup(
+    lineup: Lineup, model_uri: str | None, download_dir: str, features: Sequence[str] | None = None
+) -> dict[str, ResolvedModel]:
+    """Pin and download every model of a run's lineup, the champion first, each in a directory of its own.
+
+    Args:
+        lineup: The run's models besides the champion.
+        model_uri: The champion's reference (``--model-uri``), where the lineup does not name it.
+        download_dir: The champion's directory; each challenger's is the subdirectory of its name.
+        features: Column names for models without a signature (``--features``).
+
+    Returns:
+        The resolved models by name, in the lineup's order.
+
+    Raises:
+        ModelError: A reference does not resolve; a challenger's error names it.
+    """
+    models = {}
+    for name in lineup.names:
+        where = download_dir if name == CHAMPION else os.path.join(download_dir, name)
+        try:
+            models[name] = resolve_model(lineup.uri(name, model_uri), where, features)
+        except ModelError as e:
+            raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
+    return models
 
 
 def pin_model_uri(uri: str) -> PinnedModel:

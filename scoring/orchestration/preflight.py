@@ -8,7 +8,6 @@ the backends the job uses; an ensemble or an A/B split whose models cannot be co
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from scoring.model.combine import check_lineup, union_features
 from scoring.model.kinds import ModelKind, model_kind
 from scoring.model.output import OutputSpec
 from scoring.model.predictors import PyfuncPredictor, choose_backend, load_predictor
-from scoring.model.resolve import ResolvedModel, pin_model_uri, resolve_model
+from scoring.model.resolve import ResolvedModel, pin_model_uri, resolve_lineup
 from scoring.model.rows import scorable_rows
 from scoring.model.schema import arrow_column_types, check_columns
 
@@ -108,6 +107,30 @@ def check_input(
     """
     lineup = lineup or Lineup()
     partition = _partition_path(input_path, partition_column, date)
+    dataset, rows = _read_footers(partition, partition_column, date)
+    with tempfile.TemporaryDirectory(prefix="scoring-preflight-") as download_dir:
+        models = resolve_lineup(lineup, model_uri, download_dir)
+        sample = _read_sample(dataset, models, carried, partition)
+        sampled = _score_sample(models, backend, scores, sample)
+    outputs = {name: output for name, (output, _) in sampled.items()}
+    check_lineup(lineup, outputs)
+    return _findings(lineup, dataset, rows, outputs, sampled)
+
+
+def _read_footers(partition: str, partition_column: str, date: dt.date) -> tuple[ds.FileSystemDataset, int]:
+    """Open the partition as a parquet dataset and count its rows from the footers alone.
+
+    Args:
+        partition: The partition's path (a local directory or an S3 URI).
+        partition_column: The input's partition column, named in the error for an empty partition.
+        date: The partition's date, named in the error for an empty partition.
+
+    Returns:
+        The dataset and its number of rows.
+
+    Raises:
+        InputError: The partition cannot be read as parquet, or has no rows.
+    """
     fs, path = filesystem(partition)
     try:
         dataset = ds.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
@@ -116,26 +139,77 @@ def check_input(
         raise InputError(f"input {partition}: cannot read parquet footers: {e}") from e
     if rows == 0:
         raise InputError(f"input {partition}: no rows for {partition_column}={date.isoformat()}")
-    with tempfile.TemporaryDirectory(prefix="scoring-preflight-") as download_dir:
-        models = {}
-        for name in lineup.names:
-            where = download_dir if name == CHAMPION else os.path.join(download_dir, name)
-            try:
-                models[name] = resolve_model(lineup.uri(name, model_uri), where)
-            except ModelError as e:
-                raise (e if name == CHAMPION else ModelError(f"challenger {name!r}: {e}")) from e
-        features = union_features({name: model.features for name, model in models.items()})
-        check_columns(arrow_column_types(dataset.schema), features, carried, partition)
-        head = dataset.head(SAMPLE_ROWS, columns=[f.name for f in features]).to_pandas()
-        sample = scorable_rows(head, features)
-        if sample.empty:
-            raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
-        sampled = {
-            name: _sample_output(model, backend if name == CHAMPION else "auto", scores, sample, name)
-            for name, model in models.items()
-        }
-    outputs = {name: output for name, (output, _) in sampled.items()}
-    check_lineup(lineup, outputs)
+    return dataset, rows
+
+
+def _read_sample(
+    dataset: ds.FileSystemDataset,
+    models: dict[str, ResolvedModel],
+    carried: Sequence[str],
+    partition: str,
+) -> pd.DataFrame:
+    """Check the input's columns against every model's features, then read its first scorable rows.
+
+    Args:
+        dataset: The partition.
+        models: The lineup's resolved models, by name.
+        carried: Id and keep columns the job copies to the output.
+        partition: The partition's path, for the errors.
+
+    Returns:
+        The scorable rows among the first ``SAMPLE_ROWS``, with the features of all the models.
+
+    Raises:
+        InputError: The columns do not match the models' features, or no sampled row is scorable.
+    """
+    features = union_features({name: model.features for name, model in models.items()})
+    check_columns(arrow_column_types(dataset.schema), features, carried, partition)
+    head = dataset.head(SAMPLE_ROWS, columns=[f.name for f in features]).to_pandas()
+    sample = scorable_rows(head, features)
+    if sample.empty:
+        raise InputError(f"input {partition}: none of the first {SAMPLE_ROWS} rows is scorable")
+    return sample
+
+
+def _score_sample(
+    models: dict[str, ResolvedModel], backend: str, scores: str, sample: pd.DataFrame
+) -> dict[str, tuple[OutputSpec, ModelKind]]:
+    """Score the sample with every model, the champion with the job's backend, the others with theirs.
+
+    Args:
+        models: The lineup's resolved models, by name.
+        backend: The job's ``--backend``, for the champion.
+        scores: The job's ``--scores``.
+        sample: The rows to score.
+
+    Returns:
+        Each model's output shape and kind, by name.
+    """
+    return {
+        name: _sample_output(model, backend if name == CHAMPION else "auto", scores, sample, name)
+        for name, model in models.items()
+    }
+
+
+def _findings(
+    lineup: Lineup,
+    dataset: ds.FileSystemDataset,
+    rows: int,
+    outputs: dict[str, OutputSpec],
+    sampled: dict[str, tuple[OutputSpec, ModelKind]],
+) -> dict:
+    """What the input check found, as ``check_input`` returns it.
+
+    Args:
+        lineup: The run's lineup.
+        dataset: The partition.
+        rows: The partition's number of rows.
+        outputs: Each model's output shape, by name.
+        sampled: Each model's output shape and kind, by name.
+
+    Returns:
+        ``rows``, ``files``, ``output`` and ``kinds``; with challengers, ``challengers`` too.
+    """
     found = {
         "rows": rows,
         "files": len(dataset.files),
