@@ -153,13 +153,14 @@ def run_job(config: JobConfig, spark: SparkSession | None = None) -> Manifest:
             models = resolving()
             features = union_features({m.name: m.model.features for m in models})
             local_run = local.planned(config, features, carried) if local is not None else None
+            setup = RunSetup(config, models, features, carried, catalog, started_at)
             if local_run is not None:
-                manifest = score_locally(config, local_run, models, features, carried, catalog, started_at)
+                manifest = score_locally(setup, local_run)
             else:
                 if local is not None:
                     local.pool.close()  # idle: its workers must not compete with the JVM's start
                 spark = (session or _session(config, spark))()
-                manifest = score_on_spark(config, spark, models, features, carried, catalog, started_at)
+                manifest = score_on_spark(setup, spark)
         finally:
             if local is not None:
                 local.pool.close()
@@ -238,16 +239,30 @@ def _refuse_or_log(config: JobConfig, why: str) -> None:
     log.info("running as a Spark application: %s", why)
 
 
-def score_locally(
-    config: JobConfig,
-    local: LocalRun,
-    models: list[RunModel],
-    features: tuple[Feature, ...],
-    carried: list[str],
-    catalog: Callable[[], Catalog | None],
-    started_at: dt.datetime,
-) -> Manifest:
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run scores with, wherever it runs (``score_locally``, ``score_on_spark``).
+
+    Attributes:
+        config: The run's arguments.
+        models: Its models, resolved and pinned, the champion first.
+        features: The features of them all (``union_features``).
+        carried: The input columns copied to the output (the ids, ``--keep-columns``).
+        catalog: Waits for the table's catalog opened in the background (None for a directory).
+        started_at: When the run started (UTC).
+    """
+
+    config: JobConfig
+    models: list[RunModel]
+    features: tuple[Feature, ...]
+    carried: list[str]
+    catalog: Callable[[], Catalog | None]
+    started_at: dt.datetime
+
+
+def score_locally(setup: RunSetup, local: LocalRun) -> Manifest:
     """Probe, write with the Arrow pass on the local pool, check and publish; the manifest."""
+    config, models, features, carried = setup.config, setup.models, setup.features, setup.carried
     inputs = local.input.inputs
     check_columns(dict(arrow_column_types(local.input.schema)), features, carried, config.input)
     sample = head_sample(inputs.sizes, features, PROBE_ROWS)
@@ -257,7 +272,7 @@ def score_locally(
     members = [p.member_local() for p in probed]
     scorer = _scorer(members, config)
     schemas = output_schemas(local.input.schema, carried, features, scorer.columns, config)
-    publisher = open_publisher(config, *schemas, catalog)
+    publisher = open_publisher(config, *schemas, setup.catalog)
     location = publisher.location
     log.info("scoring with the Arrow pass on %d local workers: %d slices over %d files",
              local.pool.size, len(local.plan.slices), inputs.files)  # fmt: skip
@@ -273,26 +288,19 @@ def score_locally(
         ):
             results = local.pool.run(direct, local.plan.slices, done.add)
         check_slices(local.plan.slices, results)
-        manifest = close_run(
-            config, publisher, inputs, models, {p.run_model.name: p.output for p in probed},
-            spark_type_names(schemas[0]), Runtime(None, None, local.pool.size, "arrow", "local"), started_at,
-        )  # fmt: skip
+        runtime = Runtime(None, None, local.pool.size, "arrow", "local")
+        outputs = {p.run_model.name: p.output for p in probed}
+        columns = spark_type_names(schemas[0])
+        manifest = close_run(config, publisher, inputs, models, outputs, columns, runtime, setup.started_at)
         published = True
     finally:
         publisher.finish(published)
     return manifest
 
 
-def score_on_spark(
-    config: JobConfig,
-    spark: SparkSession,
-    models: list[RunModel],
-    features: tuple[Feature, ...],
-    carried: list[str],
-    catalog: Callable[[], Catalog | None],
-    started_at: dt.datetime,
-) -> Manifest:
+def score_on_spark(setup: RunSetup, spark: SparkSession) -> Manifest:
     """Read, check, probe, score and write with Spark, then check and publish; the manifest."""
+    config, models, features, carried = setup.config, setup.models, setup.features, setup.carried
     read = read_checked(spark, config, features, carried)
     inputs, valid = read.inputs, read.valid
     # Decided before the models are shipped: a run refused here adds no file to the context.
@@ -304,7 +312,7 @@ def score_on_spark(
     # that refuses this run's columns adds no file to the context.
     unshipped = score_frame(valid, features, [p.member() for p in probed], models, config, carried)
     publisher = open_publisher(
-        config, *(arrow_schema(_dated(frame, config).schema) for frame in (unshipped, rejects)), catalog
+        config, *(arrow_schema(_dated(frame, config).schema) for frame in (unshipped, rejects)), setup.catalog
     )
     members = [p.member(spark) for p in probed]
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
@@ -338,7 +346,7 @@ def score_on_spark(
                 rejects.write.mode("append").parquet(location.staged_rejects)
         runtime = Runtime.of_spark(spark, "spark" if input_plan is None else "arrow")
         columns = [(f.name, f.dataType.simpleString()) for f in scored.schema.fields]
-        manifest = close_run(config, publisher, inputs, models, outputs, columns, runtime, started_at)
+        manifest = close_run(config, publisher, inputs, models, outputs, columns, runtime, setup.started_at)
         published = True
     finally:
         publisher.finish(published)
