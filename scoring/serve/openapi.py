@@ -811,36 +811,45 @@ def oip_model_paths(surface: Surface, base: str, parameters: list[dict]) -> dict
 # --- Operations -----------------------------------------------------------------------------------
 
 
+# The ``/docs`` section of the routes below.
+_OPERATIONS = "Operations"
+
+
 def operations_paths(surface: Surface) -> dict:
     """Health, readiness, the model's and the lineup's descriptions, metrics and reload."""
-    tag = "Operations"
+    return {**_health_paths(surface), **_description_paths(surface), **_admin_paths(surface)}
+
+
+def _health_paths(surface: Surface) -> dict:
+    """``/health`` (liveness) and ``/ready`` (readiness: a model is loaded)."""
     ready = obj({"status": {"const": "ready"}, **MODEL_FIELDS})
     readiness = {
         "200": json_response("Ready.", ready),
         "503": json_response("Not ready.", obj({"status": {"const": "loading"}})),
     }
-    reload = {
-        "200": json_response("Reloaded, or nothing moved.", ref("ReloadOutcome")),
-        "500": json_response("The reload failed; the old models still serve.", ref("ReloadFailed")),
-        **error_responses(((401,) if surface.keyed else (403,)) + (503,)),
-    }
-    info, lineup = ref("ModelInfo"), ref("Lineup")
     return {
         "/health": {
             "get": operation(
                 "Liveness",
                 {"200": json_response("Alive.", obj({"status": {"const": "ok"}}))},
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
             )
         },
-        "/ready": {"get": operation("Readiness: a model is loaded", readiness, surface, tag=tag)},
+        "/ready": {"get": operation("Readiness: a model is loaded", readiness, surface, tag=_OPERATIONS)},
+    }
+
+
+def _description_paths(surface: Surface) -> dict:
+    """``/model/info`` (the champion), ``/models`` (the lineup) and ``/models/{model}`` (one of it)."""
+    info, lineup = ref("ModelInfo"), ref("Lineup")
+    return {
         "/model/info": {
             "get": operation(
                 "The champion: name, pinned version, signature, output",
                 {"200": json_response("The model.", info), **error_responses((503,))},
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
                 keyed=True,
             )
         },
@@ -849,7 +858,7 @@ def operations_paths(surface: Surface) -> dict:
                 "The lineup: each model pinned, the ensemble's weights, the A/B split",
                 {"200": json_response("The lineup.", lineup), **error_responses((503,))},
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
                 keyed=True,
             )
         },
@@ -858,17 +867,28 @@ def operations_paths(surface: Surface) -> dict:
                 "One model of the lineup, as /model/info describes the champion",
                 {"200": json_response("The model.", info), **error_responses((404, 503))},
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
                 keyed=True,
                 parameters=[lineup_parameter(surface)],
             )
         },
+    }
+
+
+def _admin_paths(surface: Surface) -> dict:
+    """``/metrics`` (the Prometheus exposition) and ``/admin/reload``."""
+    reload = {
+        "200": json_response("Reloaded, or nothing moved.", ref("ReloadOutcome")),
+        "500": json_response("The reload failed; the old models still serve.", ref("ReloadFailed")),
+        **error_responses(((401,) if surface.keyed else (403,)) + (503,)),
+    }
+    return {
         "/metrics": {
             "get": operation(
                 "Prometheus metrics",
                 {"200": text_response("The Prometheus exposition.", surface.metrics_type)},
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
             )
         },
         "/admin/reload": {
@@ -876,7 +896,7 @@ def operations_paths(surface: Surface) -> dict:
                 "Resolve the model references again and swap to their versions",
                 reload,
                 surface,
-                tag=tag,
+                tag=_OPERATIONS,
                 keyed=True,
             )
         },
