@@ -91,7 +91,16 @@ from scoring.columns import (
 from scoring.config import JobConfig
 from scoring.dataset.catalog import open_catalog
 from scoring.dataset.destination import destination_of
-from scoring.dataset.manifest import Challenger, Manifest, ModelRecord, build_manifest
+from scoring.dataset.manifest import (
+    Challenger,
+    InputRecord,
+    Manifest,
+    ModelRecord,
+    OutputRecord,
+    RejectsRecord,
+    Resources,
+    build_manifest,
+)
 from scoring.dataset.publish import OutputLocation, reject_counts, staged_files
 from scoring.dataset.publisher import DirectoryPublisher, Publisher, TablePublisher
 from scoring.dataset.report import write_report_or_warn
@@ -496,25 +505,17 @@ def close_run(
     records = {m.name: ModelRecord.of(m.model, m.backend, outputs[m.name], config.scores) for m in models}
     manifest = build_manifest(
         config=config,
+        run_id=location.run_id,
         champion=records[CHAMPION],
         challengers=[Challenger(m.name, records[m.name], (agreement or {}).get(m.name)) for m in models[1:]],
-        variant_rows=variant_rows,
-        run_id=location.run_id,
-        output_path=publisher.output_path,
-        rejects_path=publisher.rejects_path,
-        input_rows=inputs.rows,
-        input_files=inputs.files,
-        skipped_files=inputs.skipped,
-        files=files,
-        reject_files=reject_files,
-        reject_reasons=counts,
-        columns=columns,
+        input=InputRecord(config.input, inputs.rows, inputs.files, tuple(inputs.skipped)),
+        output=OutputRecord.written(publisher.output_path, config.table, files, columns),
+        rejects=RejectsRecord.written(publisher.rejects_path, reject_files, counts),
+        resources=Resources(runtime.cores, runtime.engine, runtime.executor),
+        spark_version=runtime.spark_version,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
-        spark_version=runtime.spark_version,
-        cores=runtime.cores,
-        engine=runtime.engine,
-        executor=runtime.executor,
+        variant_rows=variant_rows,
     )
     return publisher.publish(manifest)
 

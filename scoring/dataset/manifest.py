@@ -200,6 +200,14 @@ class RejectsRecord:
         return {"path": self.path, "rows": self.rows, "by_reason": dict(self.by_reason), "files": files}
 
     @classmethod
+    def written(
+        cls, path: str, files: Sequence[tuple[str, int]], by_reason: Mapping[str, int]
+    ) -> RejectsRecord:
+        """The rejects a run wrote under ``path``: its files (names and rows) and the rows per reason."""
+        written = tuple(DataFile(name, rows) for name, rows in files)
+        return cls(path, sum(f.rows for f in written), dict(sorted(by_reason.items())), written)
+
+    @classmethod
     def from_json(cls, data: Mapping) -> RejectsRecord:
         """Read from its part of a manifest's JSON (what an older one lacks takes its default)."""
         files = tuple(DataFile.from_json(f) for f in data.get("files") or ())
@@ -233,6 +241,18 @@ class OutputRecord:
             "columns": [dataclasses.asdict(c) for c in self.columns],
         }
         return found if self.snapshot_id is None else {**found, "snapshot_id": self.snapshot_id}
+
+    @classmethod
+    def written(
+        cls,
+        path: str,
+        table: str | None,
+        files: Sequence[tuple[str, int]],
+        columns: Sequence[tuple[str, str]],
+    ) -> OutputRecord:
+        """The scores a run wrote under ``path``: its files (names and rows) and the Spark SQL columns."""
+        written = tuple(DataFile(name, rows) for name, rows in files)
+        return cls(path, table, sum(f.rows for f in written), written, tuple(Column(*c) for c in columns))
 
     @classmethod
     def from_json(cls, data: Mapping) -> OutputRecord:
@@ -388,58 +408,36 @@ def read_manifest(directory: str) -> Manifest | None:
 def build_manifest(
     *,
     config: JobConfig,
-    champion: ModelRecord,
     run_id: str,
-    output_path: str,
-    rejects_path: str,
-    input_rows: int,
-    input_files: int,
-    skipped_files: list[str],
-    files: list[tuple[str, int]],
-    reject_files: list[tuple[str, int]],
-    reject_reasons: dict[str, int],
-    columns: list[tuple[str, str]],
+    champion: ModelRecord,
+    challengers: Sequence[Challenger],
+    input: InputRecord,
+    output: OutputRecord,
+    rejects: RejectsRecord,
+    resources: Resources,
+    spark_version: str | None,
     started_at: dt.datetime,
     finished_at: dt.datetime,
-    spark_version: str | None,
-    cores: int | None = None,
-    engine: str | None = None,
-    executor: str | None = None,
-    challengers: Sequence[Challenger] = (),
     variant_rows: Mapping[str, int] | None = None,
 ) -> Manifest:
-    """The manifest of one published partition.
+    """The manifest of one published partition: what the run wrote, and the run's own facts.
 
     Args:
-        config: The job's arguments.
-        champion: The champion as it scored (``ModelRecord.of``).
+        config: The job's arguments: the partition, the lineup, the table, the cost estimate.
         run_id: The run's unique id.
-        output_path: Where the scores are: the output's root, or a table run's directory.
-        rejects_path: Where the rejects are likewise.
-        input_rows: Rows read from the input partition.
-        input_files: Input files that held rows.
-        skipped_files: Unreadable input files that were skipped.
-        files: The partition's parquet files (relative names) and their row counts.
-        reject_files: The rejects' parquet files and their row counts.
-        reject_reasons: Rejected rows per reason.
-        columns: The output's columns and Spark SQL types.
+        champion: The champion as it scored (``ModelRecord.of``).
+        challengers: The models scored beside it, in the run's order, with their agreement.
+        input: The input partition read.
+        output: The scores written (``OutputRecord.written``).
+        rejects: The rejects written (``RejectsRecord.written``).
+        resources: What scored: the cores (with the duration, the throughput per core that later
+            runs' cost estimates start from), the pass and the executor.
+        spark_version: Spark's version; None where no Spark ran (the local executor).
         started_at: When the run started (UTC).
         finished_at: When the data was written (UTC).
-        spark_version: Version of Spark that ran the job; None when no Spark ran (``executor``
-            ``local``).
-        cores: The cores the pass scored with (Spark's default parallelism, or the local workers):
-            with the duration, the throughput per core that later runs' cost estimates start from.
-        engine: How the scoring pass read the input: ``arrow`` (Python tasks read the files) or
-            ``spark`` (Spark's scan and UDF).
-        executor: What ran the pass's tasks: ``local`` (worker processes of the machine, no JVM:
-            ``scoring.batch.local``) or ``spark``.
-        challengers: The models scored beside the champion, in the run's order, with their agreement.
         variant_rows: Rows each A/B variant received, under an A/B split.
     """
     lineup = config.lineup
-    scored = tuple(DataFile(name, rows) for name, rows in files)
-    rejected = tuple(DataFile(name, rows) for name, rows in reject_files)
-    counts = Counts(input_rows, sum(f.rows for f in scored), sum(f.rows for f in rejected))
     return Manifest(
         run_id=run_id,
         partition=Partition(config.partition_column, config.partition_value),
@@ -448,15 +446,13 @@ def build_manifest(
         ensemble=dict(lineup.ensemble) if lineup.ensemble else None,
         ab=ABSplit(lineup.ab_salt, dict(lineup.ab), dict(variant_rows or {})) if lineup.ab else None,
         decision_threshold=lineup.decision_threshold,
-        input=InputRecord(config.input, input_rows, input_files, tuple(skipped_files)),
-        counts=counts,
-        rejects=RejectsRecord(rejects_path, counts.rejected, dict(sorted(reject_reasons.items())), rejected),
-        output=OutputRecord(
-            output_path, config.table, counts.scored, scored, tuple(Column(*c) for c in columns)
-        ),
+        input=input,
+        counts=Counts(input.rows, output.rows, rejects.rows),
+        rejects=rejects,
+        output=output,
         started_at=started_at,
         finished_at=finished_at,
-        resources=Resources(cores, engine, executor),
+        resources=resources,
         drift=DRIFT_METHOD,
         cost=_cost_json(config.cost_estimate, (finished_at - started_at).total_seconds()),
         arguments=config.to_json(),
