@@ -8,7 +8,7 @@ skl2onnx and onnx are the ``convert`` extra, imported only when an export runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,36 +188,50 @@ def _register_booster_converters(native: object) -> None:
         raise ModelError(
             f"converting a {names} model needs onnxmltools' converters: pip install onnxmltools"
         ) from e
+    if "xgboost" in libraries:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier, XGBRegressor
+
+        _register_booster_pair("XGBoost", XGBClassifier, XGBRegressor, convert_xgboost)
+    if "lightgbm" in libraries:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        _register_booster_pair(
+            "LightGbm", LGBMClassifier, LGBMRegressor, convert_lightgbm, regressor_options={"split": None}
+        )
+
+
+def _register_booster_pair(
+    alias_prefix: str,
+    classifier: type,
+    regressor: type,
+    converter: Callable[..., Any],
+    regressor_options: dict[str, Any] | None = None,
+) -> None:
+    """Register one booster library's classifier and regressor with skl2onnx, under onnxmltools' aliases.
+
+    Args:
+        alias_prefix: What precedes each class's name in its alias (``XGBoost``: ``XGBoostXGBClassifier``).
+        classifier: The library's classifier class; registered with the options that turn ZipMap off.
+        regressor: The library's regressor class.
+        converter: onnxmltools' converter of the library's models.
+        regressor_options: The options the regressor's converter takes (None: none).
+    """
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
 
-    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    if "xgboost" in libraries:
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-        from xgboost import XGBClassifier, XGBRegressor
-
-        update_registered_converter(
-            XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
-            convert_xgboost, options=classifier_options,
-        )  # fmt: skip
-        update_registered_converter(
-            XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
-        )
-    if "lightgbm" in libraries:
-        from lightgbm import LGBMClassifier, LGBMRegressor
-        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-
-        update_registered_converter(
-            LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
-            convert_lightgbm, options=classifier_options,
-        )  # fmt: skip
-        update_registered_converter(
-            LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
-            convert_lightgbm, options={"split": None},
-        )  # fmt: skip
+    update_registered_converter(
+        classifier, f"{alias_prefix}{classifier.__name__}", calculate_linear_classifier_output_shapes,
+        converter, options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )  # fmt: skip
+    update_registered_converter(
+        regressor, f"{alias_prefix}{regressor.__name__}", calculate_linear_regressor_output_shapes,
+        converter, options=regressor_options,
+    )  # fmt: skip
 
 
 def _parts(native: object) -> Iterator[object]:

@@ -317,6 +317,26 @@ def job_config(
     )
 
 
+def run_job_config(
+    context: dict, model_uri: str, lineup_xcom: Mapping[str, Any], checked: Mapping[str, Any] | None = None
+) -> JobConfig:
+    """The scoring job's configuration for the task's run: its params, its date, the models given.
+
+    Args:
+        context: The task's Airflow context.
+        model_uri: The champion's pinned (or staged) reference.
+        lineup_xcom: The XCom of the task that pinned (``validate_model``) or staged (``stage``) the lineup.
+        checked: The pre-flight's XCom, whose ``estimate`` goes to the job; None: no estimate.
+    """
+    return job_config(
+        context["params"],
+        partition_date(context),
+        model_uri,
+        pinned_lineup(lineup_xcom),
+        (checked or {}).get("estimate"),
+    )
+
+
 def run_key(context: dict) -> str:
     """The idempotency key of this DAG run's work on its date."""
     return emr.idempotency_key(context["dag"].dag_id, context["run_id"], partition_date(context).isoformat())
@@ -393,7 +413,7 @@ def preflight(model: dict) -> dict:
     from scoring.orchestration.preflight import check_input
 
     context = get_current_context()
-    config = job_config(context["params"], partition_date(context), model["pinned_uri"], pinned_lineup(model))
+    config = run_job_config(context, model["pinned_uri"], model)
     found = check_input(
         config.model_uri,
         config.input,
@@ -490,13 +510,7 @@ def run_local(model: dict, checked: dict | None = None) -> None:
 
     context = get_current_context()
     params = context["params"]
-    config = job_config(
-        params,
-        partition_date(context),
-        model["pinned_uri"],
-        pinned_lineup(model),
-        (checked or {}).get("estimate"),
-    )
+    config = run_job_config(context, model["pinned_uri"], model, checked)
     prepare_environment(params["local_master"])
     spark_submit = Path(sys.executable).with_name("spark-submit")
     command = [str(spark_submit), "--master", params["local_master"], "--conf", "spark.log.level=WARN",
@@ -605,13 +619,7 @@ def add_step(cluster_id: str, artifacts: dict, checked: dict | None = None) -> s
 
     context = get_current_context()
     params = context["params"]
-    config = job_config(
-        params,
-        partition_date(context),
-        artifacts["model"],
-        pinned_lineup(artifacts),
-        (checked or {}).get("estimate"),
-    )
+    config = run_job_config(context, artifacts["model"], artifacts, checked)
     step = emr.scoring_step(run_key(context), artifacts["job"], config, catalog_environment(params))
     return emr.find_or_add_step(emr_client(params), cluster_id, step)
 

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -41,9 +42,20 @@ from scoring.serve.dialects import (
 )
 from scoring.serve.errors import BadRequest, RequestError, malformed_is_bad_request
 from scoring.serve.pb import inference_pb2, inference_pb2_grpc, prediction_pb2, prediction_pb2_grpc
-from scoring.serve.service import Roster, Scored, ScoringService, presented_key
+from scoring.serve.service import (
+    Blended,
+    Gathering,
+    Pending,
+    Roster,
+    Routed,
+    Scored,
+    ScoringService,
+    presented_key,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PREDICTION_SERVICE = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -223,15 +235,9 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
     ) -> prediction_pb2.PredictEnsembleResponse:
         """Score a batch with every ensemble member; answer their weighted mean and the weights."""
-        _authorize(self._service, context)
-        _no_model(request, "PredictEnsemble")
-        records = request.records
-        with malformed_is_bad_request():
-            pending = self._service.submit_ensemble([feature_record(r.features) for r in records])
-        blended = pending.result()
-        self._service.metrics.records.labels(PROTOCOL).inc(blended.rows)
+        blended = self._combined(request, context, "PredictEnsemble", self._submit_ensemble)
         predictions = []
-        for item in ensemble_predictions([r.id for r in records], blended):
+        for item in ensemble_predictions([r.id for r in request.records], blended):
             value = item[blended.column]
             answer = prediction_pb2.EnsemblePrediction(id=item["id"])
             if isinstance(value, list):  # multiclass: one probability per class
@@ -247,19 +253,9 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
         self, request: prediction_pb2.PredictBatchRequest, context: grpc.ServicerContext
     ) -> prediction_pb2.PredictABResponse:
         """Score each record of a batch with its A/B variant's model, the variant decided by its id."""
-        _authorize(self._service, context)
-        _no_model(request, "PredictAB")
-        records = request.records
-        with malformed_is_bad_request():
-            features = [feature_record(r.features) for r in records]
-            # The id field is the record's own "id" (empty: unset, as proto3 has it); others are features.
-            items = [{"id": r.id} if r.id else {} for r in records]
-            keys, _ = variant_keys(items, features, self._service.settings.id_columns)
-            pending = self._service.submit_ab(features, keys)
-        routed = pending.result()
-        self._service.metrics.records.labels(PROTOCOL).inc(routed.rows)
+        routed = self._combined(request, context, "PredictAB", self._submit_ab)
         predictions = []
-        for item in ab_predictions([r.id for r in records], routed):
+        for item in ab_predictions([r.id for r in request.records], routed):
             answer = prediction_pb2.PredictResponse(
                 id=item["id"],
                 prediction=feature_value(item["prediction"]),
@@ -280,9 +276,54 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
                 pending = self._service.submit_records(features, self._service.live(model))
             else:  # the champion, by the very call made before the lineup had other models
                 pending = self._service.submit_records(features)
-        scored = pending.result()
-        self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
-        return scored
+        return _counted(self._service, pending)
+
+    def _combined(
+        self,
+        request: prediction_pb2.PredictBatchRequest,
+        context: grpc.ServicerContext,
+        method: str,
+        submit: Callable[[Sequence[prediction_pb2.PredictRequest]], Gathering[T]],
+    ) -> T:
+        """Score a batch with models of the lineup combined (its ensemble, its A/B split), once authorized.
+
+        Args:
+            request: The batch; its ``model`` must be empty, the lineup deciding which models score.
+            context: The call's context, for its API key.
+            method: The RPC's name, for the refusal of a model named.
+            submit: Queues the batch's records on the combination's models.
+
+        Returns:
+            The combined scores, their records counted.
+
+        Raises:
+            Unauthorized: A key is configured and the call does not present it.
+            BadRequest: A model is named, or the records are malformed.
+        """
+        _authorize(self._service, context)
+        _no_model(request, method)
+        with malformed_is_bad_request():
+            pending = submit(request.records)
+        return _counted(self._service, pending)
+
+    def _submit_ensemble(self, records: Sequence[prediction_pb2.PredictRequest]) -> Gathering[Blended]:
+        """Queue the records on every member of the ensemble."""
+        return self._service.submit_ensemble([feature_record(r.features) for r in records])
+
+    def _submit_ab(self, records: Sequence[prediction_pb2.PredictRequest]) -> Gathering[Routed]:
+        """Queue each record on its A/B variant's model, the variant decided by its id."""
+        features = [feature_record(r.features) for r in records]
+        # The id field is the record's own "id" (empty: unset, as proto3 has it); others are features.
+        items = [{"id": r.id} if r.id else {} for r in records]
+        keys, _ = variant_keys(items, features, self._service.settings.id_columns)
+        return self._service.submit_ab(features, keys)
+
+
+def _counted(service: ScoringService, pending: Pending | Gathering[T]) -> Scored | T:
+    """The scores of ``pending`` once they come, their records counted in the records metric."""
+    outcome = pending.result()
+    service.metrics.records.labels(PROTOCOL).inc(outcome.rows)
+    return outcome
 
 
 def _no_model(request: prediction_pb2.PredictBatchRequest, method: str) -> None:
@@ -404,8 +445,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             tensors = input_tensors(request)
             columns, rows = oip.columns_from_tensors(tensors, live.served.features)
             pending = self._service.submit_columns(columns, rows, live)
-        scored = pending.result()
-        self._service.metrics.records.labels(PROTOCOL).inc(scored.rows)
+        scored = _counted(self._service, pending)
         outputs = oip.output_tensors(scored, [o.name for o in request.outputs] or None)
         fields = model_fields(scored.served)
         response = inference_pb2.ModelInferResponse(

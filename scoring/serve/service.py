@@ -512,16 +512,14 @@ class ScoringService:
             TooLarge: More records than ``max_records``.
             InvalidRecords: A record fails a member's row checks; nothing is scored.
         """
-        roster = roster or self.roster()
+        roster = self._combining_roster(
+            roster,
+            lambda lineup: lineup.ensemble,
+            "this server has no ensemble: start it with --ensemble NAME=WEIGHT,... (or a models file's)",
+            len(records),
+        )
         lineup = roster.lineup
-        if not lineup.ensemble:
-            raise NotConfigured(
-                "this server has no ensemble: start it with --ensemble NAME=WEIGHT,... (or a models file's)"
-            )
-        self._count_rows(len(records))
-        columns, problems = typed_records(records, roster.ensemble_features)
-        if problems:
-            raise InvalidRecords(problems)
+        columns = _checked_records(records, roster.ensemble_features)
         parts = {name: _queue(roster.models[name], columns) for name, _ in lineup.ensemble}
 
         def combine(scored: dict[str, Scored]) -> Blended:
@@ -545,19 +543,17 @@ class ScoringService:
             TooLarge: More records than ``max_records``.
             InvalidRecords: A record fails a variant's row checks; nothing is scored.
         """
-        roster = roster or self.roster()
+        roster = self._combining_roster(
+            roster,
+            lambda lineup: lineup.ab,
+            "this server has no A/B split: start it with --ab NAME=SHARE,... --ab-salt SALT "
+            "(or a models file's ab)",
+            len(records),
+        )
         lineup = roster.lineup
-        if not lineup.ab:
-            raise NotConfigured(
-                "this server has no A/B split: start it with --ab NAME=SHARE,... --ab-salt SALT "
-                "(or a models file's ab)"
-            )
-        self._count_rows(len(records))
         if len(keys) != len(records):
             raise ValueError(f"{len(keys)} id keys for {len(records)} records")
-        columns, problems = typed_records(records, roster.ab_features)
-        if problems:
-            raise InvalidRecords(problems)
+        columns = _checked_records(records, roster.ab_features)
         variants = assign_variants(keys, lineup.ab, str(lineup.ab_salt))
         parts = {}
         for name in dict.fromkeys(variants.tolist()):
@@ -567,6 +563,32 @@ class ScoringService:
             return Routed(roster, variants, join_variants(variants, {n: s.scores for n, s in scored.items()}))
 
         return Gathering(parts, combine)
+
+    def _combining_roster(
+        self,
+        roster: Roster | None,
+        combined: Callable[[Lineup], Sequence[tuple[str, float]]],
+        refusal: str,
+        rows: int,
+    ) -> Roster:
+        """The lineup a request that combines models takes, once it has that combination and the rows fit.
+
+        Args:
+            roster: The lineup the request took (``roster()``); by default the one serving now.
+            combined: The lineup's pairs the request combines (its ensemble's or its A/B split's).
+            refusal: The message when the lineup has none of them.
+            rows: How many records the request holds.
+
+        Raises:
+            NotConfigured: The lineup has no such combination.
+            BadRequest: No records.
+            TooLarge: More records than ``max_records``.
+        """
+        roster = roster or self.roster()
+        if not combined(roster.lineup):
+            raise NotConfigured(refusal)
+        self._count_rows(rows)
+        return roster
 
     def _count_rows(self, rows: int) -> None:
         if rows == 0:
@@ -582,6 +604,20 @@ class ScoringService:
         if problems:
             raise InvalidRecords(problems)
         return Pending(live.served, live.batcher.submit(columns))
+
+
+def _checked_records(
+    records: Sequence[Mapping[str, object]], features: Sequence[Feature]
+) -> dict[str, np.ndarray]:
+    """Records as typed columns of ``features``, checked as the batch job checks a row.
+
+    Raises:
+        InvalidRecords: A record fails the row checks; nothing is scored.
+    """
+    columns, problems = typed_records(records, features)
+    if problems:
+        raise InvalidRecords(problems)
+    return columns
 
 
 def _queue(live: Live, columns: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> Pending:
