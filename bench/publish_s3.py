@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
@@ -50,6 +51,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench import report, stats
+
+if TYPE_CHECKING:
+    from scoring.dataset.manifest import Manifest
 from scoring.cli import positive_int
 
 START = "<!-- bench:publish-s3:start -->"
@@ -230,16 +234,20 @@ class Staged:
             with s3.open_output_stream(f"{path}/{name}") as out:
                 out.write(data)
 
-    def manifest(self, run_id: str, version: int) -> dict:
+    def manifest(self, run_id: str, version: int) -> Manifest:
         """The run's manifest, with what ``publish`` and ``run_summary`` read."""
-        return {
-            "run_id": run_id,
-            "model": {"name": "bench", "version": str(version), "run_id": f"bench-{version}"},
-            "counts": {"input": self.rows, "scored": self.rows, "rejected": 0},
-            "rejects": {"rows": 0, "by_reason": {}, "files": []},
-            "output": {"rows": self.rows, "files": [{"name": n, "rows": r} for n, _, r in self.files]},
-            "resources": {"engine": "arrow"},
-        }
+        from scoring.dataset.manifest import Manifest
+
+        return Manifest.from_json(
+            {
+                "run_id": run_id,
+                "model": {"name": "bench", "version": str(version), "run_id": f"bench-{version}"},
+                "counts": {"input": self.rows, "scored": self.rows, "rejected": 0},
+                "rejects": {"rows": 0, "by_reason": {}, "files": []},
+                "output": {"rows": self.rows, "files": [{"name": n, "rows": r} for n, _, r in self.files]},
+                "resources": {"engine": "arrow"},
+            }
+        )
 
 
 def staged_data(files: int, rows: int, seed: int = 0) -> Staged:
@@ -323,7 +331,8 @@ def measure_directory(staged: Staged, endpoint: str, counting: Counting, rounds:
     """Re-publish a date of a directory on S3 ``rounds`` times (an earlier version published first)."""
     import boto3
 
-    from scoring.dataset.publish import MANIFEST_FILE, OutputLocation, discard_run, is_published, publish
+    from scoring.dataset.manifest import MANIFEST_FILE
+    from scoring.dataset.publish import OutputLocation, discard_run, is_published, publish
     from scoring.dataset.publish import staged_files as footers
     from scoring.dataset.storage import write_json
 
@@ -333,7 +342,7 @@ def measure_directory(staged: Staged, endpoint: str, counting: Counting, rounds:
     for version in range(rounds + 1):  # version 0: the earlier version, published untimed
         location = OutputLocation.new_run(root, PARTITION)
         staged.write(s3, location.staged)
-        write_json(f"{location.staged}/{MANIFEST_FILE}", staged.manifest(location.run_id, version))
+        write_json(f"{location.staged}/{MANIFEST_FILE}", staged.manifest(location.run_id, version).to_json())
         seconds, tally, copied = timed(counting, bucket, lambda location=location: publish(location))
         finish_s, _, _ = timed(counting, bucket, lambda location=location: discard_run(location, True))
         written = sum(rows for _, rows in footers(location.final))
